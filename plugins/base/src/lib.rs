@@ -1,0 +1,190 @@
+//! The `base` dialect: one change from the request's form fields or query
+//! parameters, as `buildbot sendchange`-style clients post them.
+//!
+//! Fields: `author` (falling back to `who`), `committer`, `comments`, `files` (a JSON
+//! list), `revision`, `when_timestamp` (falling back to `when`; seconds, fractions
+//! dropped), `branch`, `category`, `revlink`, `properties` (a JSON object),
+//! `repository`, `project`, `codebase`. A JSON body is not read.
+
+use buildmaster_plugin_api::{
+    export_plugin, Args, Change, Dialect, HookError, HookOutcome, Host, Request,
+};
+
+/// The `base` dialect; it takes no options.
+pub struct Base;
+
+impl Dialect for Base {
+    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+        Ok(Base)
+    }
+
+    fn handle(&self, request: &Request, _host: &Host<'_>) -> Result<HookOutcome, HookError> {
+        Ok(vec![change_from_args(&request.args())?].into())
+    }
+}
+
+fn text(args: &Args, name: &str) -> Option<String> {
+    args.first(name).map(str::to_string)
+}
+
+fn change_from_args(args: &Args) -> Result<Change, HookError> {
+    let author = match args.first("author") {
+        Some(author) if !author.is_empty() => Some(author.to_string()),
+        _ => text(args, "who"),
+    };
+    let when = args.first("when_timestamp").or_else(|| args.first("when"));
+    Ok(Change {
+        author,
+        committer: text(args, "committer"),
+        comments: text(args, "comments"),
+        files: files(args.first("files"))?,
+        revision: text(args, "revision"),
+        when_timestamp: when.map(timestamp).transpose()?,
+        branch: text(args, "branch"),
+        category: text(args, "category"),
+        revlink: text(args, "revlink"),
+        properties: properties(args.first("properties"))?,
+        repository: text(args, "repository").unwrap_or_default(),
+        project: text(args, "project").unwrap_or_default(),
+        codebase: text(args, "codebase"),
+        src: None,
+    })
+}
+
+fn json(field: &str, value: &str) -> Result<serde_json::Value, HookError> {
+    serde_json::from_str(value)
+        .map_err(|e| HookError::bad_request(format!("'{field}' is not valid JSON: {e}")))
+}
+
+fn files(value: Option<&str>) -> Result<Vec<String>, HookError> {
+    match value {
+        None | Some("") => Ok(Vec::new()),
+        Some(value) => serde_json::from_value(json("files", value)?)
+            .map_err(|_| HookError::bad_request("'files' must be a JSON list of strings")),
+    }
+}
+
+fn properties(
+    value: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>, HookError> {
+    match value {
+        None | Some("") => Ok(serde_json::Map::new()),
+        Some(value) => match json("properties", value)? {
+            serde_json::Value::Object(map) => Ok(map),
+            _ => Err(HookError::bad_request("'properties' must be a JSON object")),
+        },
+    }
+}
+
+/// Seconds since the epoch, given as an integer or a decimal number.
+fn timestamp(value: &str) -> Result<i64, HookError> {
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds.abs() < 1e17 => Ok(seconds.trunc() as i64),
+        _ => Err(HookError::bad_request(format!(
+            "could not convert string to float: '{value}'"
+        ))),
+    }
+}
+
+export_plugin! {
+    name: "base",
+    version: env!("CARGO_PKG_VERSION"),
+    dialects: { "base" => Base },
+    reporters: {},
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildmaster_plugin_api::testing::{form_post, request, run_dialect, TestHost};
+    use buildmaster_plugin_api::ErrorClass;
+    use serde_json::json;
+
+    fn run(request: &Request) -> Result<HookOutcome, HookError> {
+        run_dialect::<Base>(&json!({}), request, &TestHost::default())
+    }
+
+    #[test]
+    fn every_field_is_read_from_the_form() {
+        let body = "author=me&committer=you&comments=Fix+it&files=%5B%22a.c%22%2C%22b.c%22%5D\
+                    &revision=abc&when_timestamp=1500000000.9&branch=main&category=bug\
+                    &revlink=http%3A%2F%2Fx%2Fabc&properties=%7B%22n%22%3A2%7D\
+                    &repository=repo&project=proj&codebase=cb";
+        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        assert_eq!(change.author.as_deref(), Some("me"));
+        assert_eq!(change.committer.as_deref(), Some("you"));
+        assert_eq!(change.comments.as_deref(), Some("Fix it"));
+        assert_eq!(change.files, ["a.c", "b.c"]);
+        assert_eq!(change.revision.as_deref(), Some("abc"));
+        assert_eq!(change.when_timestamp, Some(1_500_000_000));
+        assert_eq!(change.branch.as_deref(), Some("main"));
+        assert_eq!(change.category.as_deref(), Some("bug"));
+        assert_eq!(change.revlink.as_deref(), Some("http://x/abc"));
+        assert_eq!(change.properties.get("n"), Some(&json!(2)));
+        assert_eq!(
+            (change.repository.as_str(), change.project.as_str()),
+            ("repo", "proj")
+        );
+        assert_eq!(change.codebase.as_deref(), Some("cb"));
+        assert_eq!(change.src, None);
+    }
+
+    #[test]
+    fn absent_fields_are_null_or_empty() {
+        let change = &run(&form_post("/change_hook/base", "comments=only"))
+            .unwrap()
+            .changes[0];
+        assert_eq!(change.author, None);
+        assert_eq!(change.revlink, None);
+        assert_eq!(change.when_timestamp, None);
+        assert!(change.files.is_empty() && change.properties.is_empty());
+        assert_eq!(
+            (change.repository.as_str(), change.project.as_str()),
+            ("", "")
+        );
+        assert_eq!(change.codebase, None);
+    }
+
+    #[test]
+    fn who_and_when_are_fallbacks() {
+        let body = "author=&who=old&when=12.5";
+        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        assert_eq!(change.author.as_deref(), Some("old"));
+        assert_eq!(change.when_timestamp, Some(12));
+        let body = "when_timestamp=7&when=9";
+        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        assert_eq!(change.when_timestamp, Some(7));
+    }
+
+    #[test]
+    fn query_arguments_work_for_get_and_a_json_body_is_ignored() {
+        let get = request("GET", "/change_hook/base?comments=q&branch=b", &[], "");
+        assert_eq!(run(&get).unwrap().changes[0].branch.as_deref(), Some("b"));
+        let json_post = request(
+            "POST",
+            "/change_hook/base",
+            &[("Content-Type", "application/json")],
+            r#"{"comments":"x"}"#,
+        );
+        assert_eq!(run(&json_post).unwrap().changes[0].comments, None);
+    }
+
+    #[test]
+    fn malformed_values_are_the_senders_fault() {
+        for (body, message) in [
+            ("files=not+json", "'files' is not valid JSON"),
+            ("files=%7B%7D", "'files' must be a JSON list of strings"),
+            ("properties=%5B1%5D", "'properties' must be a JSON object"),
+            (
+                "when_timestamp=yesterday",
+                "could not convert string to float: 'yesterday'",
+            ),
+            ("when=", "could not convert string to float: ''"),
+            ("when=inf", "could not convert string to float: 'inf'"),
+        ] {
+            let err = run(&form_post("/change_hook/base", body)).unwrap_err();
+            assert_eq!(err.class, ErrorClass::BadRequest, "{body}");
+            assert!(err.message.starts_with(message), "{body}: {}", err.message);
+        }
+    }
+}
