@@ -1,1 +1,2 @@
-
+pub mod changes;
+pub mod db;

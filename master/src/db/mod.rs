@@ -1,0 +1,413 @@
+//! Storage of changes in SQLite.
+//!
+//! Writes go through a single writer thread that group-commits whatever is
+//! waiting (see [`writer`]); a stored change is on disk when its ids come back.
+//! Reads use a small pool of read-only connections on blocking threads, which
+//! WAL mode lets run alongside the writer.
+
+mod query;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
+
+use crate::changes::{Change, NewChange};
+use writer::{Counters, WriteRequest};
+
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read connections kept open between reads; more are opened under load.
+const READERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot switch the database to wal journal mode, it stays in {0} mode")]
+    JournalMode(String),
+    #[error("cannot apply schema migration {version}: {source}")]
+    Migrate {
+        version: usize,
+        source: rusqlite::Error,
+    },
+    #[error("database schema version {found} is newer than the latest known version {known}")]
+    TooNew { found: usize, known: usize },
+    #[error("cannot start the database writer thread: {0}")]
+    SpawnWriter(std::io::Error),
+    #[error("cannot store change {position} of the request: {source}")]
+    Insert {
+        position: usize,
+        source: rusqlite::Error,
+    },
+    #[error("cannot commit changes: {0}")]
+    Commit(Arc<rusqlite::Error>),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("cannot read changes: {0}")]
+    Read(#[from] rusqlite::Error),
+    #[error(
+        "stored property '{name}' of change {changeid} is not a [value, source] pair: {source}"
+    )]
+    CorruptProperty {
+        changeid: i64,
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("database read task failed: {0}")]
+    ReadTask(#[from] tokio::task::JoinError),
+}
+
+/// What the writer has done since the database was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Committed transactions; each holds every request that was waiting.
+    pub transactions: u64,
+    /// Requests handled, whether they succeeded or failed.
+    pub requests: u64,
+}
+
+/// A handle on the database; clones share the writer and the read pool.
+#[derive(Clone)]
+pub struct Db {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    /// `None` only while dropping, so the writer sees its channel close.
+    requests: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Shared {
+    /// Lets the writer finish the requests already sent, then waits for it, so
+    /// the file is closed when the last handle is gone. The readers close first
+    /// so that the writer's connection is the last one and checkpoints the WAL.
+    fn drop(&mut self) {
+        self.lock_readers().clear();
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Db {
+    /// Opens the database at `path`, creating it if missing, and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        let open_failed = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_failed)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_failed)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_failed)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::JournalMode(mode));
+        }
+        // FULL syncs the WAL on every commit: a returned id means the change is on disk.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_failed)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_failed)?;
+        schema::migrate(&mut conn)?;
+
+        let readers = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let counters = Arc::new(Counters::default());
+        let (requests, writer) =
+            writer::spawn(conn, Arc::clone(&counters)).map_err(Error::SpawnWriter)?;
+        Ok(Db {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                requests: Some(requests),
+                writer: Some(writer),
+                readers: Mutex::new(readers),
+                counters,
+            }),
+        })
+    }
+
+    /// Stores the changes in order and returns their ids once they are committed.
+    /// Concurrent calls share a transaction, but fail or succeed independently.
+    pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, Error> {
+        let requests = self.shared.requests.as_ref().ok_or(Error::WriterGone)?;
+        let (reply, answer) = oneshot::channel();
+        requests
+            .send(WriteRequest { changes, reply })
+            .map_err(|_| Error::WriterGone)?;
+        answer.await.map_err(|_| Error::WriterGone)?
+    }
+
+    /// The change with this id, if there is one.
+    pub async fn change(&self, changeid: i64) -> Result<Option<Change>, Error> {
+        self.read(move |conn| query::get_change(conn, changeid))
+            .await
+    }
+
+    /// One page of the changes the query selects, and how many it selects in all.
+    pub async fn changes(&self, query: ChangeQuery) -> Result<ChangePage, Error> {
+        self.read(move |conn| query::query_changes(conn, &query))
+            .await
+    }
+
+    pub fn stats(&self) -> Stats {
+        let counters = &self.shared.counters;
+        Stats {
+            transactions: counters.transactions.load(Ordering::Relaxed),
+            requests: counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `read` on a pooled connection on a blocking thread, so SQLite never
+    /// blocks an async worker.
+    async fn read<T, F>(&self, read: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared.lock_readers().pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader(&shared.path)?,
+            };
+            let result = read(&mut conn);
+            let mut readers = shared.lock_readers();
+            if readers.len() < READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await?
+    }
+}
+
+impl Shared {
+    /// The pool is a plain list, valid even if a holder panicked.
+    fn lock_readers(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let open_failed = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_failed)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_failed)?;
+    Ok(conn)
+}
+
+/// The current time in epoch seconds, as the database stores times.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(value: serde_json::Value) -> NewChange {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn temp_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_stored_change_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let db = Db::open(&path).unwrap();
+        let ids = db
+            .add_changes(vec![change(json!({
+                "author": "me", "files": ["b.c", "a.c"], "properties": {"size": 2},
+                "when_timestamp": 1_234, "branch": "main",
+            }))])
+            .await
+            .unwrap();
+        let before = db.change(ids[0]).await.unwrap().unwrap();
+        drop(db);
+
+        let reopened = Db::open(&path).unwrap();
+        let after = reopened.change(ids[0]).await.unwrap().unwrap();
+        assert_eq!(after, before);
+        assert_eq!(after.files, ["b.c", "a.c"]);
+        assert_eq!(after.properties["size"], json!([2, "Change"]));
+        assert_eq!(after.when_timestamp, 1_234);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_closes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let db = Db::open(&path).unwrap();
+        db.add_changes(vec![change(json!({}))]).await.unwrap();
+        db.changes(ChangeQuery::default()).await.unwrap();
+        let wal = dir.path().join("state.sqlite-wal");
+        assert!(wal.exists());
+        drop(db);
+        // SQLite removes the WAL file when its last connection closes.
+        assert!(!wal.exists());
+    }
+
+    #[tokio::test]
+    async fn parents_follow_branch_repository_project_and_codebase() {
+        let (_dir, db) = temp_db();
+        let main = json!({"branch": "main", "repository": "r", "project": "p"});
+        let ids = db
+            .add_changes(vec![
+                change(main.clone()),
+                change(json!({"branch": "other", "repository": "r", "project": "p"})),
+                change(main.clone()),
+                change(
+                    json!({"branch": "main", "repository": "r", "project": "p", "codebase": "c"}),
+                ),
+                change(json!({})),
+            ])
+            .await
+            .unwrap();
+        let later = db
+            .add_changes(vec![change(main), change(json!({}))])
+            .await
+            .unwrap();
+        let parent = |id| {
+            let db = db.clone();
+            async move { db.change(id).await.unwrap().unwrap().parent_changeid }
+        };
+        assert_eq!(parent(ids[0]).await, None);
+        assert_eq!(parent(ids[1]).await, None);
+        assert_eq!(parent(ids[2]).await, Some(ids[0]));
+        assert_eq!(parent(ids[3]).await, None);
+        assert_eq!(parent(ids[4]).await, None);
+        assert_eq!(parent(later[0]).await, Some(ids[2]));
+        // A null branch is its own lineage.
+        assert_eq!(parent(later[1]).await, Some(ids[4]));
+    }
+
+    #[tokio::test]
+    async fn changes_with_the_same_identity_share_a_sourcestamp() {
+        let (_dir, db) = temp_db();
+        let same =
+            json!({"revision": "abc", "branch": "main", "repository": "r", "comments": "one"});
+        let ids = db
+            .add_changes(vec![
+                change(same.clone()),
+                change(json!({"revision": "abc", "branch": "main", "repository": "r", "comments": "two"})),
+                change(json!({"revision": "abd", "branch": "main", "repository": "r"})),
+            ])
+            .await
+            .unwrap();
+        let stamp = |id| {
+            let db = db.clone();
+            async move { db.change(id).await.unwrap().unwrap().sourcestamp }
+        };
+        let first = stamp(ids[0]).await;
+        assert_eq!(first, stamp(ids[1]).await);
+        assert_ne!(first.ssid, stamp(ids[2]).await.ssid);
+        assert_eq!(
+            (
+                first.revision.as_deref(),
+                first.branch.as_deref(),
+                &*first.repository
+            ),
+            (Some("abc"), Some("main"), "r")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_all_commit_with_distinct_ids_in_fewer_transactions() {
+        const CALLERS: usize = 200;
+        let (_dir, db) = temp_db();
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let (db, start) = (db.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let comments = format!("caller {caller}");
+                    let ids = db
+                        .add_changes(vec![change(json!({"comments": comments}))])
+                        .await;
+                    (comments, ids.unwrap())
+                })
+            })
+            .collect();
+        let mut all_ids = std::collections::BTreeSet::new();
+        for task in tasks {
+            let (comments, ids) = task.await.unwrap();
+            assert_eq!(ids.len(), 1);
+            assert_eq!(db.change(ids[0]).await.unwrap().unwrap().comments, comments);
+            all_ids.insert(ids[0]);
+        }
+        assert_eq!(all_ids.len(), CALLERS);
+        let stats = db.stats();
+        assert_eq!(stats.requests, CALLERS as u64);
+        assert!(stats.transactions < stats.requests, "{stats:?}");
+        assert_eq!(
+            db.changes(ChangeQuery::default()).await.unwrap().total,
+            CALLERS as u64
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_request_does_not_fail_concurrent_ones() {
+        const CALLERS: usize = 20;
+        let (_dir, db) = temp_db();
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS + 1));
+        let good: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (db, start) = (db.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    db.add_changes(vec![change(json!({"comments": "good"}))])
+                        .await
+                })
+            })
+            .collect();
+        start.wait().await;
+        let bad = db
+            .add_changes(vec![change(json!({"properties": {"": "nameless"}}))])
+            .await;
+        assert!(
+            matches!(bad, Err(Error::Insert { position: 1, .. })),
+            "{bad:?}"
+        );
+        for task in good {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            db.changes(ChangeQuery::default()).await.unwrap().total,
+            CALLERS as u64
+        );
+    }
+}

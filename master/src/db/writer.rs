@@ -1,0 +1,299 @@
+//! The single writer: one thread owns the write connection and commits every
+//! request waiting for it in one transaction (group commit), so the cost of a
+//! durable commit is shared by all callers that arrived meanwhile.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::Error;
+use crate::changes::{NewChange, PROPERTY_SOURCE};
+
+/// One caller's changes and where to send their ids once they are committed.
+pub(super) struct WriteRequest {
+    pub(super) changes: Vec<NewChange>,
+    pub(super) reply: oneshot::Sender<Result<Vec<i64>, Error>>,
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) transactions: AtomicU64,
+    pub(super) requests: AtomicU64,
+}
+
+/// Starts the writer thread. It runs until every sender is dropped and the
+/// requests already sent are written.
+pub(super) fn spawn(
+    mut conn: Connection,
+    counters: Arc<Counters>,
+) -> std::io::Result<(mpsc::Sender<WriteRequest>, JoinHandle<()>)> {
+    let (sender, receiver) = mpsc::channel::<WriteRequest>();
+    let handle = std::thread::Builder::new()
+        .name("db-writer".into())
+        .spawn(move || {
+            while let Ok(first) = receiver.recv() {
+                let mut batch = vec![first];
+                batch.extend(receiver.try_iter());
+                write_batch(&mut conn, batch, &counters);
+            }
+        })?;
+    Ok((sender, handle))
+}
+
+/// Writes a batch and answers each request. A request whose caller has gone
+/// away is still committed: the caller only lost interest in the ids.
+fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Counters) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|r| (r.changes, r.reply)).unzip();
+    counters
+        .requests
+        .fetch_add(requests.len() as u64, Ordering::Relaxed);
+    match commit_batch(conn, &requests, super::now()) {
+        Ok(outcomes) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for reply in replies {
+                let _ = reply.send(Err(Error::Commit(Arc::clone(&error))));
+            }
+        }
+    }
+}
+
+/// Stores every request in one transaction, each under its own savepoint so
+/// that a request that fails is rolled back alone. Returns each request's
+/// outcome once COMMIT has returned; an error here fails the whole batch.
+fn commit_batch(
+    conn: &mut Connection,
+    requests: &[Vec<NewChange>],
+    now: i64,
+) -> rusqlite::Result<Vec<Result<Vec<i64>, Error>>> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for changes in requests {
+        let savepoint = tx.savepoint()?;
+        let outcome = insert_changes(&savepoint, changes, now);
+        if outcome.is_ok() {
+            savepoint.commit()?;
+        } else {
+            savepoint.finish()?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Stores one request's changes in order, so each may be the parent of the next.
+fn insert_changes(conn: &Connection, changes: &[NewChange], now: i64) -> Result<Vec<i64>, Error> {
+    changes
+        .iter()
+        .enumerate()
+        .map(|(index, change)| {
+            insert_change(conn, change, now).map_err(|source| Error::Insert {
+                position: index + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
+fn insert_change(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::Result<i64> {
+    let sourcestampid = sourcestamp_id(conn, change, now)?;
+    let parent: Option<i64> = conn
+        .prepare_cached(
+            "SELECT changeid FROM changes
+             WHERE branch IS NOT DISTINCT FROM ?1 AND repository = ?2
+               AND project = ?3 AND codebase = ?4
+             ORDER BY changeid DESC LIMIT 1",
+        )?
+        .query_row(
+            (
+                &change.branch,
+                &change.repository,
+                &change.project,
+                &change.codebase,
+            ),
+            |row| row.get(0),
+        )
+        .optional()?;
+    let changeid: i64 = conn
+        .prepare_cached(
+            "INSERT INTO changes (changeid, author, committer, comments, branch, revision,
+                 revlink, when_timestamp, category, repository, codebase, project,
+                 sourcestampid, parent_changeid)
+             VALUES ((SELECT COALESCE(MAX(changeid), 0) + 1 FROM changes),
+                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             RETURNING changeid",
+        )?
+        .query_row(
+            rusqlite::params![
+                change.author,
+                change.committer,
+                change.comments,
+                change.branch,
+                change.revision,
+                change.revlink,
+                change.when_timestamp.unwrap_or(now),
+                change.category,
+                change.repository,
+                change.codebase,
+                change.project,
+                sourcestampid,
+                parent,
+            ],
+            |row| row.get(0),
+        )?;
+    let mut add_file = conn.prepare_cached(
+        "INSERT INTO change_files (changeid, position, filename) VALUES (?1, ?2, ?3)",
+    )?;
+    for (position, filename) in change.files.iter().enumerate() {
+        add_file.execute((changeid, position, filename))?;
+    }
+    let mut add_property = conn.prepare_cached(
+        "INSERT INTO change_properties (changeid, property_name, property_value)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    for (name, value) in &change.properties {
+        add_property.execute((changeid, name, json!([value, PROPERTY_SOURCE]).to_string()))?;
+    }
+    Ok(changeid)
+}
+
+/// Finds the source stamp of the change's (revision, branch, repository,
+/// codebase, project), creating it if this is the first change with them.
+fn sourcestamp_id(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::Result<i64> {
+    let hash = sourcestamp_hash(change);
+    let existing = conn
+        .prepare_cached("SELECT id FROM sourcestamps WHERE ss_hash = ?1")?
+        .query_row([&hash], |row| row.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO sourcestamps (id, ss_hash, branch, revision, repository, codebase,
+             project, patchid, created_at)
+         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM sourcestamps),
+             ?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)
+         RETURNING id",
+    )?
+    .query_row(
+        (
+            &hash,
+            &change.branch,
+            &change.revision,
+            &change.repository,
+            &change.codebase,
+            &change.project,
+            now,
+        ),
+        |row| row.get(0),
+    )
+}
+
+/// A SHA-256 over the identifying fields. Each field is tagged (null or text)
+/// and length-prefixed, so distinct tuples never encode to the same bytes.
+fn sourcestamp_hash(change: &NewChange) -> String {
+    let fields = [
+        change.revision.as_deref(),
+        change.branch.as_deref(),
+        Some(change.repository.as_str()),
+        Some(change.codebase.as_str()),
+        Some(change.project.as_str()),
+    ];
+    let mut hasher = Sha256::new();
+    for field in fields {
+        match field {
+            None => hasher.update([0]),
+            Some(text) => {
+                hasher.update([1]);
+                hasher.update((text.len() as u64).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(value: serde_json::Value) -> NewChange {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn request(
+        changes: Vec<NewChange>,
+    ) -> (WriteRequest, oneshot::Receiver<Result<Vec<i64>, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        (WriteRequest { changes, reply }, answer)
+    }
+
+    #[test]
+    fn a_failing_request_is_rolled_back_alone_within_its_batch() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let (first, first_answer) = request(vec![change(serde_json::json!({"comments": "one"}))]);
+        let (bad, bad_answer) = request(vec![
+            change(serde_json::json!({"comments": "stored then undone"})),
+            change(serde_json::json!({"properties": {"": 1}})),
+        ]);
+        let (last, last_answer) = request(vec![change(serde_json::json!({"comments": "three"}))]);
+        let counters = Counters::default();
+
+        write_batch(&mut conn, vec![first, bad, last], &counters);
+
+        assert_eq!(first_answer.blocking_recv().unwrap().unwrap(), vec![1]);
+        let error = bad_answer.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot store change 2 of the request"),
+            "{error}"
+        );
+        assert_eq!(last_answer.blocking_recv().unwrap().unwrap(), vec![2]);
+        let comments: Vec<String> = conn
+            .prepare("SELECT comments FROM changes ORDER BY changeid")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(comments, ["one", "three"]);
+        assert_eq!(counters.transactions.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn sourcestamp_hash_separates_null_from_empty_and_field_boundaries() {
+        let hash = |value| sourcestamp_hash(&change(value));
+        assert_ne!(
+            hash(serde_json::json!({})),
+            hash(serde_json::json!({"branch": ""}))
+        );
+        assert_ne!(
+            hash(serde_json::json!({"repository": "ab", "codebase": ""})),
+            hash(serde_json::json!({"repository": "a", "codebase": "b"}))
+        );
+        assert_eq!(
+            hash(serde_json::json!({"branch": "x"})),
+            hash(serde_json::json!({"branch": "x"}))
+        );
+    }
+}
