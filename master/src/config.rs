@@ -1,0 +1,699 @@
+//! `master.toml`: what the operator wants.
+//!
+//! Reading happens in two steps. [`RawConfig`] mirrors the file for serde and only
+//! checks shapes (unknown keys are errors, with file and line). [`Config::load`]
+//! then resolves everything relative to the basedir, reads secrets and password
+//! files, and collects every mistake it finds instead of stopping at the first.
+//! Plugins are loaded later, by [`crate::registry`], from the built `Config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::www::auth::Credentials;
+
+/// The file name of the configuration inside a basedir.
+pub const CONFIG_FILE: &str = "master.toml";
+
+/// The example configuration `create-master` writes.
+pub const EXAMPLE: &str = include_str!("../../master.toml.example");
+
+/// Default request-body limit for change hooks: 10 MiB.
+const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+
+/// One mistake in the configuration, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `path:line:column`, `path:line` or `path`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Maps byte offsets of a file to `file:line:column` locations.
+#[derive(Debug, Clone)]
+pub struct SourceMap {
+    file: PathBuf,
+    line_starts: Vec<usize>,
+}
+
+impl SourceMap {
+    pub fn new(file: &Path, text: &str) -> SourceMap {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceMap {
+            file: file.to_path_buf(),
+            line_starts,
+        }
+    }
+
+    /// `file:line:column` (1-based) of a byte offset.
+    pub fn locate(&self, offset: usize) -> String {
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let column = offset - self.line_starts[line - 1] + 1;
+        format!("{}:{}:{}", self.file.display(), line, column)
+    }
+
+    /// An error at `span`.
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: self.locate(span.start),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the file as a whole.
+    pub fn file_error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: self.file.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+/// `master.toml` as written; only shapes are checked here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub master: RawMaster,
+    #[serde(default)]
+    pub db: RawDb,
+    #[serde(default)]
+    pub www: RawWww,
+}
+
+/// `[master]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaster {
+    pub title: Option<String>,
+    pub title_url: Option<String>,
+    pub buildbot_url: Option<String>,
+    /// Directories searched for plugin libraries; `@builtin` is the directory
+    /// holding the `buildmaster` executable.
+    pub plugin_dirs: Option<Vec<Spanned<String>>>,
+    /// Directory of secret files for `{ from_secret = "name" }` values.
+    pub secrets_dir: Option<String>,
+}
+
+/// `[db]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDb {
+    pub db_url: Option<Spanned<String>>,
+}
+
+/// `[www]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWww {
+    pub port: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub change_hook_dialects: BTreeMap<String, Spanned<toml::Value>>,
+    pub change_hook_auth: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub max_body_size: Option<Spanned<i64>>,
+}
+
+// ---------------------------------------------------------------------------
+// The built configuration.
+
+/// The configuration of a master, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory holding `master.toml`, the database and the plugin cache.
+    pub basedir: PathBuf,
+    /// The configuration file it was read from.
+    pub file: PathBuf,
+    pub title: String,
+    pub title_url: String,
+    pub buildbot_url: String,
+    pub plugin_dirs: Vec<PluginDir>,
+    pub db_path: PathBuf,
+    pub www: WwwConfig,
+}
+
+/// One directory searched for plugins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDir {
+    pub path: PathBuf,
+    /// A missing directory is only worth a warning when the operator named it.
+    pub explicit: bool,
+}
+
+/// `[www]`, resolved.
+#[derive(Debug, Clone)]
+pub struct WwwConfig {
+    pub listen: SocketAddr,
+    pub dialects: Vec<DialectConfig>,
+    /// `None` when `change_hook_auth` is not set.
+    pub auth: Option<Credentials>,
+    pub max_body_size: u64,
+}
+
+/// One enabled dialect: `[www.change_hook_dialects.<name>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialectConfig {
+    /// The name in the URL: `/change_hook/<name>`.
+    pub name: String,
+    /// The dialect kind inside the plugin (`dialect = ...`, default: the name).
+    pub kind: String,
+    /// `plugin = ...`: a library file or a plugin name; `None` means any loaded
+    /// plugin that offers `kind`.
+    pub plugin: Option<PluginRef>,
+    /// The options handed to the plugin, secrets resolved.
+    pub options: serde_json::Value,
+    /// Where the table starts, for messages.
+    pub location: String,
+}
+
+/// How a custom dialect names its plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginRef {
+    File(PathBuf),
+    Name(String),
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginRef::File(path) => write!(f, "{}", path.display()),
+            PluginRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `file` (basedir: its directory).
+    pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            vec![ConfigError {
+                location: file.display().to_string(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates `text` as the content of `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
+        let map = SourceMap::new(file, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            vec![match e.span() {
+                Some(span) => map.error(span, message),
+                None => map.file_error(message),
+            }]
+        })?;
+        let basedir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Builder {
+            map: &map,
+            basedir: &basedir,
+            secrets_dir: raw.master.secrets_dir.as_deref().map(|d| basedir.join(d)),
+            errors: Vec::new(),
+        }
+        .build(raw, file)
+    }
+}
+
+/// Resolves a [`RawConfig`], collecting errors.
+struct Builder<'a> {
+    map: &'a SourceMap,
+    basedir: &'a Path,
+    secrets_dir: Option<PathBuf>,
+    errors: Vec<ConfigError>,
+}
+
+impl Builder<'_> {
+    fn build(mut self, raw: RawConfig, file: &Path) -> Result<Config, Vec<ConfigError>> {
+        let plugin_dirs = self.plugin_dirs(raw.master.plugin_dirs);
+        let db_path = self.db_path(raw.db.db_url);
+        let listen = self.listen(raw.www.port);
+        let dialects = raw
+            .www
+            .change_hook_dialects
+            .into_iter()
+            .filter_map(|(name, value)| self.dialect(name, value))
+            .collect();
+        let auth = raw.www.change_hook_auth.and_then(|a| self.auth(a));
+        let max_body_size = match raw.www.max_body_size {
+            None => DEFAULT_MAX_BODY_SIZE,
+            Some(size) if *size.get_ref() > 0 => *size.get_ref() as u64,
+            Some(size) => {
+                let err = self.map.error(
+                    size.span(),
+                    "max_body_size must be a positive number of bytes",
+                );
+                self.errors.push(err);
+                DEFAULT_MAX_BODY_SIZE
+            }
+        };
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(Config {
+            basedir: self.basedir.to_path_buf(),
+            file: file.to_path_buf(),
+            title: raw.master.title.unwrap_or_else(|| "buildmaster".into()),
+            title_url: raw.master.title_url.unwrap_or_default(),
+            buildbot_url: raw
+                .master
+                .buildbot_url
+                .unwrap_or_else(|| format!("http://localhost:{}/", listen.port())),
+            plugin_dirs,
+            db_path,
+            www: WwwConfig {
+                listen,
+                dialects,
+                auth,
+                max_body_size,
+            },
+        })
+    }
+
+    fn plugin_dirs(&mut self, dirs: Option<Vec<Spanned<String>>>) -> Vec<PluginDir> {
+        let Some(dirs) = dirs else {
+            return vec![
+                PluginDir {
+                    path: self.basedir.join("plugins"),
+                    explicit: false,
+                },
+                PluginDir {
+                    path: builtin_plugin_dir(),
+                    explicit: false,
+                },
+            ];
+        };
+        dirs.into_iter()
+            .map(|dir| PluginDir {
+                path: match dir.get_ref().as_str() {
+                    "@builtin" => builtin_plugin_dir(),
+                    other => self.basedir.join(other),
+                },
+                explicit: true,
+            })
+            .collect()
+    }
+
+    fn db_path(&mut self, url: Option<Spanned<String>>) -> PathBuf {
+        let Some(url) = url else {
+            return self.basedir.join("state.sqlite");
+        };
+        match url.get_ref().strip_prefix("sqlite:///") {
+            Some(path) if !path.is_empty() => self.basedir.join(path),
+            _ => {
+                let message = format!(
+                    "db_url '{}' is not supported: use sqlite:///FILE (relative to the basedir) or sqlite:////ABSOLUTE/PATH",
+                    url.get_ref()
+                );
+                self.errors.push(self.map.error(url.span(), message));
+                PathBuf::new()
+            }
+        }
+    }
+
+    fn listen(&mut self, port: Option<Spanned<toml::Value>>) -> SocketAddr {
+        let default = SocketAddr::from(([0, 0, 0, 0], 8010));
+        let Some(port) = port else {
+            return default;
+        };
+        match parse_listen(port.get_ref()) {
+            Ok(addr) => addr,
+            Err(message) => {
+                self.errors.push(self.map.error(port.span(), message));
+                default
+            }
+        }
+    }
+
+    fn dialect(&mut self, name: String, value: Spanned<toml::Value>) -> Option<DialectConfig> {
+        let span = value.span();
+        let location = self.map.locate(span.start);
+        let mut options = match value.into_inner() {
+            toml::Value::Boolean(false) => return None,
+            toml::Value::Boolean(true) => toml::Table::new(),
+            toml::Value::Table(table) => table,
+            _ => {
+                self.errors.push(self.map.error(
+                    span,
+                    format!("change_hook_dialects.{name} must be a table of options or true"),
+                ));
+                return None;
+            }
+        };
+        let mut take_string = |key: &str, errors: &mut Vec<ConfigError>| match options.remove(key) {
+            None => None,
+            Some(toml::Value::String(s)) if !s.is_empty() => Some(s),
+            Some(_) => {
+                errors.push(ConfigError {
+                    location: location.clone(),
+                    message: format!(
+                        "change_hook_dialects.{name}.{key} must be a non-empty string"
+                    ),
+                });
+                None
+            }
+        };
+        let plugin = take_string("plugin", &mut self.errors).map(|p| {
+            if p.contains('/') || p.ends_with(".so") {
+                PluginRef::File(self.basedir.join(p))
+            } else {
+                PluginRef::Name(p)
+            }
+        });
+        let kind = take_string("dialect", &mut self.errors).unwrap_or_else(|| name.clone());
+        let options = match self.resolve(
+            toml::Value::Table(options),
+            &format!("change_hook_dialects.{name}"),
+        ) {
+            Ok(options) => options,
+            Err(message) => {
+                self.errors.push(ConfigError {
+                    location: location.clone(),
+                    message,
+                });
+                return None;
+            }
+        };
+        Some(DialectConfig {
+            name,
+            kind,
+            plugin,
+            options,
+            location,
+        })
+    }
+
+    fn auth(&mut self, checkers: Spanned<Vec<Spanned<toml::Value>>>) -> Option<Credentials> {
+        let outer_span = checkers.span();
+        let mut specs = Vec::new();
+        for checker in checkers.into_inner() {
+            let span = checker.span();
+            match self.resolve(checker.into_inner(), "change_hook_auth") {
+                Ok(serde_json::Value::String(spec)) => specs.push((spec, span)),
+                Ok(_) => self.errors.push(self.map.error(
+                    span,
+                    "change_hook_auth entries are strings: \"file:PATH\" or \"memory:USER:PASSWORD\"",
+                )),
+                Err(message) => self.errors.push(self.map.error(span, message)),
+            }
+        }
+        let mut credentials = Credentials::default();
+        for (spec, span) in specs {
+            if let Err(message) = credentials.add_checker(&spec, self.basedir) {
+                self.errors.push(self.map.error(span, message));
+            }
+        }
+        if credentials.is_empty() {
+            let message = "change_hook_auth lists no user: every request would be refused";
+            self.errors.push(self.map.error(outer_span, message));
+            return None;
+        }
+        Some(credentials)
+    }
+
+    /// Turns a TOML value into JSON, replacing `{ from_secret = "name" }` and
+    /// `{ from_env = "VAR" }` tables by the secret they name.
+    fn resolve(&self, value: toml::Value, key: &str) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        Ok(match value {
+            toml::Value::String(s) => J::String(s),
+            toml::Value::Integer(i) => J::from(i),
+            toml::Value::Float(f) => J::from(f),
+            toml::Value::Boolean(b) => J::Bool(b),
+            toml::Value::Datetime(d) => J::String(d.to_string()),
+            toml::Value::Array(items) => J::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| self.resolve(v, &format!("{key}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(table) => {
+                if let Some(secret) = self.secret_reference(&table, key)? {
+                    return Ok(J::String(secret));
+                }
+                let mut map = serde_json::Map::new();
+                for (k, v) in table {
+                    let resolved = self.resolve(v, &format!("{key}.{k}"))?;
+                    map.insert(k, resolved);
+                }
+                J::Object(map)
+            }
+        })
+    }
+
+    fn secret_reference(&self, table: &toml::Table, key: &str) -> Result<Option<String>, String> {
+        if table.len() != 1 {
+            return Ok(None);
+        }
+        let (kind, name) = table.iter().next().expect("one entry");
+        let name = match (kind.as_str(), name) {
+            ("from_secret" | "from_env", toml::Value::String(name)) => name,
+            _ => return Ok(None),
+        };
+        let value = if kind == "from_env" {
+            std::env::var(name)
+                .map_err(|_| format!("{key}: environment variable {name} is not set"))?
+        } else {
+            let dir = self
+                .secrets_dir
+                .as_ref()
+                .ok_or_else(|| format!("{key}: secret '{name}' needs [master] secrets_dir"))?;
+            if name.contains('/') || name.starts_with('.') {
+                return Err(format!("{key}: '{name}' is not a valid secret name"));
+            }
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{key}: cannot read secret '{name}' from {}: {e}",
+                    path.display()
+                )
+            })?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        };
+        if value.is_empty() {
+            return Err(format!("{key}: secret '{name}' is empty"));
+        }
+        Ok(Some(value))
+    }
+}
+
+/// The directory holding the running executable, where a workspace build puts
+/// the built-in plugin libraries.
+pub fn builtin_plugin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `[www] port`: `8010` (all interfaces), `"127.0.0.1:8010"`, or Buildbot's
+/// `"tcp:8010"` / `"tcp:8010:interface=127.0.0.1"`.
+fn parse_listen(value: &toml::Value) -> Result<SocketAddr, String> {
+    let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
+    match value {
+        toml::Value::Integer(port) => u16::try_from(*port)
+            .map(any)
+            .map_err(|_| format!("port {port} is out of range")),
+        toml::Value::String(text) => {
+            if let Some(rest) = text.strip_prefix("tcp:") {
+                let mut parts = rest.split(':');
+                let port = parts.next().unwrap_or_default();
+                let port: u16 = port
+                    .trim_start_matches("port=")
+                    .parse()
+                    .map_err(|_| format!("'{text}': '{port}' is not a port number"))?;
+                let mut addr = any(port);
+                for part in parts {
+                    let ip = part
+                        .strip_prefix("interface=")
+                        .ok_or_else(|| format!("'{text}': unknown option '{part}'"))?;
+                    addr.set_ip(
+                        ip.parse()
+                            .map_err(|_| format!("'{text}': '{ip}' is not an IP address"))?,
+                    );
+                }
+                return Ok(addr);
+            }
+            text.parse()
+                .map_err(|_| format!("port '{text}' is neither a number nor HOST:PORT"))
+        }
+        _ => Err("port must be a number or a \"HOST:PORT\" string".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        Config::parse(Path::new("base/master.toml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_file_is_a_master_with_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.basedir, Path::new("base"));
+        assert_eq!(config.db_path, Path::new("base/state.sqlite"));
+        assert_eq!(config.www.listen, "0.0.0.0:8010".parse().unwrap());
+        assert!(config.www.dialects.is_empty() && config.www.auth.is_none());
+        assert_eq!(config.plugin_dirs[0].path, Path::new("base/plugins"));
+        assert_eq!(config.plugin_dirs[1].path, builtin_plugin_dir());
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_name_file_line_and_key() {
+        let errs = errors("[www]\nport = 1\nprot = 2\n");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("base/master.toml:3:1: unknown field `prot`"),
+            "{}",
+            errs[0]
+        );
+        let errs = errors("[master]\n\n[telegrm]\ntoken = 'x'\n");
+        assert!(errs[0].starts_with("base/master.toml:3:"), "{}", errs[0]);
+        assert!(errs[0].contains("unknown field `telegrm`"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let errs = errors("[www]\nport = \n");
+        assert!(errs[0].starts_with("base/master.toml:2:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn listen_addresses_in_every_form() {
+        for (value, addr) in [
+            ("8020", "0.0.0.0:8020"),
+            ("'127.0.0.1:0'", "127.0.0.1:0"),
+            ("'tcp:9000'", "0.0.0.0:9000"),
+            ("'tcp:9000:interface=127.0.0.1'", "127.0.0.1:9000"),
+        ] {
+            let config = parse(&format!("[www]\nport = {value}\n")).unwrap();
+            assert_eq!(config.www.listen, addr.parse().unwrap(), "{value}");
+        }
+        let errs = errors("[www]\nport = 70000\n");
+        assert_eq!(errs, ["base/master.toml:2:8: port 70000 is out of range"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let errs = errors(
+            "[db]\ndb_url = 'postgresql://x'\n[www]\nport = 'nope'\nmax_body_size = 0\n[www.change_hook_dialects]\nbase = 3\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].starts_with("base/master.toml:2:10: db_url 'postgresql://x' is not supported")
+        );
+        assert!(errs[1].starts_with("base/master.toml:4:8: port 'nope'"));
+        assert!(
+            errs[2].starts_with("base/master.toml:7:8: change_hook_dialects.base must be a table")
+        );
+        assert!(errs[3].starts_with("base/master.toml:5:17: max_body_size"));
+    }
+
+    #[test]
+    fn dialects_with_options_plugins_and_aliases() {
+        let config = parse(
+            "[www.change_hook_dialects]\nbase = true\noff = false\n\
+             [www.change_hook_dialects.mine]\nplugin = 'plugins/libmine.so'\ndialect = 'hello'\ngreeting = 'hi'\n\
+             [www.change_hook_dialects.named]\nplugin = 'example'\n",
+        )
+        .unwrap();
+        let d = &config.www.dialects;
+        assert_eq!(d.len(), 3);
+        assert_eq!((d[0].name.as_str(), d[0].kind.as_str()), ("base", "base"));
+        assert_eq!(d[0].options, serde_json::json!({}));
+        assert_eq!(d[1].name, "mine");
+        assert_eq!(d[1].kind, "hello");
+        assert_eq!(
+            d[1].plugin,
+            Some(PluginRef::File("base/plugins/libmine.so".into()))
+        );
+        assert_eq!(d[1].options, serde_json::json!({"greeting": "hi"}));
+        assert_eq!(d[2].plugin, Some(PluginRef::Name("example".into())));
+        assert_eq!(d[1].location, "base/master.toml:4:1");
+    }
+
+    #[test]
+    fn secrets_come_from_a_directory_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/hook"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
+        std::env::set_var("BUILDMASTER_TEST_SECRET", "from-env");
+        let file = dir.path().join("master.toml");
+        let text = "[master]\nsecrets_dir = 'secrets'\n[www.change_hook_dialects.x]\n\
+                    secret = { from_secret = 'hook' }\ntoken = { from_env = 'BUILDMASTER_TEST_SECRET' }\n\
+                    list = [{ from_secret = 'hook' }]\n";
+        let config = Config::parse(&file, text).unwrap();
+        assert_eq!(
+            config.www.dialects[0].options,
+            serde_json::json!({"secret": "s3cret", "token": "from-env", "list": ["s3cret"]})
+        );
+        let bad = "[master]\nsecrets_dir = 'secrets'\n[www.change_hook_dialects.x]\n\
+                   a = { from_secret = 'empty' }\n";
+        let errs = Config::parse(&file, bad).unwrap_err();
+        assert!(
+            errs[0].message.contains("secret 'empty' is empty"),
+            "{errs:?}"
+        );
+        let missing =
+            "[www.change_hook_dialects.x]\na = { from_env = 'BUILDMASTER_NO_SUCH_VAR' }\n";
+        let errs = Config::parse(&file, missing).unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("BUILDMASTER_NO_SUCH_VAR is not set"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn change_hook_auth_reads_password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.passwd"), "alice:pw\n").unwrap();
+        let file = dir.path().join("master.toml");
+        let config =
+            Config::parse(&file, "[www]\nchange_hook_auth = ['file:hook.passwd']\n").unwrap();
+        assert!(config.www.auth.is_some());
+        let errs =
+            Config::parse(&file, "[www]\nchange_hook_auth = ['file:nope.passwd']\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains(":2:21: cannot read"),
+            "{errs:?}"
+        );
+        let errs = Config::parse(&file, "[www]\nchange_hook_auth = []\n").unwrap_err();
+        assert!(errs[0].message.contains("lists no user"), "{errs:?}");
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        parse(EXAMPLE).unwrap();
+    }
+}
