@@ -1,0 +1,327 @@
+//! Loading plugin libraries.
+//!
+//! dlopen caches libraries by path and by inode, and overwriting a mapped library
+//! crashes the process. So each `.so` is first copied into a private cache under a
+//! name made of its content hash, and the copy is loaded. A library whose hash was
+//! loaded before is reused as it is; a changed file gets a new hash, a new path and
+//! so a fresh load. abi_stable never unloads a library: every distinct version
+//! stays mapped for the life of the process.
+//!
+//! Anything that is not a compatible plugin is refused with one [`LoadError`] line
+//! that names the file and the reason; the long layout report abi_stable produces
+//! goes to the debug log only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::std_types::RResult;
+use buildmaster_plugin_api::boundary::{DialectBox, PluginModRef};
+use buildmaster_plugin_api::API_VERSION;
+use sha2::{Digest, Sha256};
+
+/// Why a library was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadErrorKind {
+    /// The file does not exist or cannot be read.
+    MissingFile,
+    /// The file is not a loadable shared library.
+    NotALibrary,
+    /// A shared library that exports no buildmaster root module.
+    NotAPlugin,
+    /// Built against an incompatible version of the plugin API.
+    ApiVersion,
+    /// The root module's layout differs from this master's.
+    LayoutMismatch,
+    /// Built with `panic = "abort"`, which would take the master down.
+    PanicAborts,
+    /// The private cache could not be written.
+    Cache,
+}
+
+/// One refused library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub kind: LoadErrorKind,
+    /// One line, without the path.
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {} refused: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A loaded plugin library.
+pub struct Library {
+    /// The file it was loaded from (not the cached copy).
+    pub path: PathBuf,
+    /// Hex SHA-256 of its content.
+    pub hash: String,
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub dialects: Vec<String>,
+    pub reporters: Vec<String>,
+    module: PluginModRef,
+}
+
+impl fmt::Debug for Library {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Library")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("dialects", &self.dialects)
+            .finish()
+    }
+}
+
+impl Library {
+    /// Constructs dialect `kind` under the instance `name`. A panic in the
+    /// plugin's constructor comes back as an error.
+    pub fn new_dialect(
+        &self,
+        kind: &str,
+        name: &str,
+        options: &serde_json::Value,
+    ) -> Result<DialectBox, String> {
+        let config = options.to_string();
+        match (self.module.new_dialect())(kind.into(), name.into(), config.as_str().into()) {
+            RResult::ROk(dialect) => Ok(dialect),
+            RResult::RErr(e) => Err(e.message.to_string()),
+        }
+    }
+}
+
+/// Loads plugin libraries through the content-hash cache, reusing libraries
+/// already loaded. One per process; shared by every configuration generation.
+pub struct Loader {
+    cache_dir: PathBuf,
+    loaded: Mutex<HashMap<String, Arc<Library>>>,
+}
+
+impl Loader {
+    /// A loader whose private copies live in `cache_dir` (created when needed).
+    pub fn new(cache_dir: PathBuf) -> Loader {
+        Loader {
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many distinct library versions this process has loaded.
+    pub fn loaded_count(&self) -> usize {
+        self.loaded.lock().expect("loader lock").len()
+    }
+
+    /// Loads every `*.so` file in `dirs` (in order; a missing directory is
+    /// skipped). Returns the libraries and the refusals.
+    pub fn scan(&self, dirs: &[PathBuf]) -> (Vec<Arc<Library>>, Vec<LoadError>) {
+        let mut libraries = Vec::new();
+        let mut errors = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "so") && p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                match self.load(&file) {
+                    Ok(library) => libraries.push(library),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        (libraries, errors)
+    }
+
+    /// Loads one library file, or returns the loaded library of the same content.
+    pub fn load(&self, path: &Path) -> Result<Arc<Library>, LoadError> {
+        let refuse = |kind, reason: String| LoadError {
+            path: path.to_path_buf(),
+            kind,
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_string()
+            } else {
+                format!("cannot read: {e}")
+            };
+            refuse(LoadErrorKind::MissingFile, kind)
+        })?;
+        if !bytes.starts_with(b"\x7fELF") {
+            return Err(refuse(
+                LoadErrorKind::NotALibrary,
+                "not a shared library (no ELF header)".into(),
+            ));
+        }
+        let hash = hex(&Sha256::digest(&bytes));
+        let mut loaded = self.loaded.lock().expect("loader lock");
+        if let Some(library) = loaded.get(&hash) {
+            return Ok(library.clone());
+        }
+        let copy = self.cache_copy(&hash, &bytes).map_err(|e| {
+            refuse(
+                LoadErrorKind::Cache,
+                format!("cannot write the plugin cache: {e}"),
+            )
+        })?;
+        let library = Arc::new(
+            open(path, &copy, hash.clone()).map_err(|(kind, reason)| refuse(kind, reason))?,
+        );
+        loaded.insert(hash, library.clone());
+        Ok(library)
+    }
+
+    /// Writes `bytes` to `<cache>/<hash>.so` unless it is there already. The copy
+    /// is written to a temporary name and renamed, so a reader never sees half a file.
+    fn cache_copy(&self, hash: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        let target = self.cache_dir.join(format!("{hash}.so"));
+        if target.exists() {
+            return Ok(target);
+        }
+        std::fs::create_dir_all(&self.cache_dir)?;
+        let temp = self
+            .cache_dir
+            .join(format!(".{hash}.{}.tmp", std::process::id()));
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        Ok(target)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens the cached copy and checks it is a compatible plugin.
+fn open(original: &Path, copy: &Path, hash: String) -> Result<Library, (LoadErrorKind, String)> {
+    let header = lib_header_from_path(copy).map_err(|e| classify(original, e))?;
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| classify(original, e))?;
+    if !module.panic_unwinds() {
+        return Err((
+            LoadErrorKind::PanicAborts,
+            "built with panic = \"abort\"; rebuild it with panic = \"unwind\"".into(),
+        ));
+    }
+    let names = |kinds: abi_stable::std_types::RSlice<
+        'static,
+        abi_stable::std_types::RStr<'static>,
+    >| { kinds.iter().map(|k| k.to_string()).collect() };
+    Ok(Library {
+        path: original.to_path_buf(),
+        hash,
+        name: module.plugin_name().to_string(),
+        version: module.plugin_version().to_string(),
+        api_version: module.api_version().to_string(),
+        dialects: names(module.dialects()),
+        reporters: names(module.reporters()),
+        module,
+    })
+}
+
+/// Maps abi_stable's errors onto our one-line classes. The full report goes to
+/// the debug log.
+fn classify(path: &Path, error: LibraryError) -> (LoadErrorKind, String) {
+    tracing::debug!(plugin = %path.display(), "load failure details: {error}");
+    match error {
+        LibraryError::OpenError { err, .. } => (
+            LoadErrorKind::NotALibrary,
+            format!("cannot be loaded: {}", first_line(&err.to_string())),
+        ),
+        LibraryError::GetSymbolError { .. } | LibraryError::InvalidAbiHeader(_) => (
+            LoadErrorKind::NotAPlugin,
+            "not a buildmaster plugin (it exports no buildmaster root module)".into(),
+        ),
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => (
+            LoadErrorKind::ApiVersion,
+            format!(
+                "built against plugin API {actual_version}, this master speaks {API_VERSION}; rebuild it against buildmaster-plugin-api {API_VERSION}"
+            ),
+        ),
+        LibraryError::ParseVersionError(e) => (
+            LoadErrorKind::ApiVersion,
+            format!("unreadable plugin API version: {}", first_line(&e.to_string())),
+        ),
+        LibraryError::AbiInstability(_) | LibraryError::InvalidCAbi { .. } => (
+            LoadErrorKind::LayoutMismatch,
+            format!(
+                "its root module does not match plugin API {API_VERSION} (layout mismatch); rebuild it against this version"
+            ),
+        ),
+        LibraryError::RootModule { err, .. } => (
+            LoadErrorKind::NotAPlugin,
+            format!("its root module failed: {}", first_line(&err.to_string())),
+        ),
+        LibraryError::Many(errors) => match errors.into_iter().next() {
+            Some(first) => classify(path, first),
+            None => (LoadErrorKind::NotAPlugin, "unknown load failure".into()),
+        },
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_non_library_files_are_refused_with_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader::new(dir.path().join("cache"));
+        let err = loader.load(&dir.path().join("nope.so")).unwrap_err();
+        assert_eq!(err.kind, LoadErrorKind::MissingFile);
+        assert!(
+            err.to_string().ends_with("nope.so refused: no such file"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("text.so"), "hello").unwrap();
+        let err = loader.load(&dir.path().join("text.so")).unwrap_err();
+        assert_eq!(err.kind, LoadErrorKind::NotALibrary);
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn an_elf_file_that_is_not_a_library_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader::new(dir.path().join("cache"));
+        // An executable is ELF but cannot be dlopened as a library.
+        let exe = std::env::current_exe().unwrap();
+        std::fs::copy(&exe, dir.path().join("exe.so")).unwrap();
+        let (libraries, errors) = loader.scan(&[dir.path().to_path_buf()]);
+        assert!(libraries.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(
+            matches!(
+                errors[0].kind,
+                LoadErrorKind::NotALibrary | LoadErrorKind::NotAPlugin
+            ),
+            "{}",
+            errors[0]
+        );
+        assert!(!errors[0].to_string().contains('\n'));
+    }
+}

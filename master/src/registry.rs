@@ -1,0 +1,185 @@
+//! One generation of live plugin instances, built from a [`Config`] to one side.
+//!
+//! [`prepare`] loads the libraries the configuration needs and constructs every
+//! dialect. What cannot be used is recorded as a [`Problem`]: `checkconfig` fails
+//! on any, `start` logs each in one line and serves everything else. Requests load
+//! the current [`Registry`] once and finish on the instances they started with.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use abi_stable::std_types::RResult;
+use buildmaster_plugin_api::boundary::{host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest};
+
+use crate::config::{Config, DialectConfig, PluginRef};
+use crate::host::HostServices;
+use crate::plugins::{Library, LoadError, Loader};
+use crate::www::auth::Credentials;
+
+/// Something in the configuration or a plugin directory that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A library was refused.
+    Refused(LoadError),
+    /// An enabled dialect cannot be served.
+    Dialect { location: String, message: String },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Refused(e) => e.fmt(f),
+            Problem::Dialect { location, message } => write!(f, "{location}: {message}"),
+        }
+    }
+}
+
+/// A constructed dialect instance and the library it came from.
+pub struct DialectInstance {
+    /// The name in the URL.
+    pub name: String,
+    pub library: Arc<Library>,
+    instance: DialectBox,
+}
+
+impl DialectInstance {
+    /// Lets the plugin handle one request. Blocking: call it on the blocking pool.
+    pub fn handle(
+        &self,
+        request: &FfiRequest,
+        services: &HostServices,
+    ) -> Result<FfiHookResult, FfiError> {
+        let host = services.for_plugin(&self.library.name);
+        match self.instance.handle(request, host_ref(&host)) {
+            RResult::ROk(result) => Ok(result),
+            RResult::RErr(error) => Err(error),
+        }
+    }
+}
+
+/// What `/change_hook/<name>` finds.
+pub enum DialectSlot {
+    Ready(Arc<DialectInstance>),
+    /// Enabled, but no loaded plugin offers it (Buildbot's "not registered").
+    NotAPlugin,
+    /// Enabled, but its plugin failed to load or to construct it.
+    Unavailable,
+}
+
+/// The live instances of one configuration generation.
+pub struct Registry {
+    pub dialects: HashMap<String, DialectSlot>,
+    pub auth: Option<Credentials>,
+    pub max_body_size: u64,
+    /// Every library this generation uses or offers.
+    pub libraries: Vec<Arc<Library>>,
+}
+
+/// Builds a [`Registry`] for `config`, loading libraries through `loader`.
+pub fn prepare(config: &Config, loader: &Loader) -> (Registry, Vec<Problem>) {
+    let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
+    let (mut libraries, refused) = loader.scan(&dirs);
+    let mut problems: Vec<Problem> = refused.into_iter().map(Problem::Refused).collect();
+    for dir in config
+        .plugin_dirs
+        .iter()
+        .filter(|d| d.explicit && !d.path.is_dir())
+    {
+        problems.push(Problem::Dialect {
+            location: config.file.display().to_string(),
+            message: format!("plugin directory {} does not exist", dir.path.display()),
+        });
+    }
+    // Libraries named by file first, so that a dialect may name any of them by
+    // plugin name whatever the order of the tables.
+    let mut by_file = HashMap::new();
+    for dialect in &config.www.dialects {
+        if let Some(PluginRef::File(path)) = &dialect.plugin {
+            let loaded = loader.load(path);
+            if let Ok(library) = &loaded {
+                if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
+                    libraries.push(library.clone());
+                }
+            }
+            by_file.insert(path.clone(), loaded);
+        }
+    }
+    let mut dialects = HashMap::new();
+    for dialect in &config.www.dialects {
+        let slot = match build_dialect(dialect, &libraries, &by_file) {
+            Ok(slot) => slot,
+            Err(message) => {
+                problems.push(Problem::Dialect {
+                    location: dialect.location.clone(),
+                    message,
+                });
+                DialectSlot::Unavailable
+            }
+        };
+        dialects.insert(dialect.name.clone(), slot);
+    }
+    let registry = Registry {
+        dialects,
+        auth: config.www.auth.clone(),
+        max_body_size: config.www.max_body_size,
+        libraries,
+    };
+    (registry, problems)
+}
+
+fn build_dialect(
+    dialect: &DialectConfig,
+    libraries: &[Arc<Library>],
+    by_file: &HashMap<PathBuf, Result<Arc<Library>, LoadError>>,
+) -> Result<DialectSlot, String> {
+    let name = &dialect.name;
+    let library = match &dialect.plugin {
+        Some(PluginRef::File(path)) => match by_file.get(path) {
+            Some(Ok(library)) => library.clone(),
+            Some(Err(error)) => return Err(format!("dialect '{name}': {error}")),
+            None => {
+                return Err(format!(
+                    "dialect '{name}': {} was not loaded",
+                    path.display()
+                ))
+            }
+        },
+        Some(PluginRef::Name(plugin)) => libraries
+            .iter()
+            .find(|l| &l.name == plugin)
+            .cloned()
+            .ok_or_else(|| format!("dialect '{name}': no loaded plugin is named '{plugin}'"))?,
+        None => match libraries
+            .iter()
+            .find(|l| l.dialects.contains(&dialect.kind))
+        {
+            Some(library) => library.clone(),
+            None => {
+                tracing::warn!(
+                    "{}: dialect '{name}' is enabled but no loaded plugin offers it; its requests answer 400",
+                    dialect.location
+                );
+                return Ok(DialectSlot::NotAPlugin);
+            }
+        },
+    };
+    if !library.dialects.contains(&dialect.kind) {
+        return Err(format!(
+            "dialect '{name}': plugin {} ({}) offers no dialect '{}' (it offers: {})",
+            library.name,
+            library.path.display(),
+            dialect.kind,
+            library.dialects.join(", ")
+        ));
+    }
+    let instance = library
+        .new_dialect(&dialect.kind, name, &dialect.options)
+        .map_err(|e| format!("dialect '{name}' (plugin {}): {e}", library.name))?;
+    Ok(DialectSlot::Ready(Arc::new(DialectInstance {
+        name: name.clone(),
+        library,
+        instance,
+    })))
+}
