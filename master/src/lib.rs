@@ -1,3 +1,17 @@
+//! buildmaster: a continuous-integration build master with plugin dialects.
+//!
+//! Modules, one concern each: [`config`] (what `master.toml` asks for),
+//! [`plugins`] (loading libraries), [`registry`] (live plugin instances of one
+//! configuration), [`www`] (HTTP: change hooks and REST), [`api`] (the REST data
+//! layer), [`db`] and [`changes`] (storage and the Change model), [`host`] (what
+//! plugins may ask of the master), [`server`] (running it all).
+
 pub mod api;
 pub mod changes;
+pub mod config;
 pub mod db;
+pub mod host;
+pub mod plugins;
+pub mod registry;
+pub mod server;
+pub mod www;

@@ -1,1 +1,343 @@
-fn main() {}
+//! The `buildmaster` command.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use buildmaster::config::{Config, CONFIG_FILE, EXAMPLE};
+use buildmaster::plugins::Loader;
+use buildmaster::{registry, server};
+
+#[derive(Parser)]
+#[command(
+    name = "buildmaster",
+    version,
+    about = "A continuous-integration build master"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a basedir with a master.toml to edit.
+    CreateMaster {
+        /// The directory to create. An existing master.toml in it is left as it is.
+        dir: PathBuf,
+    },
+    /// Validate a configuration: parse it, load its plugins, construct its dialects.
+    Checkconfig {
+        /// A basedir or a configuration file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a master in the foreground.
+    Start {
+        /// The basedir (holding master.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Stop the master running in a basedir.
+    Stop {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Send a change to a master's `base` change hook.
+    Sendchange(Box<Sendchange>),
+}
+
+#[derive(clap::Args)]
+struct Sendchange {
+    /// The master's web address: HOST:PORT or a URL.
+    #[arg(short, long, default_value = "localhost:8010")]
+    master: String,
+    /// USER:PASSWORD for a master with change_hook_auth.
+    #[arg(short, long)]
+    auth: Option<String>,
+    /// The author of the change.
+    #[arg(short = 'W', long, alias = "who")]
+    author: Option<String>,
+    #[arg(long)]
+    committer: Option<String>,
+    #[arg(short = 'R', long)]
+    repository: Option<String>,
+    #[arg(short = 'P', long)]
+    project: Option<String>,
+    #[arg(short, long)]
+    branch: Option<String>,
+    #[arg(short = 'C', long)]
+    category: Option<String>,
+    #[arg(short, long)]
+    revision: Option<String>,
+    #[arg(long)]
+    revlink: Option<String>,
+    #[arg(long)]
+    codebase: Option<String>,
+    /// When the change was made, in seconds since the epoch.
+    #[arg(long)]
+    when: Option<f64>,
+    /// The change's comments (commit message).
+    #[arg(short, long)]
+    comments: Option<String>,
+    /// Read the comments from this file (`-` for standard input).
+    #[arg(short = 'F', long, conflicts_with = "comments")]
+    logfile: Option<PathBuf>,
+    /// A property NAME:VALUE; repeat for more.
+    #[arg(short, long = "property")]
+    property: Vec<String>,
+    /// The files the change touches.
+    files: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::CreateMaster { dir } => create_master(&dir),
+        Command::Checkconfig { path } => return checkconfig(&path),
+        Command::Start { dir } => start(&dir),
+        Command::Stop { dir } => stop(&dir),
+        Command::Sendchange(args) => sendchange(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDMASTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// `DIR` → `DIR/master.toml`; a file stays as it is.
+fn config_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(CONFIG_FILE)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn print_config_errors(errors: &[buildmaster::config::ConfigError]) {
+    for error in errors {
+        eprintln!("{error}");
+    }
+}
+
+fn create_master(dir: &Path) -> anyhow::Result<()> {
+    let file = dir.join(CONFIG_FILE);
+    if file.exists() {
+        println!("{} exists already; left as it is", file.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("plugins"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&file, EXAMPLE).with_context(|| format!("cannot write {}", file.display()))?;
+    println!("buildmaster configured in {}", dir.display());
+    println!(
+        "edit {} then run: buildmaster start {}",
+        file.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn checkconfig(path: &Path) -> ExitCode {
+    let file = config_file(path);
+    let config = match Config::load(&file) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Load into a throw-away cache so checking leaves the basedir as it was.
+    let cache = match tempfile::tempdir() {
+        Ok(cache) => cache,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary plugin cache: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loader = Loader::new(cache.path().to_path_buf());
+    let (registry, problems) = registry::prepare(&config, &loader);
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    if !problems.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    let mut names: Vec<&String> = registry.dialects.keys().collect();
+    names.sort();
+    println!(
+        "{}: {} plugin(s), dialects: {}",
+        file.display(),
+        registry.libraries.len(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!("Config file is good!");
+    ExitCode::SUCCESS
+}
+
+fn start(dir: &Path) -> anyhow::Result<()> {
+    let file = config_file(dir);
+    let config = match Config::load(&file) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_config_errors(&errors);
+            bail!(
+                "{} has {} error(s); not starting",
+                file.display(),
+                errors.len()
+            );
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(server::run(config))
+}
+
+fn stop(dir: &Path) -> anyhow::Result<()> {
+    let pid_file = dir.join(server::PID_FILE);
+    let Some(pid) = server::read_pid(&pid_file) else {
+        bail!(
+            "no master is running in {} (no {})",
+            dir.display(),
+            pid_file.display()
+        );
+    };
+    if !server::process_alive(pid) {
+        let _ = std::fs::remove_file(&pid_file);
+        bail!(
+            "no master is running in {} (stale pid {pid} removed)",
+            dir.display()
+        );
+    }
+    // SAFETY: sending SIGTERM to a pid read from our own pid file.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        bail!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server::process_alive(pid) {
+        if Instant::now() > deadline {
+            bail!("master (pid {pid}) did not stop within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("master (pid {pid}) stopped");
+    Ok(())
+}
+
+fn sendchange(args: Sendchange) -> anyhow::Result<()> {
+    let base = if args.master.contains("://") {
+        args.master.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{}", args.master)
+    };
+    let comments = match &args.logfile {
+        Some(path) if path.as_os_str() == "-" => Some(std::io::read_to_string(std::io::stdin())?),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => args.comments.clone(),
+    };
+    let mut properties = serde_json::Map::new();
+    for property in &args.property {
+        let (name, value) = property
+            .split_once(':')
+            .with_context(|| format!("property '{property}' is not NAME:VALUE"))?;
+        properties.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    let mut form: Vec<(&str, String)> = Vec::new();
+    let fields = [
+        ("author", &args.author),
+        ("committer", &args.committer),
+        ("repository", &args.repository),
+        ("project", &args.project),
+        ("branch", &args.branch),
+        ("category", &args.category),
+        ("revision", &args.revision),
+        ("revlink", &args.revlink),
+        ("codebase", &args.codebase),
+        ("comments", &comments),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            form.push((name, value.clone()));
+        }
+    }
+    if let Some(when) = args.when {
+        form.push(("when_timestamp", when.to_string()));
+    }
+    if !args.files.is_empty() {
+        form.push(("files", serde_json::to_string(&args.files)?));
+    }
+    if !properties.is_empty() {
+        form.push((
+            "properties",
+            serde_json::Value::Object(properties).to_string(),
+        ));
+    }
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("{base}/change_hook/base");
+    let (status, text) = runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .timeout(Duration::from_secs(30))
+            .body(body);
+        if let Some(auth) = &args.auth {
+            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        anyhow::Ok((status, response.text().await.unwrap_or_default()))
+    })?;
+    if !status.is_success() {
+        bail!("the master answered {status}: {text}");
+    }
+    println!("change sent successfully: {text}");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Running a master: open the database, load the plugins, listen, serve until
+//! told to stop, then drain.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::host::HostServices;
+use crate::plugins::Loader;
+use crate::registry;
+use crate::www::{self, AppState};
+
+/// The pid file inside a basedir.
+pub const PID_FILE: &str = "buildmaster.pid";
+
+/// How long requests in flight may take to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The private cache of plugin copies inside a basedir.
+pub fn plugin_cache(basedir: &Path) -> PathBuf {
+    basedir.join("plugin-cache")
+}
+
+/// Removes the pid file when the master ends, however it ends.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(basedir: &Path) -> anyhow::Result<PidFile> {
+        let path = basedir.join(PID_FILE);
+        if let Some(pid) = read_pid(&path) {
+            if process_alive(pid) {
+                anyhow::bail!(
+                    "a master is already running in {} (pid {pid})",
+                    basedir.display()
+                );
+            }
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The pid recorded in a pid file, if it holds one.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether a process with this pid is running. A zombie (exited, not yet reaped
+/// by its parent) counts as stopped.
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    state != Some('Z')
+}
+
+/// Runs the master of `config` in the foreground until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let _pid_file = PidFile::create(&config.basedir)?;
+
+    let db_path = config.db_path.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+        .await?
+        .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
+
+    let loader = Loader::new(plugin_cache(&config.basedir));
+    let (registry, problems) = registry::prepare(&config, &loader);
+    for problem in &problems {
+        tracing::error!("{problem}");
+    }
+    for library in &registry.libraries {
+        tracing::info!(
+            "plugin {} {} loaded from {} (dialects: {})",
+            library.name,
+            library.version,
+            library.path.display(),
+            library.dialects.join(", ")
+        );
+    }
+    let state = AppState {
+        registry: Arc::new(ArcSwap::from_pointee(registry)),
+        db,
+        host: HostServices::from_current_runtime(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.www.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.www.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!("{} listening on http://{address}/", config.title);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(www::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let signal_name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!("{signal_name} received: finishing the requests in flight");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(_) => tracing::info!("stopped cleanly"),
+        Err(_) => tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"),
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `/change_hook/<dialect>`: Buildbot's change-hook dispatcher.
+//!
+//! Order of checks: method (405), authentication (401), body size (413), dialect
+//! allow-list (400), then the dialect plugin on the blocking pool, then the changes
+//! are committed before the answer goes out.
+
+use std::net::SocketAddr;
+
+use buildmaster_plugin_api::boundary::{FfiError, FfiHookResult};
+use buildmaster_plugin_api::Request;
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use warp::path::FullPath;
+use warp::Reply;
+
+use super::{auth, text, AppState};
+use crate::changes::NewChange;
+use crate::registry::DialectSlot;
+
+/// The body Buildbot sends for any failure that is not the sender's fault.
+const INTERNAL_ERROR: &str = "Error processing changes.";
+
+/// The dialect a change-hook path selects: the run of ASCII letters, digits and
+/// `_` after `/change_hook/`; an empty run selects `base`.
+pub fn dialect_name(path: &str) -> &str {
+    let rest = path.strip_prefix("/change_hook").unwrap_or_default();
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    match &rest[..end] {
+        "" => "base",
+        name => name,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn handle<S, B>(
+    method: Method,
+    path: FullPath,
+    raw_query: String,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+    body: S,
+    state: AppState,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    if method != Method::GET && method != Method::POST {
+        let mut reply = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed on change hooks; use POST or GET"),
+        );
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return reply;
+    }
+    // One snapshot for the whole request: a reload in between does not mix generations.
+    let registry = state.registry.load_full();
+
+    if let Some(credentials) = &registry.auth {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let ok = if credentials.is_slow() {
+            let credentials = credentials.clone();
+            tokio::task::spawn_blocking(move || credentials.check(authorization.as_deref()))
+                .await
+                .unwrap_or(false)
+        } else {
+            credentials.check(authorization.as_deref())
+        };
+        if !ok {
+            let mut reply = text(StatusCode::UNAUTHORIZED, "Unauthorized");
+            reply.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(auth::CHALLENGE),
+            );
+            return reply;
+        }
+    }
+
+    let limit = registry.max_body_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return too_large(limit);
+    }
+    let Some(body) = read_body(body, limit).await else {
+        return too_large(limit);
+    };
+
+    let name = dialect_name(path.as_str()).to_string();
+    let dialect = match registry.dialects.get(&name) {
+        Some(DialectSlot::Ready(dialect)) => dialect.clone(),
+        Some(DialectSlot::NotAPlugin) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "The dialect specified, '{name}', is not registered as a buildbot.webhook plugin"
+            ),
+            )
+        }
+        Some(DialectSlot::Unavailable) => {
+            tracing::error!(dialect = %name, "request refused: the dialect failed to load (see the configuration errors above)");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+        }
+        None => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("The dialect specified, '{name}', wasn't whitelisted in change_hook"),
+            )
+        }
+    };
+
+    let request = Request {
+        method: method.to_string(),
+        path: path.as_str().to_string(),
+        query: form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
+    }
+    .into_ffi();
+    let host = state.host.clone();
+    let plugin_dialect = dialect.clone();
+    let outcome = tokio::task::spawn_blocking(move || plugin_dialect.handle(&request, &host)).await;
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(error)) => return dialect_error(&name, &dialect.library.name, error),
+        Err(join_error) => {
+            tracing::error!(dialect = %name, plugin = %dialect.library.name, "dialect call failed: {join_error}");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+        }
+    };
+    store_and_answer(&state, &name, &dialect.library.name, result).await
+}
+
+fn too_large(limit: u64) -> warp::reply::Response {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, or `None` as soon as it exceeds `limit`.
+async fn read_body<S, B>(body: S, limit: u64) -> Option<Vec<u8>>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.ok()?;
+        if bytes.len() as u64 + chunk.remaining() as u64 > limit {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            bytes.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Some(bytes)
+}
+
+fn dialect_error(name: &str, plugin: &str, error: FfiError) -> warp::reply::Response {
+    match error.status {
+        400..=499 => {
+            tracing::info!(dialect = %name, status = error.status, "hook refused: {}", error.message);
+            text(
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+                error.message.to_string(),
+            )
+        }
+        _ => {
+            tracing::error!(dialect = %name, plugin = %plugin, "dialect failed: {}", error.message);
+            text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+        }
+    }
+}
+
+async fn store_and_answer(
+    state: &AppState,
+    name: &str,
+    plugin: &str,
+    result: FfiHookResult,
+) -> warp::reply::Response {
+    let changes: Vec<NewChange> = match serde_json::from_str(&result.changes_json) {
+        Ok(changes) => changes,
+        Err(e) => {
+            tracing::error!(dialect = %name, plugin = %plugin, "dialect returned malformed changes: {e}");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+        }
+    };
+    let count = changes.len();
+    if count > 0 {
+        if let Err(e) = state.db.add_changes(changes).await {
+            tracing::error!(dialect = %name, "storing {count} change(s) failed: {e}");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+        }
+    }
+    if let Some(response) = result.response.into_option() {
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+        let mut reply = warp::reply::with_status(response.body.to_vec(), status).into_response();
+        if let Ok(value) = HeaderValue::from_str(&response.content_type) {
+            reply.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        return reply;
+    }
+    match count {
+        0 => text(StatusCode::OK, "no change found"),
+        n => text(StatusCode::OK, format!("{n} change found")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dialect_name;
+
+    #[test]
+    fn dialect_names_as_buildbot_parses_them() {
+        for (path, name) in [
+            ("/change_hook", "base"),
+            ("/change_hook/", "base"),
+            ("/change_hook/github", "github"),
+            ("/change_hook/Base", "Base"),
+            ("/change_hook/base-v2", "base"),
+            ("/change_hook/base/extra/stuff", "base"),
+            ("/change_hook/my_dialect2", "my_dialect2"),
+            ("/change_hook/-x", "base"),
+        ] {
+            assert_eq!(dialect_name(path), name, "{path}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The HTTP side: change hooks and the REST API.
+//!
+//! Handlers return replies for every domain outcome (Buildbot's exact texts and
+//! statuses); warp rejections are kept for "no route here", which one `recover`
+//! turns into a JSON 404.
+
+pub mod auth;
+mod hooks;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::db::Db;
+use crate::host::HostServices;
+use crate::registry::Registry;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live configuration generation; each request loads it once.
+    pub registry: Arc<ArcSwap<Registry>>,
+    pub db: Db,
+    pub host: HostServices,
+}
+
+/// A plain-text reply.
+fn text(status: StatusCode, body: impl Into<String>) -> warp::reply::Response {
+    let mut response = warp::reply::with_status(body.into(), status).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Every route of the master.
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+
+    let change_hook = warp::path("change_hook")
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .and(with_state.clone())
+        .then(hooks::handle);
+
+    let changes = warp::path!("api" / "v2" / "changes" / ..)
+        .and(warp::get())
+        .and(warp::path::tail())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::optional::<String>("accept"))
+        .and(with_state)
+        .then(api_changes);
+
+    change_hook.or(changes).unify().recover(not_found).unify()
+}
+
+async fn api_changes(
+    tail: warp::path::Tail,
+    query: String,
+    accept: Option<String>,
+    state: AppState,
+) -> warp::reply::Response {
+    let id = match tail.as_str().trim_end_matches('/') {
+        "" => None,
+        id => Some(id.to_string()),
+    };
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let response =
+        crate::api::changes_endpoint(&state.db, id.as_deref(), &query, accept.as_deref()).await;
+    let mut reply = warp::reply::with_status(
+        response.body,
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .into_response();
+    reply.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(response.content_type),
+    );
+    reply
+}
+
+async fn not_found(_: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let body = serde_json::json!({"error": "invalid path"}).to_string();
+    let mut reply = warp::reply::with_status(body, StatusCode::NOT_FOUND).into_response();
+    reply.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    Ok(reply)
+}
+
+/// Serves `routes(state)` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await
+}
