@@ -94,6 +94,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Re-exported so a plugin crate needs no other dependency for its configuration.
+pub use serde_json;
+
 pub use change::Change;
 pub use request::{Args, Request};
 

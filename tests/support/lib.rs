@@ -1,1 +1,325 @@
+//! Support for the end-to-end tests: build the workspace, start the real
+//! `buildmaster` binary in a fresh basedir on an ephemeral loopback port, talk to
+//! it over HTTP, read its log.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a master may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The root of this workspace.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_cargo_build(args: &[&str], what: &str) {
+    let output = cargo()
+        .args(["build", "--quiet"])
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "building {what} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The directory holding the `buildmaster` binary and the built-in plugins,
+/// built once per test process so the tests always run the current code.
+pub fn build_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        run_cargo_build(&["--workspace", "--lib", "--bins"], "the workspace");
+        target_dir().join("debug")
+    })
+}
+
+/// The `buildmaster` binary.
+pub fn binary() -> PathBuf {
+    build_dir().join("buildmaster")
+}
+
+/// Builds the test fixture plugins (`tests/plugins`) and the contrib example
+/// dialect into `target/fixtures`; returns the directory holding the `.so` files.
+pub fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = target_dir().join("fixtures");
+        let target_arg = target.to_string_lossy().into_owned();
+        for manifest in [
+            "tests/plugins/Cargo.toml",
+            "contrib/example-dialect/Cargo.toml",
+        ] {
+            run_cargo_build(
+                &[
+                    "--manifest-path",
+                    manifest,
+                    "--workspace",
+                    "--lib",
+                    "--target-dir",
+                    &target_arg,
+                ],
+                manifest,
+            );
+        }
+        target.join("debug")
+    })
+}
+
+/// The path of fixture library `name` (e.g. `fixture_panicking`).
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(format!("lib{name}.so"))
+}
+
+/// A running master in a temporary basedir. Stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Master {
+    pub basedir: tempfile::TempDir,
+    pub addr: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+/// A basedir with a configuration, before the master is started.
+pub struct Basedir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Basedir {
+    /// A basedir whose `master.toml` is `[www] port = "127.0.0.1:0"` followed by `extra`.
+    pub fn new(extra: &str) -> Basedir {
+        let dir = tempfile::tempdir().expect("temporary basedir");
+        let config = format!("[www]\nport = \"127.0.0.1:0\"\n{extra}");
+        std::fs::write(dir.path().join("master.toml"), config).expect("write master.toml");
+        Basedir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file inside the basedir.
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+
+    /// Starts the master and waits until it listens.
+    pub fn start(self) -> Master {
+        let log_path = self.dir.path().join("test-master.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(binary())
+            .arg("start")
+            .arg(self.dir.path())
+            .env("BUILDMASTER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn buildmaster");
+        let mut master = Master {
+            basedir: self.dir,
+            addr: String::new(),
+            child: Some(child),
+            log_path,
+        };
+        master.addr = master.wait_for_address();
+        master
+    }
+}
+
+impl Master {
+    /// Starts a master with `extra` appended to a loopback-only configuration.
+    pub fn start(extra: &str) -> Master {
+        Basedir::new(extra).start()
+    }
+
+    fn wait_for_address(&mut self) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = self.log();
+            if let Some(rest) = log.split(" listening on http://").nth(1) {
+                return rest.split('/').next().unwrap_or_default().to_string();
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("buildmaster exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "buildmaster did not start listening:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the master has logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log_path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM, waits for the exit status, and hands back the basedir so
+    /// the master can be started again on it.
+    pub fn stop(mut self) -> (Basedir, std::process::ExitStatus) {
+        let mut child = self.child.take().expect("running");
+        let status = terminate(&mut child);
+        let dir = std::mem::replace(
+            &mut self.basedir,
+            tempfile::tempdir().expect("temporary dir"),
+        );
+        (Basedir { dir }, status)
+    }
+
+    /// `POST /change_hook/<dialect>` with a form body.
+    pub fn post_form(&self, path: &str, body: &str) -> Reply {
+        self.send(
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
+    }
+
+    /// GETs a path and parses the JSON answer.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let reply = self.send("GET", path, &[("Accept", "application/json")], b"");
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", reply.body))
+    }
+
+    /// Every stored change, oldest first, as `/api/v2/changes` returns them.
+    pub fn changes(&self) -> Vec<serde_json::Value> {
+        let json = self.get_json("/api/v2/changes?order=changeid");
+        json["changes"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sends one request and returns status, headers and body.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        send(&self.url(path), method, headers, body)
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait for killed master");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client")
+    })
+}
+
+/// Sends one request to `url`.
+pub fn send(url: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client().request(method.clone(), url).body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response.text().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Runs `buildmaster ARGS…` to completion.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run buildmaster")
+}

@@ -1,0 +1,310 @@
+//! Replays the change-hook conformance corpus (`../shared/conformance`) against
+//! the real master and compares status, body and the changes as
+//! `/api/v2/changes` returns them, after the project's `overrides.json`.
+//!
+//! Cases that share a configuration share one master; each case's changes are
+//! those with ids above the last one seen before it was sent. Every mismatch of
+//! every case is collected and printed before the test fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use buildmaster_e2e::{workspace_root, Master};
+use serde_json::{json, Value};
+
+/// The corpus folders this master serves.
+const FOLDERS: &[&str] = &["dispatcher", "base"];
+
+fn corpus_dir() -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/conformance");
+    dir.is_dir().then_some(dir)
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Case {
+    name: String,
+    request: Value,
+    expect: Value,
+}
+
+fn load_cases(corpus: &Path) -> Vec<Case> {
+    let overrides = read_json(&corpus.join("overrides.json"));
+    let mut cases = Vec::new();
+    for folder in FOLDERS {
+        let mut names: Vec<String> = std::fs::read_dir(corpus.join(folder))
+            .unwrap_or_else(|e| panic!("{folder}: {e}"))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".request.json").map(str::to_string))
+            .collect();
+        names.sort();
+        for name in names {
+            let case = format!("{folder}/{name}");
+            let request = read_json(&corpus.join(format!("{case}.request.json")));
+            let mut expect = read_json(&corpus.join(format!("{case}.expect.json")));
+            if let Some(o) = overrides.get(&case) {
+                expect["status"] = o["status"].clone();
+                if let Some(changes) = o.get("changes") {
+                    expect["changes"] = changes.clone();
+                }
+                expect["overridden"] = json!(true);
+            }
+            cases.push(Case {
+                name: case,
+                request,
+                expect,
+            });
+        }
+    }
+    cases
+}
+
+fn toml_value(value: &Value) -> Option<toml::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        Value::String(s) => toml::Value::String(s.clone()),
+        Value::Array(items) => toml::Value::Array(items.iter().filter_map(toml_value).collect()),
+        Value::Object(map) => toml::Value::Table(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), toml_value(v)?)))
+                .collect(),
+        ),
+    })
+}
+
+/// The `master.toml` lines for a case's `change_hook_dialects` and `change_hook_auth`.
+fn config_for(request: &Value) -> String {
+    let mut www = toml::Table::new();
+    if let Some(dialects) = request.get("change_hook_dialects").and_then(toml_value) {
+        www.insert("change_hook_dialects".into(), dialects);
+    }
+    if let Some(users) = request
+        .pointer("/change_hook_auth/users")
+        .and_then(Value::as_object)
+    {
+        let checkers = users
+            .iter()
+            .map(|(u, p)| {
+                toml::Value::String(format!("memory:{u}:{}", p.as_str().unwrap_or_default()))
+            })
+            .collect();
+        www.insert("change_hook_auth".into(), toml::Value::Array(checkers));
+    }
+    // The harness writes `[www] port` itself, so the section is merged by hand.
+    let mut doc = toml::Table::new();
+    doc.insert("www".into(), toml::Value::Table(www));
+    toml::to_string(&doc)
+        .expect("serialize config")
+        .replacen("[www]\n", "", 1)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The stored form of an expected change value for `key`, per the corpus README.
+fn stored(key: &str, value: &Value) -> Value {
+    match (key, value) {
+        ("author" | "comments" | "codebase" | "repository" | "project", Value::Null) => json!(""),
+        ("files", Value::Null) => json!([]),
+        ("properties", Value::Object(map)) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json!([v, "Change"])))
+                .collect(),
+        ),
+        ("properties", Value::Null) => json!({}),
+        _ => value.clone(),
+    }
+}
+
+/// Compares one stored change with one expected change; returns the mismatches.
+fn compare_change(expected: &Value, actual: &Value, sent_at: (i64, i64)) -> Vec<String> {
+    let defaults = json!({
+        "files": [], "comments": "", "author": "", "revlink": "", "properties": {},
+        "repository": "", "project": "", "codebase": "", "committer": null,
+        "revision": null, "branch": null, "category": null,
+    });
+    let mut problems = Vec::new();
+    let mut keys: Vec<&str> = defaults
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.push("when_timestamp");
+    for key in keys {
+        let actual_value = &actual[key];
+        match (key, expected.get(key)) {
+            ("when_timestamp", None | Some(Value::Null)) => {
+                let t = actual_value.as_i64().unwrap_or(-1);
+                if t < sent_at.0 || t > sent_at.1 {
+                    problems.push(format!("when_timestamp {t} is not the time of storing"));
+                }
+            }
+            (_, Some(value)) => {
+                let want = stored(key, value);
+                if &want != actual_value {
+                    problems.push(format!("{key}: expected {want}, stored {actual_value}"));
+                }
+            }
+            (_, None) => {
+                if &defaults[key] != actual_value {
+                    problems.push(format!(
+                        "{key}: expected default {}, stored {actual_value}",
+                        defaults[key]
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn secrets_of(request: &Value) -> Vec<String> {
+    let mut secrets = Vec::new();
+    if let Some(config) = request.get("dialect_config").and_then(Value::as_object) {
+        for key in ["secret", "token"] {
+            if let Some(s) = config.get(key).and_then(Value::as_str) {
+                secrets.push(s.to_string());
+            }
+        }
+    }
+    secrets
+}
+
+fn run_case(master: &Master, case: &Case, last_id: &mut i64) -> Vec<String> {
+    let req = &case.request;
+    let headers: Vec<(String, String)> = req["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let before = now();
+    let reply = master.send(
+        req["method"].as_str().unwrap(),
+        req["url"].as_str().unwrap(),
+        &header_refs,
+        req["body"].as_str().unwrap_or_default().as_bytes(),
+    );
+    let after = now();
+    let mut problems = Vec::new();
+    let want_status = case.expect["status"].as_u64().unwrap() as u16;
+    if reply.status != want_status {
+        problems.push(format!(
+            "status: expected {want_status}, got {} ({})",
+            reply.status, reply.body
+        ));
+    }
+    if (200..300).contains(&want_status) && req["method"] != "HEAD" {
+        let want_body = case.expect["body"].as_str().unwrap_or_default();
+        if reply.body != want_body {
+            problems.push(format!(
+                "body: expected {want_body:?}, got {:?}",
+                reply.body
+            ));
+        }
+    } else if want_status >= 400 && reply.body.trim().is_empty() && req["method"] != "HEAD" {
+        problems.push("error answer has an empty body".into());
+    }
+    if want_status == 405 && reply.header("allow").is_none() {
+        problems.push("405 without an Allow header".into());
+    }
+    if let Some(want) = case.expect.pointer("/response_headers/WWW-Authenticate") {
+        if reply.header("www-authenticate") != want.as_str() {
+            problems.push(format!(
+                "WWW-Authenticate: expected {want}, got {:?}",
+                reply.header("www-authenticate")
+            ));
+        }
+    }
+    for secret in secrets_of(req) {
+        if reply.body.contains(&secret) {
+            problems.push("the answer contains a configured secret".into());
+        }
+    }
+    let stored: Vec<Value> = master
+        .changes()
+        .into_iter()
+        .filter(|c| c["changeid"].as_i64().unwrap_or(0) > *last_id)
+        .collect();
+    if let Some(last) = stored.last() {
+        *last_id = last["changeid"].as_i64().unwrap();
+    }
+    let expected = case.expect["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if stored.len() != expected.len() {
+        problems.push(format!(
+            "expected {} change(s), stored {}",
+            expected.len(),
+            stored.len()
+        ));
+    } else {
+        for (i, (want, got)) in expected.iter().zip(&stored).enumerate() {
+            for problem in compare_change(want, got, (before, after)) {
+                problems.push(format!("change {i}: {problem}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn conformance_corpus() {
+    let Some(corpus) = corpus_dir() else {
+        println!(
+            "notice: ../shared/conformance is absent; the conformance corpus was not replayed"
+        );
+        return;
+    };
+    let mut groups: BTreeMap<String, Vec<Case>> = BTreeMap::new();
+    for case in load_cases(&corpus) {
+        groups
+            .entry(config_for(&case.request))
+            .or_default()
+            .push(case);
+    }
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (config, cases) in &groups {
+        let master = Master::start(config);
+        let mut last_id = 0;
+        for case in cases {
+            count += 1;
+            let problems = run_case(&master, case, &mut last_id);
+            if !problems.is_empty() {
+                failures.push(format!("{}:\n    {}", case.name, problems.join("\n    ")));
+            }
+        }
+    }
+    println!(
+        "conformance: {} of {count} cases pass",
+        count - failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} case(s) fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,168 @@
+//! The change-hook endpoint over real HTTP: methods, body limit, authentication
+//! with a password file, concurrency and durability, the REST shapes.
+
+use buildmaster_e2e::{Basedir, Master};
+use serde_json::json;
+
+#[test]
+fn unsupported_methods_get_405_with_allow_and_store_nothing() {
+    let master = Master::start("[www.change_hook_dialects]\nbase = true\n");
+    for method in ["HEAD", "PUT", "DELETE", "PATCH"] {
+        let reply = master.send(method, "/change_hook/base?comments=x", &[], b"");
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(reply.header("allow"), Some("GET, POST"), "{method}");
+    }
+    assert!(master.changes().is_empty());
+    let reply = master.send("GET", "/change_hook/base?comments=from+get", &[], b"");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "1 change found"));
+}
+
+#[test]
+fn an_oversized_body_gets_413_and_stores_nothing() {
+    let master = Master::start("max_body_size = 1000\n[www.change_hook_dialects]\nbase = true\n");
+    let big = format!("comments={}", "x".repeat(2000));
+    let reply = master.post_form("/change_hook/base", &big);
+    assert_eq!(reply.status, 413);
+    assert!(reply.body.contains("1000 bytes"), "{}", reply.body);
+    let reply = master.post_form("/change_hook/base", "comments=small");
+    assert_eq!(reply.status, 200);
+    assert_eq!(master.changes().len(), 1);
+}
+
+#[test]
+fn change_hook_auth_accepts_plain_and_bcrypt_entries() {
+    let base = Basedir::new(
+        "change_hook_auth = ['file:hook.passwd']\n[www.change_hook_dialects]\nbase = true\n",
+    );
+    // A bcrypt entry as `htpasswd -B` writes it ($2y$).
+    let hash = bcrypt::hash("secret", 4)
+        .unwrap()
+        .replacen("$2b$", "$2y$", 1);
+    base.write(
+        "hook.passwd",
+        format!("# users\nalice:plain-pw\nbob:{hash}\n"),
+    );
+    let master = base.start();
+    let basic = |cred: &str| format!("Basic {}", b64(cred));
+    for (cred, status) in [
+        ("alice:plain-pw", 200),
+        ("bob:secret", 200),
+        ("alice:secret", 401),
+        ("bob:plain-pw", 401),
+    ] {
+        let auth = basic(cred);
+        let reply = master.send(
+            "POST",
+            "/change_hook/base",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"comments=auth",
+        );
+        assert_eq!(reply.status, status, "{cred}");
+        if status == 401 {
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("basic realm=\"Protected area\"")
+            );
+            assert_eq!(reply.body, "Unauthorized");
+        }
+    }
+    assert_eq!(master.changes().len(), 2);
+    assert!(!master.log().contains("plain-pw"), "no password in the log");
+}
+
+fn b64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_hooks_are_all_stored_and_survive_a_restart() {
+    let master = Master::start("[www.change_hook_dialects]\nbase = true\n");
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let master = &master;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let reply = master.post_form(
+                        "/change_hook/base",
+                        &format!("comments=t{t}-{i}&branch=b{t}"),
+                    );
+                    assert_eq!((reply.status, reply.body.as_str()), (200, "1 change found"));
+                }
+            });
+        }
+    });
+    assert_eq!(
+        master.get_json("/api/v2/changes?limit=1")["meta"]["total"],
+        200
+    );
+    let (base, status) = master.stop();
+    assert_eq!(status.code(), Some(0));
+    let master = base.start();
+    let changes = master.changes();
+    assert_eq!(changes.len(), 200, "every acknowledged change is on disk");
+    // Each branch's changes chain to their predecessor on the same branch.
+    let b3: Vec<_> = changes.iter().filter(|c| c["branch"] == "b3").collect();
+    assert_eq!(b3[0]["parent_changeids"], json!([]));
+    assert_eq!(b3[1]["parent_changeids"], json!([b3[0]["changeid"]]));
+}
+
+#[test]
+fn the_changes_api_has_buildbot_shapes() {
+    let master = Master::start("[www.change_hook_dialects]\nbase = true\n");
+    for (branch, comments) in [("main", "one"), ("dev", "two"), ("main", "three")] {
+        let reply = master.post_form(
+            "/change_hook/base",
+            &format!("branch={branch}&comments={comments}&revision=r-{comments}"),
+        );
+        assert_eq!(reply.status, 200);
+    }
+    let page = master
+        .get_json("/api/v2/changes?branch=main&order=-changeid&field=comments&field=changeid");
+    assert_eq!(page["meta"]["total"], 2);
+    assert_eq!(
+        page["changes"],
+        json!([{"changeid": 3, "comments": "three"}, {"changeid": 1, "comments": "one"}])
+    );
+    let one = master.get_json("/api/v2/changes/2");
+    assert_eq!(one["meta"], json!({}));
+    assert_eq!(one["changes"][0]["sourcestamp"]["revision"], "r-two");
+    let missing = master.send(
+        "GET",
+        "/api/v2/changes/99",
+        &[("Accept", "application/json")],
+        b"",
+    );
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("error"));
+    let bad = master.send("GET", "/api/v2/changes?colour=red", &[], b"");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("colour"));
+    let pretty = master.send("GET", "/api/v2/changes?limit=1", &[], b"");
+    assert_eq!(
+        pretty.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(
+        pretty.body.contains("\n  "),
+        "indented without Accept: application/json"
+    );
+}
