@@ -167,3 +167,42 @@ fn sendchange_posts_to_the_base_dialect() {
     assert_eq!(out.status.code(), Some(1), "without credentials");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[test]
+fn start_daemon_detaches_and_logs_to_the_basedir() {
+    let base = Basedir::new("[www.change_hook_dialects]\nbase = true\n");
+    let dir = base.path().to_str().unwrap().to_string();
+    let out = run_cli(&["start", "--daemon", &dir]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let address = stdout
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    let reply = buildmaster_e2e::send(
+        &format!("http://{address}/change_hook/base?comments=daemon"),
+        "GET",
+        &[],
+        b"",
+    );
+    assert_eq!((reply.status, reply.body.as_str()), (200, "1 change found"));
+    let out = run_cli(&["stop", &dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(base.path().join("buildmaster.log")).unwrap();
+    assert!(log.contains("SIGTERM received"), "{log}");
+
+    let broken = Basedir::new("bogus = 1\n");
+    let out = run_cli(&["start", "--daemon", broken.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master.toml:3:1: unknown field `bogus`"));
+}

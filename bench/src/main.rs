@@ -96,7 +96,12 @@ fn cpu_time(pid: u32) -> Duration {
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     // Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the name.
-    let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    let ticks: u64 = fields
+        .iter()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / per_second)
@@ -207,7 +212,10 @@ async fn run_level(addr: &str, connections: usize, duration: Duration) -> Level 
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let (status, body) = sender.post().await;
-                assert!(status == 200 && body == "1 change found", "unexpected answer {status}: {body}");
+                assert!(
+                    status == 200 && body == "1 change found",
+                    "unexpected answer {status}: {body}"
+                );
                 latencies.push(t.elapsed());
             }
             latencies

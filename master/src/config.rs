@@ -165,7 +165,7 @@ pub struct WwwConfig {
 }
 
 /// One enabled dialect: `[www.change_hook_dialects.<name>]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct DialectConfig {
     /// The name in the URL: `/change_hook/<name>`.
     pub name: String,
@@ -178,6 +178,18 @@ pub struct DialectConfig {
     pub options: serde_json::Value,
     /// Where the table starts, for messages.
     pub location: String,
+}
+
+/// Leaves the options out: they may hold resolved secrets.
+impl fmt::Debug for DialectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialectConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("plugin", &self.plugin)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a custom dialect names its plugin.

@@ -36,11 +36,14 @@ enum Command {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
-    /// Run a master in the foreground.
+    /// Run a master (in the foreground unless --daemon).
     Start {
         /// The basedir (holding master.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Detach and log to DIR/buildmaster.log; returns once the master listens.
+        #[arg(long)]
+        daemon: bool,
     },
     /// Stop the master running in a basedir.
     Stop {
@@ -100,7 +103,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CreateMaster { dir } => create_master(&dir),
         Command::Checkconfig { path } => return checkconfig(&path),
-        Command::Start { dir } => start(&dir),
+        Command::Start { dir, daemon: false } => start(&dir),
+        Command::Start { dir, daemon: true } => start_daemon(&dir),
         Command::Stop { dir } => stop(&dir),
         Command::Sendchange(args) => sendchange(*args),
     };
@@ -220,6 +224,75 @@ fn start(dir: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(server::run(config))
+}
+
+/// The log file of a master started with `--daemon`.
+const DAEMON_LOG: &str = "buildmaster.log";
+
+fn start_daemon(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+
+    // Check the configuration here, so errors reach the terminal.
+    let file = config_file(dir);
+    if let Err(errors) = Config::load(&file) {
+        print_config_errors(&errors);
+        bail!(
+            "{} has {} error(s); not starting",
+            file.display(),
+            errors.len()
+        );
+    }
+    let log_path = dir.join(DAEMON_LOG);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let offset = log.metadata()?.len();
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("start")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("cannot start the master process")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read(&log_path).unwrap_or_default();
+        let new =
+            String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default()).into_owned();
+        if let Some(line) = new.lines().find(|l| l.contains(" listening on ")) {
+            let address = line.rsplit(' ').next().unwrap_or_default();
+            println!(
+                "master started (pid {}), listening on {address}; log: {}",
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            eprint!("{new}");
+            bail!(
+                "the master exited ({status}) before listening; see {}",
+                log_path.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the master did not start listening within 30 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn stop(dir: &Path) -> anyhow::Result<()> {
