@@ -173,10 +173,12 @@ impl RootModule for PluginModRef {
 // ---------------------------------------------------------------------------
 // Plugin side: trampolines the export macro points at.
 
-/// A dialect constructor as the export macro lists it.
-pub type DialectCtor = fn(&str, &serde_json::Value) -> RResult<DialectBox, FfiError>;
-/// A reporter constructor as the export macro lists it.
-pub type ReporterCtor = fn(&str, &serde_json::Value) -> RResult<ReporterBox, FfiError>;
+/// A constructor as the export macro lists it: instance name and configuration in.
+pub type Ctor<T> = fn(&str, &serde_json::Value) -> RResult<T, FfiError>;
+/// A dialect constructor.
+pub type DialectCtor = Ctor<DialectBox>;
+/// A reporter constructor.
+pub type ReporterCtor = Ctor<ReporterBox>;
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     let text = if let Some(s) = payload.downcast_ref::<&str>() {
@@ -214,6 +216,26 @@ fn unknown_kind(what: &str, kind: &str) -> FfiError {
     }
 }
 
+/// Constructs the instance `kind` (a dialect or reporter, as `what` says) from
+/// the export macro's `table`, under `catch_unwind`.
+fn construct<T>(
+    what: &str,
+    table: &[(&str, Ctor<T>)],
+    kind: RStr<'_>,
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+) -> RResult<T, FfiError> {
+    guarded(|| {
+        let Some((_, ctor)) = table.iter().find(|(k, _)| *k == kind.as_str()) else {
+            return RResult::RErr(unknown_kind(what, kind.as_str()));
+        };
+        match parse_config(config_json) {
+            Ok(config) => ctor(name.as_str(), &config),
+            Err(e) => RResult::RErr(e),
+        }
+    })
+}
+
 /// Constructs the dialect `kind` from `table`; used by the export macro.
 pub fn construct_dialect(
     table: &[(&str, DialectCtor)],
@@ -221,15 +243,7 @@ pub fn construct_dialect(
     name: RStr<'_>,
     config_json: RStr<'_>,
 ) -> RResult<DialectBox, FfiError> {
-    guarded(|| {
-        let Some((_, ctor)) = table.iter().find(|(k, _)| *k == kind.as_str()) else {
-            return RResult::RErr(unknown_kind("dialect", kind.as_str()));
-        };
-        match parse_config(config_json) {
-            Ok(config) => ctor(name.as_str(), &config),
-            Err(e) => RResult::RErr(e),
-        }
-    })
+    construct("dialect", table, kind, name, config_json)
 }
 
 /// Constructs the reporter `kind` from `table`; used by the export macro.
@@ -239,15 +253,7 @@ pub fn construct_reporter(
     name: RStr<'_>,
     config_json: RStr<'_>,
 ) -> RResult<ReporterBox, FfiError> {
-    guarded(|| {
-        let Some((_, ctor)) = table.iter().find(|(k, _)| *k == kind.as_str()) else {
-            return RResult::RErr(unknown_kind("reporter", kind.as_str()));
-        };
-        match parse_config(config_json) {
-            Ok(config) => ctor(name.as_str(), &config),
-            Err(e) => RResult::RErr(e),
-        }
-    })
+    construct("reporter", table, kind, name, config_json)
 }
 
 fn construct_error(message: String) -> FfiError {
