@@ -6,9 +6,10 @@
 //! [`MAX_RESPONSE_BYTES`]. Each request is logged at debug level with its method,
 //! host and path only (query strings and headers may carry tokens).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use buildmaster_plugin_api::boundary::{FfiHttpRequest, FfiHttpResponse, HostFfi};
 use buildmaster_plugin_api::{HttpRequest, HttpResponse, LogLevel};
 
@@ -17,11 +18,33 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest response body handed to a plugin.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// What every plugin call shares: the HTTP client and the runtime it runs on.
+/// The polling change sources a plugin may list and ask to poll (the `poller`
+/// dialect does).
+pub trait Pollers: Send + Sync {
+    /// The names of the polling change sources, in configuration order.
+    fn names(&self) -> Vec<String>;
+    /// Asks the named sources to poll as soon as they can; unknown names are ignored.
+    fn force(&self, names: &[String]);
+}
+
+/// A master without polling change sources.
+struct NoPollers;
+
+impl Pollers for NoPollers {
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn force(&self, _names: &[String]) {}
+}
+
+/// What every plugin call shares: the HTTP client, the runtime it runs on, and
+/// the polling change sources.
 #[derive(Clone)]
 pub struct HostServices {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    pollers: Arc<dyn Pollers>,
 }
 
 impl HostServices {
@@ -33,7 +56,13 @@ impl HostServices {
                 .build()
                 .expect("the HTTP client's TLS setup is static"),
             runtime: tokio::runtime::Handle::current(),
+            pollers: Arc::new(NoPollers),
         }
+    }
+
+    /// The same services with these polling change sources.
+    pub fn with_pollers(self, pollers: Arc<dyn Pollers>) -> HostServices {
+        HostServices { pollers, ..self }
     }
 
     /// The host handed to one call of plugin `plugin`.
@@ -131,5 +160,20 @@ impl HostFfi for PluginHost<'_> {
             LogLevel::Info => tracing::info!(plugin = %plugin, "{message}"),
             LogLevel::Debug => tracing::debug!(plugin = %plugin, "{message}"),
         }
+    }
+
+    fn polling_sources(&self) -> RVec<RString> {
+        self.services
+            .pollers
+            .names()
+            .into_iter()
+            .map(RString::from)
+            .collect()
+    }
+
+    fn force_poll(&self, names: RSlice<'_, RString>) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        tracing::info!(plugin = %self.plugin, "poll requested for: {}", names.join(", "));
+        self.services.pollers.force(&names);
     }
 }

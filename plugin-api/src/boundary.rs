@@ -107,8 +107,14 @@ pub trait HostFfi: Sync {
 
     /// Writes `message` to the host's log under the plugin's name.
     /// `level`: 0 error, 1 warn, 2 info, 3 debug.
-    #[sabi(last_prefix_field)]
     fn log(&self, level: u8, message: RStr<'_>);
+
+    /// The names of the master's polling change sources.
+    fn polling_sources(&self) -> RVec<RString>;
+
+    /// Asks the named polling change sources to poll now.
+    #[sabi(last_prefix_field)]
+    fn force_poll(&self, names: RSlice<'_, RString>);
 }
 
 /// The host's capabilities as passed into a plugin call.
@@ -461,6 +467,19 @@ impl<'a> Host<'a> {
 
     pub(crate) fn log_ffi(&self, level: LogLevel, message: &str) {
         self.inner.log(level as u8, message.into());
+    }
+
+    pub(crate) fn polling_sources_ffi(&self) -> Vec<String> {
+        self.inner
+            .polling_sources()
+            .into_iter()
+            .map(|n| n.into_string())
+            .collect()
+    }
+
+    pub(crate) fn force_poll_ffi(&self, names: &[String]) {
+        let names: RVec<RString> = names.iter().map(|n| RString::from(n.as_str())).collect();
+        self.inner.force_poll(names.as_rslice());
     }
 }
 

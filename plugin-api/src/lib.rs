@@ -88,6 +88,8 @@
 pub mod boundary;
 mod change;
 mod request;
+#[cfg(feature = "signatures")]
+pub mod signature;
 pub mod testing;
 
 use std::time::Duration;
@@ -371,6 +373,17 @@ impl Host<'_> {
 
     pub fn debug(&self, message: &str) {
         self.log(LogLevel::Debug, message)
+    }
+
+    /// The names of the master's polling change sources (`[[change_sources]]`
+    /// that poll), for the `poller` dialect and its kind.
+    pub fn polling_sources(&self) -> Vec<String> {
+        self.polling_sources_ffi()
+    }
+
+    /// Asks the named polling change sources to poll now; unknown names are ignored.
+    pub fn force_poll(&self, names: &[String]) {
+        self.force_poll_ffi(names)
     }
 }
 

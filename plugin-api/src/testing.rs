@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use abi_stable::std_types::{RResult, RString};
+use abi_stable::std_types::{RResult, RSlice, RString, RVec};
 
 use crate::boundary::{self, FfiHttpRequest, FfiHttpResponse, HostFfi};
 use crate::{
@@ -29,12 +29,15 @@ use crate::{
     OutgoingRequest, Request, Response,
 };
 
-/// A host whose HTTP answers are scripted and whose calls are recorded.
+/// A host whose HTTP answers and polling change sources are scripted and whose
+/// calls are recorded.
 #[derive(Default)]
 pub struct TestHost {
     responses: Mutex<VecDeque<Result<HttpResponse, String>>>,
     requests: Mutex<Vec<HttpRequest>>,
     logs: Mutex<Vec<(LogLevel, String)>>,
+    polling_sources: Vec<String>,
+    polled: Mutex<Vec<String>>,
 }
 
 impl TestHost {
@@ -52,6 +55,19 @@ impl TestHost {
     /// The log lines written so far.
     pub fn logs(&self) -> Vec<(LogLevel, String)> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// A host whose master has these polling change sources.
+    pub fn with_polling_sources(names: &[&str]) -> TestHost {
+        TestHost {
+            polling_sources: names.iter().map(|n| n.to_string()).collect(),
+            ..TestHost::default()
+        }
+    }
+
+    /// The change sources asked to poll so far, in order.
+    pub fn polled(&self) -> Vec<String> {
+        self.polled.lock().unwrap().clone()
     }
 }
 
@@ -73,6 +89,20 @@ impl HostFfi for TestHost {
             .lock()
             .unwrap()
             .push((LogLevel::from_u8(level), message.to_string()));
+    }
+
+    fn polling_sources(&self) -> RVec<RString> {
+        self.polling_sources
+            .iter()
+            .map(|n| RString::from(n.as_str()))
+            .collect()
+    }
+
+    fn force_poll(&self, names: RSlice<'_, RString>) {
+        self.polled
+            .lock()
+            .unwrap()
+            .extend(names.iter().map(|n| n.to_string()));
     }
 }
 
