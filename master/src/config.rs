@@ -26,6 +26,9 @@ pub const EXAMPLE: &str = include_str!("../../master.toml.example");
 /// Default request-body limit for change hooks: 10 MiB.
 const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 
+/// Default time a change-hook delivery id is remembered: 72 hours.
+const DEFAULT_DELIVERY_ID_WINDOW: u64 = 72 * 3600;
+
 /// One mistake in the configuration, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -126,6 +129,7 @@ pub struct RawWww {
     pub change_hook_dialects: BTreeMap<String, Spanned<toml::Value>>,
     pub change_hook_auth: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub max_body_size: Option<Spanned<i64>>,
+    pub delivery_id_window: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -162,6 +166,8 @@ pub struct WwwConfig {
     /// `None` when `change_hook_auth` is not set.
     pub auth: Option<Credentials>,
     pub max_body_size: u64,
+    /// How long a delivery id is remembered, in seconds; 0 turns de-duplication off.
+    pub delivery_id_window: u64,
 }
 
 /// One enabled dialect: `[www.change_hook_dialects.<name>]`.
@@ -276,6 +282,18 @@ impl Builder<'_> {
                 DEFAULT_MAX_BODY_SIZE
             }
         };
+        let delivery_id_window = match raw.www.delivery_id_window {
+            None => DEFAULT_DELIVERY_ID_WINDOW,
+            Some(window) if *window.get_ref() >= 0 => *window.get_ref() as u64,
+            Some(window) => {
+                let err = self.map.error(
+                    window.span(),
+                    "delivery_id_window must be a number of seconds (0 turns it off)",
+                );
+                self.errors.push(err);
+                DEFAULT_DELIVERY_ID_WINDOW
+            }
+        };
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -295,6 +313,7 @@ impl Builder<'_> {
                 dialects,
                 auth,
                 max_body_size,
+                delivery_id_window,
             },
         })
     }
@@ -574,6 +593,7 @@ mod tests {
         assert_eq!(config.db_path, Path::new("base/state.sqlite"));
         assert_eq!(config.www.listen, "0.0.0.0:8010".parse().unwrap());
         assert!(config.www.dialects.is_empty() && config.www.auth.is_none());
+        assert_eq!(config.www.delivery_id_window, 72 * 3600);
         assert_eq!(config.plugin_dirs[0].path, Path::new("base/plugins"));
         assert_eq!(config.plugin_dirs[1].path, builtin_plugin_dir());
     }

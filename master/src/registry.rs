@@ -73,6 +73,7 @@ pub struct Registry {
     pub dialects: HashMap<String, DialectSlot>,
     pub auth: Option<Credentials>,
     pub max_body_size: u64,
+    pub delivery_id_window: u64,
     /// Every library this generation uses or offers.
     pub libraries: Vec<Arc<Library>>,
 }
@@ -124,6 +125,7 @@ pub fn prepare(config: &Config, loader: &Loader) -> (Registry, Vec<Problem>) {
         dialects,
         auth: config.www.auth.clone(),
         max_body_size: config.www.max_body_size,
+        delivery_id_window: config.www.delivery_id_window,
         libraries,
     };
     (registry, problems)

@@ -72,6 +72,23 @@ pub fn process_alive(pid: i32) -> bool {
     state != Some('Z')
 }
 
+/// Forgets expired change-hook delivery ids now and every hour. Expired ids are
+/// already ignored when checked; this only keeps the table small.
+async fn purge_deliveries(db: Db, window: u64) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match db.purge_deliveries(now - window as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("forgot {n} expired delivery id(s)"),
+            Err(e) => tracing::warn!("cannot forget expired delivery ids: {e}"),
+        }
+    }
+}
+
 /// Runs the master of `config` in the foreground until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut terminate =
@@ -99,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             library.dialects.join(", ")
         );
     }
+    tokio::spawn(purge_deliveries(db.clone(), config.www.delivery_id_window));
     let state = AppState {
         registry: Arc::new(ArcSwap::from_pointee(registry)),
         db,

@@ -15,12 +15,13 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
 pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
 
 use crate::changes::{Change, NewChange};
+pub use writer::{Delivery, Stored};
 use writer::{Counters, WriteRequest};
 
 /// How long a connection waits for a lock held by another connection.
@@ -150,15 +151,62 @@ impl Db {
     /// Stores the changes in order and returns their ids once they are committed.
     /// Concurrent calls share a transaction, but fail or succeed independently.
     pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, Error> {
+        match self.write(changes, None).await? {
+            Stored::Changes(ids) => Ok(ids),
+            Stored::Duplicate => unreachable!("only a request with a delivery id is a duplicate"),
+        }
+    }
+
+    /// Stores `changes` unless `delivery` was accepted before within its window;
+    /// the delivery id is recorded in the same transaction as the changes.
+    pub async fn add_delivered_changes(
+        &self,
+        changes: Vec<NewChange>,
+        delivery: Delivery,
+    ) -> Result<Stored, Error> {
+        self.write(changes, Some(delivery)).await
+    }
+
+    /// Whether `delivery` was accepted before within its window. A cheap early
+    /// check; [`Db::add_delivered_changes`] makes the binding one.
+    pub async fn delivery_seen(&self, delivery: Delivery) -> Result<bool, Error> {
+        self.read(move |conn| {
+            let seen: Option<i64> = conn
+                .query_row(
+                    "SELECT received_at FROM delivery_ids WHERE dialect = ?1 AND delivery_id = ?2",
+                    (&delivery.dialect, &delivery.id),
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(seen.is_some_and(|at| at >= delivery.not_before))
+        })
+        .await
+    }
+
+    /// Forgets delivery ids recorded before `before` (epoch seconds).
+    pub async fn purge_deliveries(&self, before: i64) -> Result<usize, Error> {
+        let path = self.shared.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&path).map_err(|source| Error::Open { path, source })?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(conn.execute("DELETE FROM delivery_ids WHERE received_at < ?1", [before])?)
+        })
+        .await?
+    }
+
+    async fn write(&self, changes: Vec<NewChange>, delivery: Option<Delivery>) -> Result<Stored, Error> {
         let requests = self.shared.requests.as_ref().ok_or(Error::WriterGone)?;
         let (reply, answer) = oneshot::channel();
         requests
-            .send(WriteRequest { changes, reply })
+            .send(WriteRequest {
+                changes,
+                delivery,
+                reply,
+            })
             .map_err(|_| Error::WriterGone)?;
         answer.await.map_err(|_| Error::WriterGone)?
     }
 
-    /// The change with this id, if there is one.
     pub async fn change(&self, changeid: i64) -> Result<Option<Change>, Error> {
         self.read(move |conn| query::get_change(conn, changeid))
             .await

@@ -61,6 +61,16 @@ CREATE TABLE change_properties (
     property_value TEXT NOT NULL,
     PRIMARY KEY (changeid, property_name)
 );
+", r"
+-- Delivery ids of accepted change-hook requests (X-GitHub-Delivery, …), so a
+-- redelivery is answered without storing its changes again.
+CREATE TABLE delivery_ids (
+    dialect TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (dialect, delivery_id)
+);
+CREATE INDEX delivery_ids_received_at ON delivery_ids (received_at);
 "];
 
 /// Brings the schema up to date, one transaction per migration, recording each

@@ -17,7 +17,27 @@ use crate::changes::{NewChange, PROPERTY_SOURCE};
 /// One caller's changes and where to send their ids once they are committed.
 pub(super) struct WriteRequest {
     pub(super) changes: Vec<NewChange>,
-    pub(super) reply: oneshot::Sender<Result<Vec<i64>, Error>>,
+    /// When set, the changes are stored only if this delivery is new.
+    pub(super) delivery: Option<Delivery>,
+    pub(super) reply: oneshot::Sender<Result<Stored, Error>>,
+}
+
+/// A change-hook delivery id, as the provider sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub dialect: String,
+    pub id: String,
+    /// A delivery recorded before this time (epoch seconds) no longer counts.
+    pub not_before: i64,
+}
+
+/// What became of a write request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// The ids of the stored changes, in order.
+    Changes(Vec<i64>),
+    /// The delivery was accepted before; nothing was stored.
+    Duplicate,
 }
 
 /// What the writer has done so far.
@@ -49,8 +69,10 @@ pub(super) fn spawn(
 /// Writes a batch and answers each request. A request whose caller has gone
 /// away is still committed: the caller only lost interest in the ids.
 fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Counters) {
-    let (requests, replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|r| (r.changes, r.reply)).unzip();
+    let (requests, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|r| ((r.changes, r.delivery), r.reply))
+        .unzip();
     counters
         .requests
         .fetch_add(requests.len() as u64, Ordering::Relaxed);
@@ -73,16 +95,21 @@ fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Count
 /// Stores every request in one transaction, each under its own savepoint so
 /// that a request that fails is rolled back alone. Returns each request's
 /// outcome once COMMIT has returned; an error here fails the whole batch.
+type Request = (Vec<NewChange>, Option<Delivery>);
+
 fn commit_batch(
     conn: &mut Connection,
-    requests: &[Vec<NewChange>],
+    requests: &[Request],
     now: i64,
-) -> rusqlite::Result<Vec<Result<Vec<i64>, Error>>> {
+) -> rusqlite::Result<Vec<Result<Stored, Error>>> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(requests.len());
-    for changes in requests {
+    for (changes, delivery) in requests {
         let savepoint = tx.savepoint()?;
-        let outcome = insert_changes(&savepoint, changes, now);
+        let outcome = match delivery {
+            Some(delivery) if !record_delivery(&savepoint, delivery, now)? => Ok(Stored::Duplicate),
+            _ => insert_changes(&savepoint, changes, now).map(Stored::Changes),
+        };
         if outcome.is_ok() {
             savepoint.commit()?;
         } else {
@@ -95,6 +122,25 @@ fn commit_batch(
 }
 
 /// Stores one request's changes in order, so each may be the parent of the next.
+/// Records a delivery id; false if it was recorded already within its window.
+/// Checked here, inside the transaction, so two concurrent redeliveries cannot
+/// both store their changes.
+fn record_delivery(conn: &Connection, delivery: &Delivery, now: i64) -> rusqlite::Result<bool> {
+    let seen: Option<i64> = conn
+        .prepare_cached("SELECT received_at FROM delivery_ids WHERE dialect = ?1 AND delivery_id = ?2")?
+        .query_row((&delivery.dialect, &delivery.id), |row| row.get(0))
+        .optional()?;
+    if seen.is_some_and(|at| at >= delivery.not_before) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO delivery_ids (dialect, delivery_id, received_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (dialect, delivery_id) DO UPDATE SET received_at = excluded.received_at",
+    )?
+    .execute((&delivery.dialect, &delivery.id, now))?;
+    Ok(true)
+}
+
 fn insert_changes(conn: &Connection, changes: &[NewChange], now: i64) -> Result<Vec<i64>, Error> {
     changes
         .iter()
@@ -238,11 +284,23 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn request(
+    fn request(changes: Vec<NewChange>) -> (WriteRequest, oneshot::Receiver<Result<Stored, Error>>) {
+        delivered(changes, None)
+    }
+
+    fn delivered(
         changes: Vec<NewChange>,
-    ) -> (WriteRequest, oneshot::Receiver<Result<Vec<i64>, Error>>) {
+        delivery: Option<Delivery>,
+    ) -> (WriteRequest, oneshot::Receiver<Result<Stored, Error>>) {
         let (reply, answer) = oneshot::channel();
-        (WriteRequest { changes, reply }, answer)
+        (
+            WriteRequest {
+                changes,
+                delivery,
+                reply,
+            },
+            answer,
+        )
     }
 
     #[test]
@@ -259,7 +317,7 @@ mod tests {
 
         write_batch(&mut conn, vec![first, bad, last], &counters);
 
-        assert_eq!(first_answer.blocking_recv().unwrap().unwrap(), vec![1]);
+        assert_eq!(first_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![1]));
         let error = bad_answer.blocking_recv().unwrap().unwrap_err();
         assert!(
             error
@@ -267,7 +325,7 @@ mod tests {
                 .starts_with("cannot store change 2 of the request"),
             "{error}"
         );
-        assert_eq!(last_answer.blocking_recv().unwrap().unwrap(), vec![2]);
+        assert_eq!(last_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![2]));
         let comments: Vec<String> = conn
             .prepare("SELECT comments FROM changes ORDER BY changeid")
             .unwrap()
@@ -278,6 +336,41 @@ mod tests {
         assert_eq!(comments, ["one", "three"]);
         assert_eq!(counters.transactions.load(Ordering::Relaxed), 1);
         assert_eq!(counters.requests.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_redelivery_in_the_same_batch_or_later_stores_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let delivery = |id: &str, not_before| Delivery {
+            dialect: "github".into(),
+            id: id.into(),
+            not_before,
+        };
+        let one = || vec![change(serde_json::json!({"comments": "c"}))];
+        let (a, a_answer) = delivered(one(), Some(delivery("d1", 0)));
+        let (b, b_answer) = delivered(one(), Some(delivery("d1", 0)));
+        let (c, c_answer) = delivered(one(), Some(delivery("d2", 0)));
+        let counters = Counters::default();
+        write_batch(&mut conn, vec![a, b, c], &counters);
+        assert_eq!(a_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![1]));
+        assert_eq!(b_answer.blocking_recv().unwrap().unwrap(), Stored::Duplicate);
+        assert_eq!(c_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![2]));
+        // The same id recorded before the window starts counts as new again.
+        let (late, late_answer) = delivered(one(), Some(delivery("d1", i64::MAX)));
+        write_batch(&mut conn, vec![late], &counters);
+        assert_eq!(late_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![3]));
+        // Another dialect's id space is separate.
+        let (other, other_answer) = delivered(
+            one(),
+            Some(Delivery {
+                dialect: "gitlab".into(),
+                id: "d2".into(),
+                not_before: 0,
+            }),
+        );
+        write_batch(&mut conn, vec![other], &counters);
+        assert_eq!(other_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![4]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use warp::Reply;
 
 use super::{auth, text, AppState};
 use crate::changes::NewChange;
+use crate::db::{Delivery, Stored};
 use crate::registry::DialectSlot;
 
 /// The body Buildbot sends for any failure that is not the sender's fault.
@@ -120,6 +121,18 @@ where
         }
     };
 
+    let delivery = delivery(&headers, &name, registry.delivery_id_window);
+    if let Some(delivery) = &delivery {
+        match state.db.delivery_seen(delivery.clone()).await {
+            Ok(true) => return redelivered(delivery),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(dialect = %name, "cannot check the delivery id: {e}");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+            }
+        }
+    }
+
     let request = Request {
         method: method.to_string(),
         path: path.as_str().to_string(),
@@ -150,7 +163,36 @@ where
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     };
-    store_and_answer(&state, &name, &dialect.library.name, result).await
+    store_and_answer(&state, &name, &dialect.library.name, result, delivery).await
+}
+
+/// The headers providers put their delivery ids in.
+const DELIVERY_HEADERS: &[&str] = &["x-github-delivery", "x-gitlab-event-uuid", "x-request-uuid"];
+
+/// The delivery id of a request, when de-duplication is on and it carries one.
+fn delivery(headers: &HeaderMap, dialect: &str, window: u64) -> Option<Delivery> {
+    if window == 0 {
+        return None;
+    }
+    let id = DELIVERY_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h)?.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Some(Delivery {
+        dialect: dialect.to_string(),
+        id: id.to_string(),
+        not_before: now - window as i64,
+    })
+}
+
+/// The answer to a delivery accepted before: success, and nothing stored.
+fn redelivered(delivery: &Delivery) -> warp::reply::Response {
+    tracing::info!(dialect = %delivery.dialect, "delivery {} was accepted before; nothing stored", delivery.id);
+    text(StatusCode::OK, "no change found")
 }
 
 fn too_large(limit: u64) -> warp::reply::Response {
@@ -204,6 +246,7 @@ async fn store_and_answer(
     name: &str,
     plugin: &str,
     result: FfiHookResult,
+    delivery: Option<Delivery>,
 ) -> warp::reply::Response {
     let changes: Vec<NewChange> = match serde_json::from_str(&result.changes_json) {
         Ok(changes) => changes,
@@ -213,8 +256,17 @@ async fn store_and_answer(
         }
     };
     let count = changes.len();
-    if count > 0 {
-        if let Err(e) = state.db.add_changes(changes).await {
+    // A delivery is recorded even when it brings no change, so that it is
+    // answered the same way when it comes again.
+    let stored = match delivery {
+        Some(delivery) => state.db.add_delivered_changes(changes, delivery).await,
+        None if count == 0 => Ok(Stored::Changes(Vec::new())),
+        None => state.db.add_changes(changes).await.map(Stored::Changes),
+    };
+    match stored {
+        Ok(Stored::Changes(_)) => {}
+        Ok(Stored::Duplicate) => return text(StatusCode::OK, "no change found"),
+        Err(e) => {
             tracing::error!(dialect = %name, "storing {count} change(s) failed: {e}");
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
