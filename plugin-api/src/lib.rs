@@ -84,13 +84,19 @@
 //! ```
 //!
 //! The [`testing`] module runs a dialect or reporter without the master.
+//!
+//! For reading payloads:
+//! * [`payload`] reads JSON fields so that a missing or mistyped one is a 400 naming it.
+//! * [`timestamp`] turns the ISO 8601 dates webhooks send into epoch seconds.
 
 pub mod boundary;
 mod change;
+pub mod payload;
 mod request;
 #[cfg(feature = "signatures")]
 pub mod signature;
 pub mod testing;
+pub mod timestamp;
 
 use std::time::Duration;
 

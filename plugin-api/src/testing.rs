@@ -116,6 +116,14 @@ pub fn form_post(path: &str, body: &str) -> Request {
     )
 }
 
+/// The form-encoded body of `fields`, e.g. `payload=%7B%7D` for a form
+/// carrying a JSON payload.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
 /// A request with the given method, path (and query string), headers and body.
 pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
