@@ -1,0 +1,114 @@
+//! The `mattermost` dialect: a Mattermost slash command starts a build.
+//!
+//! A user types `/build <repo> [branch] [revision]`; Mattermost sends the command
+//! as a form (`POST`, or `GET` with a query string) and the dialect records one
+//! change with author `buildbot`, comments `Build from mattermost`, category
+//! `mattermost`, branch (default `master`), revision (default empty: the latest),
+//! repository `<repo_base_url><repo>` and project
+//! `mattermost_build_<repo>_<branch>`, for a scheduler filtered on them.
+//!
+//! Options:
+//! - `token` (required): the slash command's token; a request whose `token` field
+//!   differs is refused. Compared in constant time, never echoed.
+//! - `channel`: the only channel (`channel_name`) allowed to run the command; any
+//!   channel when unset.
+//! - `repo_base_url` (required): the prefix of the repository, e.g.
+//!   `git@github.com:example/`.
+//!
+//! Every answer is the JSON a slash command displays to the user who typed it
+//! (`{"response_type": "ephemeral", "text": ...}`): status 200 naming what was
+//! queued, or status 400 saying what is wrong with the command.
+
+mod command;
+mod options;
+
+use buildmaster_plugin_api::signature::constant_time_eq;
+use buildmaster_plugin_api::{
+    export_plugin, Dialect, HookError, HookOutcome, Host, Request, Response,
+};
+
+use command::Build;
+use options::Options;
+
+const USAGE: &str = "usage: /build <repo> [branch] [revision]";
+
+/// The `mattermost` dialect.
+pub struct Mattermost {
+    options: Options,
+}
+
+impl Dialect for Mattermost {
+    fn new(_name: &str, config: &serde_json::Value) -> Result<Self, String> {
+        Ok(Mattermost {
+            options: Options::from_json(config)?,
+        })
+    }
+
+    fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
+        // Refusals are answered as JSON too, so that Mattermost shows the user why
+        // instead of a bare failure.
+        Ok(match self.build(request) {
+            Ok(build) => HookOutcome {
+                changes: vec![build.change(&self.options.repo_base_url)],
+                response: Some(ephemeral(&build.summary())),
+            },
+            Err(message) => {
+                host.info(&format!("slash command refused: {message}"));
+                HookOutcome {
+                    changes: Vec::new(),
+                    response: Some(ephemeral(&message).with_status(400)),
+                }
+            }
+        })
+    }
+}
+
+impl Mattermost {
+    /// The build a request asks for, or why it is refused. The checks run in the
+    /// order of the original hook: token, channel, text, command.
+    fn build(&self, request: &Request) -> Result<Build, String> {
+        let is_form = request.media_type().as_deref() == Some("application/x-www-form-urlencoded");
+        if request.method.eq_ignore_ascii_case("POST") && !request.body.is_empty() && !is_form {
+            return Err("The slash command must be sent form-encoded \
+                        (application/x-www-form-urlencoded)."
+                .into());
+        }
+        let args = request.args();
+        let token = args.first("token").unwrap_or_default();
+        if !constant_time_eq(token.as_bytes(), self.options.token.as_bytes()) {
+            return Err("Invalid token.".into());
+        }
+        if let Some(allowed) = &self.options.channel {
+            let channel = args.first("channel_name").unwrap_or_default();
+            if channel != allowed {
+                return Err(format!(
+                    "Only channel '{allowed}' may run this command, not '{channel}'."
+                ));
+            }
+        }
+        let text = args
+            .first("text")
+            .ok_or_else(|| format!("The request has no 'text' field; {USAGE}"))?;
+        let build = Build::parse(text).ok_or_else(|| format!("Missing parameters; {USAGE}"))?;
+        match args.first("command") {
+            Some("/build") => Ok(build),
+            Some(other) => Err(format!("Unknown command '{other}'; {USAGE}")),
+            None => Err(format!("The request has no 'command' field; {USAGE}")),
+        }
+    }
+}
+
+/// A reply only the user who typed the command sees.
+fn ephemeral(text: &str) -> Response {
+    Response::json(&serde_json::json!({ "response_type": "ephemeral", "text": text }))
+}
+
+export_plugin! {
+    name: "mattermost",
+    version: env!("CARGO_PKG_VERSION"),
+    dialects: { "mattermost" => Mattermost },
+    reporters: {},
+}
+
+#[cfg(test)]
+mod tests;
