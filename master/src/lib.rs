@@ -3,10 +3,12 @@
 //! Modules, one concern each: [`config`] (what `master.toml` asks for),
 //! [`plugins`] (loading libraries), [`registry`] (live plugin instances of one
 //! configuration), [`www`] (HTTP: change hooks and REST), [`api`] (the REST data
-//! layer), [`db`] and [`changes`] (storage and the Change model), [`host`] (what
+//! layer), [`db`] and [`changes`] (storage and the Change model),
+//! [`change_sources`] (polling repositories for changes), [`host`] (what
 //! plugins may ask of the master), [`server`] (running it all).
 
 pub mod api;
+pub mod change_sources;
 pub mod changes;
 pub mod config;
 pub mod db;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::change_sources::ChangeSources;
 use crate::config::Config;
 use crate::db::Db;
 use crate::host::HostServices;
@@ -117,10 +118,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     tokio::spawn(purge_deliveries(db.clone(), config.www.delivery_id_window));
+    let change_sources = ChangeSources::start(&config.change_sources, &db);
     let state = AppState {
         registry: Arc::new(ArcSwap::from_pointee(registry)),
         db,
-        host: HostServices::from_current_runtime(),
+        host: HostServices::from_current_runtime().with_pollers(change_sources.pollers()),
     };
 
     let listener = tokio::net::TcpListener::bind(config.www.listen)
@@ -138,6 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = interrupt.recv() => "SIGINT",
     };
     tracing::info!("{signal_name} received: finishing the requests in flight");
+    change_sources.stop().await;
     let _ = stop_tx.send(());
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(_) => tracing::info!("stopped cleanly"),

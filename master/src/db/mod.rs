@@ -1,4 +1,5 @@
-//! Storage of changes in SQLite.
+//! Storage of changes, and of the revisions polling change sources have seen,
+//! in SQLite.
 //!
 //! Writes go through a single writer thread that group-commits whatever is
 //! waiting (see [`writer`]); a stored change is on disk when its ids come back.
@@ -9,6 +10,7 @@ mod query;
 mod schema;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -21,8 +23,8 @@ use tokio::sync::oneshot;
 pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
 
 use crate::changes::{Change, NewChange};
-pub use writer::{Delivery, Stored};
 use writer::{Counters, WriteRequest};
+pub use writer::{Delivery, SourceRevisions, Stored};
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,12 +55,16 @@ pub enum Error {
         position: usize,
         source: rusqlite::Error,
     },
+    #[error("cannot store the last-seen revisions: {0}")]
+    StoreRevisions(rusqlite::Error),
     #[error("cannot commit changes: {0}")]
     Commit(Arc<rusqlite::Error>),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("cannot read changes: {0}")]
     Read(#[from] rusqlite::Error),
+    #[error("cannot read the last-seen revisions: {0}")]
+    ReadRevisions(rusqlite::Error),
     #[error(
         "stored property '{name}' of change {changeid} is not a [value, source] pair: {source}"
     )]
@@ -151,7 +157,7 @@ impl Db {
     /// Stores the changes in order and returns their ids once they are committed.
     /// Concurrent calls share a transaction, but fail or succeed independently.
     pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, Error> {
-        match self.write(changes, None).await? {
+        match self.write(changes, None, None).await? {
             Stored::Changes(ids) => Ok(ids),
             Stored::Duplicate => unreachable!("only a request with a delivery id is a duplicate"),
         }
@@ -164,7 +170,41 @@ impl Db {
         changes: Vec<NewChange>,
         delivery: Delivery,
     ) -> Result<Stored, Error> {
-        self.write(changes, Some(delivery)).await
+        self.write(changes, Some(delivery), None).await
+    }
+
+    /// Stores the changes a polling change source found together with the
+    /// revisions it has now seen, in one transaction: either both are stored or
+    /// neither, so the next poll finds the same changes again after a failure.
+    pub async fn add_polled_changes(
+        &self,
+        changes: Vec<NewChange>,
+        revisions: SourceRevisions,
+    ) -> Result<Vec<i64>, Error> {
+        match self.write(changes, None, Some(revisions)).await? {
+            Stored::Changes(ids) => Ok(ids),
+            Stored::Duplicate => unreachable!("only a request with a delivery id is a duplicate"),
+        }
+    }
+
+    /// The last revision change source `source` has seen on each branch it
+    /// follows; empty before its first poll.
+    pub async fn source_revisions(&self, source: &str) -> Result<SourceRevisions, Error> {
+        let source = source.to_string();
+        self.read(move |conn| {
+            let revisions = conn
+                .prepare_cached(
+                    "SELECT branch, revision FROM change_source_revisions WHERE source = ?1",
+                )
+                .and_then(|mut select| {
+                    select
+                        .query_map([&source], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<rusqlite::Result<BTreeMap<String, String>>>()
+                })
+                .map_err(Error::ReadRevisions)?;
+            Ok(SourceRevisions { source, revisions })
+        })
+        .await
     }
 
     /// Whether `delivery` was accepted before within its window. A cheap early
@@ -194,13 +234,19 @@ impl Db {
         .await?
     }
 
-    async fn write(&self, changes: Vec<NewChange>, delivery: Option<Delivery>) -> Result<Stored, Error> {
+    async fn write(
+        &self,
+        changes: Vec<NewChange>,
+        delivery: Option<Delivery>,
+        revisions: Option<SourceRevisions>,
+    ) -> Result<Stored, Error> {
         let requests = self.shared.requests.as_ref().ok_or(Error::WriterGone)?;
         let (reply, answer) = oneshot::channel();
         requests
             .send(WriteRequest {
                 changes,
                 delivery,
+                revisions,
                 reply,
             })
             .map_err(|_| Error::WriterGone)?;
@@ -312,6 +358,75 @@ mod tests {
         assert_eq!(after.files, ["b.c", "a.c"]);
         assert_eq!(after.properties["size"], json!([2, "Change"]));
         assert_eq!(after.when_timestamp, 1_234);
+    }
+
+    fn revisions(source: &str, pairs: &[(&str, &str)]) -> SourceRevisions {
+        SourceRevisions {
+            source: source.into(),
+            revisions: pairs
+                .iter()
+                .map(|(b, r)| (b.to_string(), r.to_string()))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn polled_revisions_replace_the_sources_previous_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.source_revisions("a").await.unwrap(), revisions("a", &[]));
+        let ids = db
+            .add_polled_changes(
+                vec![change(json!({"revision": "r2", "branch": "main"}))],
+                revisions("a", &[("main", "r2"), ("old", "r0")]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids, [1]);
+        db.add_polled_changes(Vec::new(), revisions("b", &[("main", "x")]))
+            .await
+            .unwrap();
+        db.add_polled_changes(Vec::new(), revisions("a", &[("main", "r3")]))
+            .await
+            .unwrap();
+        drop(db);
+
+        let db = Db::open(&path).unwrap();
+        assert_eq!(
+            db.source_revisions("a").await.unwrap(),
+            revisions("a", &[("main", "r3")])
+        );
+        assert_eq!(
+            db.source_revisions("b").await.unwrap(),
+            revisions("b", &[("main", "x")])
+        );
+    }
+
+    #[tokio::test]
+    async fn revisions_are_not_advanced_when_their_changes_fail() {
+        let (_dir, db) = temp_db();
+        db.add_polled_changes(Vec::new(), revisions("a", &[("main", "r1")]))
+            .await
+            .unwrap();
+        let failed = db
+            .add_polled_changes(
+                vec![
+                    change(json!({"comments": "fine"})),
+                    change(json!({"properties": {"": 1}})),
+                ],
+                revisions("a", &[("main", "r3")]),
+            )
+            .await;
+        assert!(
+            matches!(failed, Err(Error::Insert { position: 2, .. })),
+            "{failed:?}"
+        );
+        assert_eq!(
+            db.source_revisions("a").await.unwrap(),
+            revisions("a", &[("main", "r1")])
+        );
+        assert_eq!(db.changes(ChangeQuery::default()).await.unwrap().total, 0);
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@ use super::Error;
 
 /// Migration `n` (counting from 1) brings the schema from version `n - 1` to `n`.
 /// Append new migrations; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE sourcestamps (
     id INTEGER NOT NULL PRIMARY KEY,
     ss_hash TEXT NOT NULL UNIQUE,
@@ -61,7 +62,8 @@ CREATE TABLE change_properties (
     property_value TEXT NOT NULL,
     PRIMARY KEY (changeid, property_name)
 );
-", r"
+",
+    r"
 -- Delivery ids of accepted change-hook requests (X-GitHub-Delivery, …), so a
 -- redelivery is answered without storing its changes again.
 CREATE TABLE delivery_ids (
@@ -71,7 +73,18 @@ CREATE TABLE delivery_ids (
     PRIMARY KEY (dialect, delivery_id)
 );
 CREATE INDEX delivery_ids_received_at ON delivery_ids (received_at);
-"];
+",
+    r"
+-- The last revision a polling change source has seen on each branch it follows,
+-- stored with the changes it found, so a restart neither repeats nor loses any.
+CREATE TABLE change_source_revisions (
+    source TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    PRIMARY KEY (source, branch)
+);
+",
+];
 
 /// Brings the schema up to date, one transaction per migration, recording each
 /// applied migration in `schema_version`.

@@ -2,6 +2,7 @@
 //! request waiting for it in one transaction (group commit), so the cost of a
 //! durable commit is shared by all callers that arrived meanwhile.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -19,6 +20,8 @@ pub(super) struct WriteRequest {
     pub(super) changes: Vec<NewChange>,
     /// When set, the changes are stored only if this delivery is new.
     pub(super) delivery: Option<Delivery>,
+    /// When set, replaces a change source's last-seen revisions along with the changes.
+    pub(super) revisions: Option<SourceRevisions>,
     pub(super) reply: oneshot::Sender<Result<Stored, Error>>,
 }
 
@@ -29,6 +32,15 @@ pub struct Delivery {
     pub id: String,
     /// A delivery recorded before this time (epoch seconds) no longer counts.
     pub not_before: i64,
+}
+
+/// Every branch a polling change source follows, with the last revision it has
+/// seen there. Stored whole: branches left out are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRevisions {
+    pub source: String,
+    /// Branch name → revision.
+    pub revisions: BTreeMap<String, String>,
 }
 
 /// What became of a write request.
@@ -71,7 +83,7 @@ pub(super) fn spawn(
 fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Counters) {
     let (requests, replies): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .map(|r| ((r.changes, r.delivery), r.reply))
+        .map(|r| ((r.changes, r.delivery, r.revisions), r.reply))
         .unzip();
     counters
         .requests
@@ -92,11 +104,12 @@ fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Count
     }
 }
 
+/// What one request asks to store.
+type Request = (Vec<NewChange>, Option<Delivery>, Option<SourceRevisions>);
+
 /// Stores every request in one transaction, each under its own savepoint so
 /// that a request that fails is rolled back alone. Returns each request's
 /// outcome once COMMIT has returned; an error here fails the whole batch.
-type Request = (Vec<NewChange>, Option<Delivery>);
-
 fn commit_batch(
     conn: &mut Connection,
     requests: &[Request],
@@ -104,11 +117,16 @@ fn commit_batch(
 ) -> rusqlite::Result<Vec<Result<Stored, Error>>> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(requests.len());
-    for (changes, delivery) in requests {
+    for (changes, delivery, revisions) in requests {
         let savepoint = tx.savepoint()?;
         let outcome = match delivery {
             Some(delivery) if !record_delivery(&savepoint, delivery, now)? => Ok(Stored::Duplicate),
-            _ => insert_changes(&savepoint, changes, now).map(Stored::Changes),
+            _ => insert_changes(&savepoint, changes, now).and_then(|ids| {
+                if let Some(revisions) = revisions {
+                    replace_revisions(&savepoint, revisions).map_err(Error::StoreRevisions)?;
+                }
+                Ok(Stored::Changes(ids))
+            }),
         };
         if outcome.is_ok() {
             savepoint.commit()?;
@@ -121,13 +139,14 @@ fn commit_batch(
     Ok(outcomes)
 }
 
-/// Stores one request's changes in order, so each may be the parent of the next.
 /// Records a delivery id; false if it was recorded already within its window.
 /// Checked here, inside the transaction, so two concurrent redeliveries cannot
 /// both store their changes.
 fn record_delivery(conn: &Connection, delivery: &Delivery, now: i64) -> rusqlite::Result<bool> {
     let seen: Option<i64> = conn
-        .prepare_cached("SELECT received_at FROM delivery_ids WHERE dialect = ?1 AND delivery_id = ?2")?
+        .prepare_cached(
+            "SELECT received_at FROM delivery_ids WHERE dialect = ?1 AND delivery_id = ?2",
+        )?
         .query_row((&delivery.dialect, &delivery.id), |row| row.get(0))
         .optional()?;
     if seen.is_some_and(|at| at >= delivery.not_before) {
@@ -141,6 +160,20 @@ fn record_delivery(conn: &Connection, delivery: &Delivery, now: i64) -> rusqlite
     Ok(true)
 }
 
+/// Replaces everything stored about the source's branches by `revisions`.
+fn replace_revisions(conn: &Connection, revisions: &SourceRevisions) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM change_source_revisions WHERE source = ?1")?
+        .execute([&revisions.source])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO change_source_revisions (source, branch, revision) VALUES (?1, ?2, ?3)",
+    )?;
+    for (branch, revision) in &revisions.revisions {
+        insert.execute((&revisions.source, branch, revision))?;
+    }
+    Ok(())
+}
+
+/// Stores one request's changes in order, so each may be the parent of the next.
 fn insert_changes(conn: &Connection, changes: &[NewChange], now: i64) -> Result<Vec<i64>, Error> {
     changes
         .iter()
@@ -284,7 +317,9 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn request(changes: Vec<NewChange>) -> (WriteRequest, oneshot::Receiver<Result<Stored, Error>>) {
+    fn request(
+        changes: Vec<NewChange>,
+    ) -> (WriteRequest, oneshot::Receiver<Result<Stored, Error>>) {
         delivered(changes, None)
     }
 
@@ -297,6 +332,7 @@ mod tests {
             WriteRequest {
                 changes,
                 delivery,
+                revisions: None,
                 reply,
             },
             answer,
@@ -317,7 +353,10 @@ mod tests {
 
         write_batch(&mut conn, vec![first, bad, last], &counters);
 
-        assert_eq!(first_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![1]));
+        assert_eq!(
+            first_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![1])
+        );
         let error = bad_answer.blocking_recv().unwrap().unwrap_err();
         assert!(
             error
@@ -325,7 +364,10 @@ mod tests {
                 .starts_with("cannot store change 2 of the request"),
             "{error}"
         );
-        assert_eq!(last_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![2]));
+        assert_eq!(
+            last_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![2])
+        );
         let comments: Vec<String> = conn
             .prepare("SELECT comments FROM changes ORDER BY changeid")
             .unwrap()
@@ -353,13 +395,25 @@ mod tests {
         let (c, c_answer) = delivered(one(), Some(delivery("d2", 0)));
         let counters = Counters::default();
         write_batch(&mut conn, vec![a, b, c], &counters);
-        assert_eq!(a_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![1]));
-        assert_eq!(b_answer.blocking_recv().unwrap().unwrap(), Stored::Duplicate);
-        assert_eq!(c_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![2]));
+        assert_eq!(
+            a_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![1])
+        );
+        assert_eq!(
+            b_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Duplicate
+        );
+        assert_eq!(
+            c_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![2])
+        );
         // The same id recorded before the window starts counts as new again.
         let (late, late_answer) = delivered(one(), Some(delivery("d1", i64::MAX)));
         write_batch(&mut conn, vec![late], &counters);
-        assert_eq!(late_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![3]));
+        assert_eq!(
+            late_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![3])
+        );
         // Another dialect's id space is separate.
         let (other, other_answer) = delivered(
             one(),
@@ -370,7 +424,10 @@ mod tests {
             }),
         );
         write_batch(&mut conn, vec![other], &counters);
-        assert_eq!(other_answer.blocking_recv().unwrap().unwrap(), Stored::Changes(vec![4]));
+        assert_eq!(
+            other_answer.blocking_recv().unwrap().unwrap(),
+            Stored::Changes(vec![4])
+        );
     }
 
     #[test]
