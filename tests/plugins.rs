@@ -90,7 +90,11 @@ fn a_panicking_plugin_fails_its_request_only() {
         "a panicking constructor is reported:\n{log}"
     );
     let reply = master.post_form("/change_hook/ctor", "x=1");
-    assert_eq!(reply.status, 500);
+    assert_eq!(
+        reply.status, 400,
+        "a dialect that could not be constructed: {}",
+        reply.body
+    );
     let reply = master.post_form("/change_hook/base", "comments=still+here");
     assert_eq!((reply.status, reply.body.as_str()), (200, "1 change found"));
     assert_eq!(master.changes()[0]["comments"], "still here");

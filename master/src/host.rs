@@ -173,7 +173,7 @@ impl HostFfi for PluginHost<'_> {
 
     fn force_poll(&self, names: RSlice<'_, RString>) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        tracing::info!(plugin = %self.plugin, "poll requested for: {}", names.join(", "));
+        tracing::info!(plugin = %self.plugin, "poll requested for [{}]", names.join(", "));
         self.services.pollers.force(&names);
     }
 }

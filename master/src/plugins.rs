@@ -2,7 +2,8 @@
 //!
 //! dlopen caches libraries by path and by inode, and overwriting a mapped library
 //! crashes the process. So each `.so` is first copied into a private cache under a
-//! name made of its content hash, and the copy is loaded. A library whose hash was
+//! name made of its content hash (BLAKE3: debug builds of plugins are large, and it
+//! hashes them several times faster than SHA-256), and the copy is loaded. A library whose hash was
 //! loaded before is reused as it is; a changed file gets a new hash, a new path and
 //! so a fresh load. abi_stable never unloads a library: every distinct version
 //! stays mapped for the life of the process.
@@ -21,7 +22,6 @@ use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RResult;
 use buildmaster_plugin_api::boundary::{DialectBox, PluginModRef};
 use buildmaster_plugin_api::API_VERSION;
-use sha2::{Digest, Sha256};
 
 /// Why a library was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl std::error::Error for LoadError {}
 pub struct Library {
     /// The file it was loaded from (not the cached copy).
     pub path: PathBuf,
-    /// Hex SHA-256 of its content.
+    /// Hex BLAKE3 hash of its content.
     pub hash: String,
     pub name: String,
     pub version: String,
@@ -167,7 +167,7 @@ impl Loader {
                 "not a shared library (no ELF header)".into(),
             ));
         }
-        let hash = hex(&Sha256::digest(&bytes));
+        let hash = blake3::hash(&bytes).to_hex().to_string();
         let mut loaded = self.loaded.lock().expect("loader lock");
         if let Some(library) = loaded.get(&hash) {
             return Ok(library.clone());
@@ -186,26 +186,22 @@ impl Loader {
     }
 
     /// Writes `bytes` to `<cache>/<hash>.so` unless it is there already. The copy
-    /// is written to a temporary name and renamed, so a reader never sees half a file.
+    /// is written to a temporary name and renamed, so a reader never sees half a
+    /// file. It is not synced: the cache can always be made again, and a copy cut
+    /// short by a crash has the wrong length, which is checked before reuse.
     fn cache_copy(&self, hash: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let target = self.cache_dir.join(format!("{hash}.so"));
-        if target.exists() {
+        if std::fs::metadata(&target).is_ok_and(|m| m.len() == bytes.len() as u64) {
             return Ok(target);
         }
         std::fs::create_dir_all(&self.cache_dir)?;
         let temp = self
             .cache_dir
             .join(format!(".{hash}.{}.tmp", std::process::id()));
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        std::fs::File::create(&temp)?.write_all(bytes)?;
         std::fs::rename(&temp, &target)?;
         Ok(target)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens the cached copy and checks it is a compatible plugin.

@@ -323,3 +323,108 @@ pub fn run_cli(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run buildmaster")
 }
+
+/// A request the [`MockApi`] received.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct MockState {
+    responses: std::collections::VecDeque<(u16, String)>,
+    received: Vec<MockRequest>,
+}
+
+/// A loopback HTTP server standing in for a provider's API (GitHub's): it answers
+/// queued responses in order and records every request. A request with nothing
+/// queued gets 599 and is recorded, so an unexpected call shows up in
+/// [`MockApi::take_received`].
+pub struct MockApi {
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<MockState>>,
+}
+
+impl MockApi {
+    pub fn start() -> MockApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock API");
+        let addr = listener.local_addr().expect("mock address");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(MockState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                serve_mock(stream, &shared);
+            }
+        });
+        MockApi { addr, state }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues the answer to the next request.
+    pub fn push_response(&self, status: u16, body: String) {
+        self.state
+            .lock()
+            .expect("mock state")
+            .responses
+            .push_back((status, body));
+    }
+
+    /// The requests received since the last call, and forgets any answer left.
+    pub fn take_received(&self) -> Vec<MockRequest> {
+        let mut state = self.state.lock().expect("mock state");
+        state.responses.clear();
+        std::mem::take(&mut state.received)
+    }
+}
+
+fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockState>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let (status, body) = {
+        let mut state = state.lock().expect("mock state");
+        state.received.push(MockRequest {
+            method,
+            path,
+            headers,
+        });
+        state
+            .responses
+            .pop_front()
+            .unwrap_or((599, "{\"message\": \"unexpected request\"}".to_string()))
+    };
+    let response = format!(
+        "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}

@@ -109,9 +109,15 @@ where
             ),
             )
         }
+        // Buildbot answers 400 when a handler cannot be created (e.g. GitHub's
+        // strict mode without a secret); the cause stays in the master's log.
         Some(DialectSlot::Unavailable) => {
-            tracing::error!(dialect = %name, "request refused: the dialect failed to load (see the configuration errors above)");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The dialect specified, '{name}', could not be set up; see the master's log"
+                ),
+            )
         }
         None => {
             return text(
