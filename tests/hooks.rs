@@ -172,17 +172,45 @@ fn a_redelivered_hook_is_answered_200_and_stores_nothing() {
     let master = Master::start("[www.change_hook_dialects]\nbase = true\n");
     let form = ("Content-Type", "application/x-www-form-urlencoded");
     let send = |header: &str, id: &str, comments: &str| {
-        master.send("POST", "/change_hook/base", &[form, (header, id)], format!("comments={comments}").as_bytes())
+        master.send(
+            "POST",
+            "/change_hook/base",
+            &[form, (header, id)],
+            format!("comments={comments}").as_bytes(),
+        )
     };
-    let first = send("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958", "first");
+    let first = send(
+        "X-GitHub-Delivery",
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "first",
+    );
     assert_eq!((first.status, first.body.as_str()), (200, "1 change found"));
-    let again = send("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958", "again");
-    assert_eq!((again.status, again.body.as_str()), (200, "no change found"));
-    for (header, id) in [("X-Gitlab-Event-UUID", "g-1"), ("X-Request-UUID", "b-1"), ("X-GitHub-Delivery", "other")] {
+    let again = send(
+        "X-GitHub-Delivery",
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "again",
+    );
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (200, "no change found")
+    );
+    for (header, id) in [
+        ("X-Gitlab-Event-UUID", "g-1"),
+        ("X-Request-UUID", "b-1"),
+        ("X-GitHub-Delivery", "other"),
+    ] {
         assert_eq!(send(header, id, "new").body, "1 change found", "{header}");
-        assert_eq!(send(header, id, "repeat").body, "no change found", "{header}");
+        assert_eq!(
+            send(header, id, "repeat").body,
+            "no change found",
+            "{header}"
+        );
     }
-    let comments: Vec<String> = master.changes().iter().map(|c| c["comments"].as_str().unwrap().to_string()).collect();
+    let comments: Vec<String> = master
+        .changes()
+        .iter()
+        .map(|c| c["comments"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(comments, ["first", "new", "new", "new"]);
 
     // Remembered across a restart.
@@ -191,7 +219,10 @@ fn a_redelivered_hook_is_answered_200_and_stores_nothing() {
     let again = master.send(
         "POST",
         "/change_hook/base",
-        &[form, ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")],
+        &[
+            form,
+            ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        ],
         b"comments=after-restart",
     );
     assert_eq!(again.body, "no change found");
@@ -200,7 +231,10 @@ fn a_redelivered_hook_is_answered_200_and_stores_nothing() {
 #[test]
 fn a_zero_delivery_window_turns_de_duplication_off() {
     let master = Master::start("delivery_id_window = 0\n[www.change_hook_dialects]\nbase = true\n");
-    let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-GitHub-Delivery", "same")];
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-GitHub-Delivery", "same"),
+    ];
     for _ in 0..2 {
         let reply = master.send("POST", "/change_hook/base", &headers, b"comments=x");
         assert_eq!(reply.body, "1 change found");

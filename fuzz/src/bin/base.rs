@@ -1,0 +1,5 @@
+//! Fuzzes the `base` dialect; see `buildmaster_fuzz::main`.
+
+fn main() -> std::process::ExitCode {
+    buildmaster_fuzz::main::<buildmaster_dialect_base::Base>("base")
+}

@@ -1,0 +1,5 @@
+//! Fuzzes the `gitlab` dialect; see `buildmaster_fuzz::main`.
+
+fn main() -> std::process::ExitCode {
+    buildmaster_fuzz::main::<buildmaster_dialect_gitlab::GitLab>("gitlab")
+}

@@ -1,0 +1,6 @@
+//! A short fuzzing pass over the `bitbucketcloud` dialect: no mutated request may panic.
+
+#[test]
+fn mutated_requests_never_panic() {
+    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucketcloud::BitbucketCloud>("bitbucketcloud");
+}

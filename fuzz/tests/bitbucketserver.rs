@@ -1,0 +1,8 @@
+//! A short fuzzing pass over the `bitbucketserver` dialect: no mutated request may panic.
+
+#[test]
+fn mutated_requests_never_panic() {
+    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucketserver::BitbucketServer>(
+        "bitbucketserver",
+    );
+}
