@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -106,6 +106,8 @@ impl Library {
 pub struct Loader {
     cache_dir: PathBuf,
     loaded: Mutex<HashMap<String, Arc<Library>>>,
+    /// Numbers the temporary names of copies being made.
+    copies: std::sync::atomic::AtomicU64,
 }
 
 impl Loader {
@@ -114,6 +116,7 @@ impl Loader {
         Loader {
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
+            copies: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -147,37 +150,45 @@ impl Loader {
     }
 
     /// Loads one library file, or returns the loaded library of the same content.
+    /// Files are read in chunks, never whole: plugin libraries can be tens of
+    /// megabytes, and a heap that large would stay with the process.
     pub fn load(&self, path: &Path) -> Result<Arc<Library>, LoadError> {
         let refuse = |kind, reason: String| LoadError {
             path: path.to_path_buf(),
             kind,
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        let unreadable = |e: std::io::Error| {
+            let reason = if e.kind() == std::io::ErrorKind::NotFound {
                 "no such file".to_string()
             } else {
                 format!("cannot read: {e}")
             };
-            refuse(LoadErrorKind::MissingFile, kind)
-        })?;
-        if !bytes.starts_with(b"\x7fELF") {
+            refuse(LoadErrorKind::MissingFile, reason)
+        };
+        let mut file = std::fs::File::open(path).map_err(unreadable)?;
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
             return Err(refuse(
                 LoadErrorKind::NotALibrary,
                 "not a shared library (no ELF header)".into(),
             ));
         }
-        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let hash = hash_file(path).map_err(unreadable)?;
         let mut loaded = self.loaded.lock().expect("loader lock");
         if let Some(library) = loaded.get(&hash) {
             return Ok(library.clone());
         }
-        let copy = self.cache_copy(&hash, &bytes).map_err(|e| {
+        let (hash, copy) = self.cache_copy(path).map_err(|e| {
             refuse(
                 LoadErrorKind::Cache,
                 format!("cannot write the plugin cache: {e}"),
             )
         })?;
+        if let Some(library) = loaded.get(&hash) {
+            // The file changed while it was read; its new content is loaded already.
+            return Ok(library.clone());
+        }
         let library = Arc::new(
             open(path, &copy, hash.clone()).map_err(|(kind, reason)| refuse(kind, reason))?,
         );
@@ -185,23 +196,31 @@ impl Loader {
         Ok(library)
     }
 
-    /// Writes `bytes` to `<cache>/<hash>.so` unless it is there already. The copy
-    /// is written to a temporary name and renamed, so a reader never sees half a
-    /// file. It is not synced: the cache can always be made again, and a copy cut
-    /// short by a crash has the wrong length, which is checked before reuse.
-    fn cache_copy(&self, hash: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let target = self.cache_dir.join(format!("{hash}.so"));
-        if std::fs::metadata(&target).is_ok_and(|m| m.len() == bytes.len() as u64) {
-            return Ok(target);
-        }
+    /// Copies `path` into the cache as `<hash>.so`, where the hash is that of the
+    /// copy itself (so a file replaced meanwhile cannot give a copy a wrong
+    /// name). The copy is made under a temporary name and renamed, so a reader
+    /// never sees half a file. It is not synced: the cache can always be made again.
+    fn cache_copy(&self, path: &Path) -> std::io::Result<(String, PathBuf)> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        let temp = self
-            .cache_dir
-            .join(format!(".{hash}.{}.tmp", std::process::id()));
-        std::fs::File::create(&temp)?.write_all(bytes)?;
+        let temp = self.cache_dir.join(format!(
+            ".incoming.{}.{}.tmp",
+            std::process::id(),
+            self.copies
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::copy(path, &temp)?;
+        let hash = hash_file(&temp)?;
+        let target = self.cache_dir.join(format!("{hash}.so"));
         std::fs::rename(&temp, &target)?;
-        Ok(target)
+        Ok((hash, target))
     }
+}
+
+/// The hex BLAKE3 hash of a file's content, read in chunks.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Opens the cached copy and checks it is a compatible plugin.
