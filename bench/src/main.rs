@@ -9,13 +9,19 @@
 //!
 //! ```text
 //! cargo build --release --workspace
-//! target/release/buildmaster-bench [SECONDS_PER_LEVEL] [CONNECTIONS...]
+//! target/release/buildmaster-bench base|github [SECONDS_PER_LEVEL] [CONNECTIONS...]
 //! ```
+//!
+//! `base` posts one form-encoded change per hook; `github` posts a realistic
+//! three-commit push, signed with HMAC-SHA256 and carrying a fresh
+//! `X-GitHub-Delivery` id, as GitHub sends it (three changes per hook).
 
 use std::io::Read;
+
+use buildmaster_plugin_api::signature::{hmac_hex, Algorithm};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +44,70 @@ impl Drop for Master {
     }
 }
 
-fn start_master() -> Master {
+/// Which hooks to send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Base,
+    GitHub,
+}
+
+const GITHUB_SECRET: &str = "bench-secret";
+
+/// Delivery ids are unique across the whole run, so none is a redelivery.
+static NEXT_DELIVERY: AtomicU64 = AtomicU64::new(0);
+
+impl Load {
+    fn dialect_config(self) -> String {
+        match self {
+            Load::Base => "base = true\n".into(),
+            Load::GitHub => {
+                format!("[www.change_hook_dialects.github]\nsecret = \"{GITHUB_SECRET}\"\n")
+            }
+        }
+    }
+
+    /// Changes stored per hook.
+    fn changes_per_hook(self) -> u64 {
+        match self {
+            Load::Base => 1,
+            Load::GitHub => 3,
+        }
+    }
+
+    fn expected_answer(self) -> &'static str {
+        match self {
+            Load::Base => "1 change found",
+            Load::GitHub => "3 change found",
+        }
+    }
+}
+
+/// A GitHub push of three commits, as GitHub's webhook sends it (trimmed of
+/// the fields the dialect ignores would make it unrealistically small, so the
+/// usual repository and sender objects are kept).
+fn github_push() -> String {
+    let commit = |n: u32, message: &str, file: &str| {
+        format!(
+            r#"{{"id":"{n:040x}","tree_id":"{t:040x}","distinct":true,"message":"{message}","timestamp":"2026-11-21T10:0{n}:00+01:00","url":"https://github.com/acme/widget/commit/{n:040x}","author":{{"name":"Ada Lovelace","email":"ada@example.org","username":"ada"}},"committer":{{"name":"GitHub","email":"noreply@github.com","username":"web-flow"}},"added":["src/{file}.rs"],"removed":[],"modified":["README.md","Cargo.toml"]}}"#,
+            t = n + 100
+        )
+    };
+    let repository = r#"{"id":123456,"node_id":"R_kgDOA","name":"widget","full_name":"acme/widget","private":false,"owner":{"name":"acme","email":"ops@example.org","login":"acme","id":42,"type":"Organization"},"html_url":"https://github.com/acme/widget","description":"The widget","fork":false,"url":"https://github.com/acme/widget","created_at":1600000000,"updated_at":"2026-11-21T09:00:00Z","pushed_at":1790000000,"git_url":"git://github.com/acme/widget.git","ssh_url":"git@github.com:acme/widget.git","clone_url":"https://github.com/acme/widget.git","homepage":null,"size":2048,"stargazers_count":10,"watchers_count":10,"language":"Rust","forks_count":2,"open_issues_count":1,"default_branch":"main","master_branch":"main"}"#;
+    let commits = [
+        commit(1, "Add the frobnicator", "frob"),
+        commit(2, "Test the frobnicator", "frob_test"),
+        commit(3, "Document the frobnicator", "doc"),
+    ];
+    format!(
+        r#"{{"ref":"refs/heads/main","before":"{b:040x}","after":"{a:040x}","repository":{repository},"pusher":{{"name":"ada","email":"ada@example.org"}},"sender":{{"login":"ada","id":7,"type":"User"}},"created":false,"deleted":false,"forced":false,"base_ref":null,"compare":"https://github.com/acme/widget/compare/0000...0003","commits":[{}],"head_commit":{}}}"#,
+        commits.join(","),
+        commits[2],
+        b = 0,
+        a = 3
+    )
+}
+
+fn start_master(load: Load) -> Master {
     let exe = std::env::current_exe().expect("own path");
     let binary: PathBuf = exe.with_file_name("buildmaster");
     assert!(
@@ -47,7 +116,10 @@ fn start_master() -> Master {
         binary.display()
     );
     let basedir = tempfile::tempdir().expect("basedir");
-    let config = "[www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\nbase = true\n";
+    let config = format!(
+        "[www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\n{}",
+        load.dialect_config()
+    );
     std::fs::write(basedir.path().join("master.toml"), config).expect("config");
     let log_path = basedir.path().join("master.log");
     let child = Command::new(&binary)
@@ -79,13 +151,24 @@ fn start_master() -> Master {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` memory figure in KiB (`VmRSS`, `RssAnon`, …).
+fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident memory, and the part of it that is the process's own (heap and
+/// stacks) rather than shared, clean pages of the executable and libraries.
+fn memory(pid: u32) -> String {
+    format!(
+        "{:.1} MiB RSS, of which {:.1} MiB anonymous",
+        memory_kib(pid, "VmRSS") as f64 / 1024.0,
+        memory_kib(pid, "RssAnon") as f64 / 1024.0
+    )
 }
 
 /// CPU time (user + system) the process has used so far.
@@ -142,30 +225,65 @@ struct Level {
 /// shares the machine's cores with the master, costs as little CPU as possible.
 struct Sender {
     stream: tokio::net::TcpStream,
-    request: Vec<u8>,
+    addr: String,
+    load: Load,
+    body: String,
     buffer: Vec<u8>,
 }
 
 impl Sender {
-    async fn connect(addr: &str) -> Sender {
+    async fn connect(addr: &str, load: Load) -> Sender {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        let request = format!(
-            "POST /change_hook/base HTTP/1.1\r\nHost: {addr}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{BODY}",
-            BODY.len()
-        );
         Sender {
             stream,
-            request: request.into_bytes(),
+            addr: addr.to_string(),
+            load,
+            body: match load {
+                Load::Base => BODY.to_string(),
+                Load::GitHub => github_push(),
+            },
             buffer: Vec::with_capacity(1024),
         }
+    }
+
+    /// The next request's bytes; GitHub hooks each carry their own delivery id.
+    fn request(&self) -> Vec<u8> {
+        let (path, headers) = match self.load {
+            Load::Base => (
+                "base",
+                "Content-Type: application/x-www-form-urlencoded\r\n".to_string(),
+            ),
+            Load::GitHub => {
+                let signature = hmac_hex(
+                    Algorithm::Sha256,
+                    GITHUB_SECRET.as_bytes(),
+                    self.body.as_bytes(),
+                );
+                let delivery = format!("bench-{}", NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed));
+                (
+                    "github",
+                    format!(
+                        "Content-Type: application/json\r\nX-GitHub-Event: push\r\n\
+                         X-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: sha256={signature}\r\n"
+                    ),
+                )
+            }
+        };
+        format!(
+            "POST /change_hook/{path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\n\r\n{}",
+            self.addr,
+            self.body.len(),
+            self.body
+        )
+        .into_bytes()
     }
 
     /// Sends the hook and returns the status and body of the answer.
     async fn post(&mut self) -> (u16, String) {
         use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&self.request).await.expect("write");
+        let request = self.request();
+        self.stream.write_all(&request).await.expect("write");
         self.buffer.clear();
         loop {
             if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
@@ -200,20 +318,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn run_level(addr: &str, connections: usize, duration: Duration) -> Level {
+async fn run_level(addr: &str, load: Load, connections: usize, duration: Duration) -> Level {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let stop = stop.clone();
-        let mut sender = Sender::connect(addr).await;
+        let mut sender = Sender::connect(addr, load).await;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let (status, body) = sender.post().await;
                 assert!(
-                    status == 200 && body == "1 change found",
+                    status == 200 && body == load.expected_answer(),
                     "unexpected answer {status}: {body}"
                 );
                 latencies.push(t.elapsed());
@@ -242,6 +360,13 @@ async fn run_level(addr: &str, connections: usize, duration: Duration) -> Level 
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
+    let load = match args.next().as_deref() {
+        Some("base") => Load::Base,
+        Some("github") => Load::GitHub,
+        other => panic!(
+            "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] (got {other:?})"
+        ),
+    };
     let seconds: u64 = args
         .next()
         .map(|s| s.parse().expect("seconds"))
@@ -250,33 +375,40 @@ async fn main() {
     if levels.is_empty() {
         levels = vec![1, 16, 64];
     }
-    let master = start_master();
+    let master = start_master(load);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_kib(master.child.id());
+    let idle = memory(master.child.id());
     let client = reqwest::Client::new();
     let mut acknowledged = 0;
-    println!("idle RSS after start: {:.1} MiB", idle as f64 / 1024.0);
-    println!("| connections | hooks/s | p50 | p99 | master CPU per hook | hooks stored |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("idle after start: {idle}");
+    println!(
+        "| connections | hooks/s | changes/s | p50 | p99 | master CPU per hook | changes stored |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for connections in levels {
         let cpu_before = cpu_time(master.child.id());
-        let level = run_level(&master.addr, connections, Duration::from_secs(seconds)).await;
+        let level = run_level(
+            &master.addr,
+            load,
+            connections,
+            Duration::from_secs(seconds),
+        )
+        .await;
         let cpu = cpu_time(master.child.id()) - cpu_before;
-        acknowledged += level.requests as u64;
+        acknowledged += level.requests as u64 * load.changes_per_hook();
         let stored = stored_total(&client, &master.addr).await;
-        assert_eq!(stored, acknowledged, "every acknowledged hook is stored");
+        assert_eq!(stored, acknowledged, "every acknowledged change is stored");
+        let per_second = level.requests as f64 / level.seconds;
         println!(
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {} |",
+            "| {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {} |",
             level.connections,
-            level.requests as f64 / level.seconds,
+            per_second,
+            per_second * load.changes_per_hook() as f64,
             level.p50.as_secs_f64() * 1e3,
             level.p99.as_secs_f64() * 1e3,
             cpu.as_secs_f64() * 1e6 / level.requests.max(1) as f64,
             stored
         );
     }
-    println!(
-        "RSS after the load: {:.1} MiB",
-        rss_kib(master.child.id()) as f64 / 1024.0
-    );
+    println!("after the load: {}", memory(master.child.id()));
 }
