@@ -120,11 +120,6 @@ impl Loader {
         }
     }
 
-    /// How many distinct library versions this process has loaded.
-    pub fn loaded_count(&self) -> usize {
-        self.loaded.lock().expect("loader lock").len()
-    }
-
     /// Loads every `*.so` file in `dirs` (in order; a missing directory is
     /// skipped). Returns the libraries and the refusals.
     pub fn scan(&self, dirs: &[PathBuf]) -> (Vec<Arc<Library>>, Vec<LoadError>) {

@@ -71,7 +71,7 @@ pub enum DialectSlot {
 /// The live instances of one configuration generation.
 pub struct Registry {
     pub dialects: HashMap<String, DialectSlot>,
-    pub auth: Option<Credentials>,
+    pub auth: Option<Arc<Credentials>>,
     pub max_body_size: u64,
     pub delivery_id_window: u64,
     /// Every library this generation uses or offers.
@@ -123,7 +123,7 @@ pub fn prepare(config: &Config, loader: &Loader) -> (Registry, Vec<Problem>) {
     }
     let registry = Registry {
         dialects,
-        auth: config.www.auth.clone(),
+        auth: config.www.auth.clone().map(Arc::new),
         max_body_size: config.www.max_body_size,
         delivery_id_window: config.www.delivery_id_window,
         libraries,

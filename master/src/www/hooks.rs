@@ -5,6 +5,7 @@
 //! are committed before the answer goes out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use buildmaster_plugin_api::boundary::{FfiError, FfiHookResult};
 use buildmaster_plugin_api::Request;
@@ -69,7 +70,7 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let ok = if credentials.is_slow() {
-            let credentials = credentials.clone();
+            let credentials = Arc::clone(credentials);
             tokio::task::spawn_blocking(move || credentials.check(authorization.as_deref()))
                 .await
                 .unwrap_or(false)
