@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use tokio::sync::oneshot;
 
 pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
 
@@ -55,6 +54,8 @@ pub enum Error {
         position: usize,
         source: rusqlite::Error,
     },
+    #[error("cannot record the delivery id: {0}")]
+    StoreDelivery(rusqlite::Error),
     #[error("cannot store the last-seen revisions: {0}")]
     StoreRevisions(rusqlite::Error),
     #[error("cannot commit changes: {0}")]
@@ -240,16 +241,23 @@ impl Db {
         delivery: Option<Delivery>,
         revisions: Option<SourceRevisions>,
     ) -> Result<Stored, Error> {
+        self.transact(move |conn| {
+            writer::store_changes(conn, &changes, delivery.as_ref(), revisions.as_ref(), now())
+        })
+        .await
+    }
+
+    /// Runs `work` on the writer's connection inside a transaction shared with
+    /// whatever else is waiting, and returns its result once it is committed.
+    /// An error rolls back `work` alone.
+    async fn transact<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
         let requests = self.shared.requests.as_ref().ok_or(Error::WriterGone)?;
-        let (reply, answer) = oneshot::channel();
-        requests
-            .send(WriteRequest {
-                changes,
-                delivery,
-                revisions,
-                reply,
-            })
-            .map_err(|_| Error::WriterGone)?;
+        let (job, answer) = writer::Closure::boxed(work);
+        requests.send(job).map_err(|_| Error::WriterGone)?;
         answer.await.map_err(|_| Error::WriterGone)?
     }
 

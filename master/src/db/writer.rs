@@ -15,14 +15,64 @@ use tokio::sync::oneshot;
 use super::Error;
 use crate::changes::{NewChange, PROPERTY_SOURCE};
 
-/// One caller's changes and where to send their ids once they are committed.
-pub(super) struct WriteRequest {
-    pub(super) changes: Vec<NewChange>,
-    /// When set, the changes are stored only if this delivery is new.
-    pub(super) delivery: Option<Delivery>,
-    /// When set, replaces a change source's last-seen revisions along with the changes.
-    pub(super) revisions: Option<SourceRevisions>,
-    pub(super) reply: oneshot::Sender<Result<Stored, Error>>,
+/// One unit of work for the writer: it runs inside the batch's transaction
+/// under its own savepoint, and learns after COMMIT whether it stuck.
+pub(super) trait Job: Send {
+    /// Does the work; false rolls this job's savepoint back (and only it).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Reports the outcome once the batch is committed, or the commit's error.
+    fn finish(self: Box<Self>, committed: Result<(), Arc<rusqlite::Error>>);
+}
+
+pub(super) type WriteRequest = Box<dyn Job>;
+
+/// A job made of a closure, answering its caller through a oneshot channel.
+pub(super) struct Closure<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, Error>>,
+    reply: oneshot::Sender<Result<T, Error>>,
+}
+
+impl<T, F> Closure<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+{
+    pub(super) fn boxed(work: F) -> (WriteRequest, oneshot::Receiver<Result<T, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Closure {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        (Box::new(job), answer)
+    }
+}
+
+impl<T, F> Job for Closure<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(Error::WriterGone),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), Arc<rusqlite::Error>>) {
+        let outcome = match (committed, self.outcome) {
+            (Err(error), _) => Err(Error::Commit(error)),
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(Error::WriterGone),
+        };
+        // A caller that has gone away only lost interest in the answer.
+        let _ = self.reply.send(outcome);
+    }
 }
 
 /// A change-hook delivery id, as the provider sent it.
@@ -78,65 +128,54 @@ pub(super) fn spawn(
     Ok((sender, handle))
 }
 
-/// Writes a batch and answers each request. A request whose caller has gone
-/// away is still committed: the caller only lost interest in the ids.
-fn write_batch(conn: &mut Connection, batch: Vec<WriteRequest>, counters: &Counters) {
-    let (requests, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|r| ((r.changes, r.delivery, r.revisions), r.reply))
-        .unzip();
+/// Writes a batch in one transaction, each job under its own savepoint so
+/// that a job that fails is rolled back alone, then tells every job how the
+/// commit went. A job whose caller has gone away is still committed.
+fn write_batch(conn: &mut Connection, mut batch: Vec<WriteRequest>, counters: &Counters) {
     counters
         .requests
-        .fetch_add(requests.len() as u64, Ordering::Relaxed);
-    match commit_batch(conn, &requests, super::now()) {
-        Ok(outcomes) => {
-            counters.transactions.fetch_add(1, Ordering::Relaxed);
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(error) => {
-            let error = Arc::new(error);
-            for reply in replies {
-                let _ = reply.send(Err(Error::Commit(Arc::clone(&error))));
-            }
-        }
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let committed = commit_batch(conn, &mut batch).map_err(Arc::new);
+    if committed.is_ok() {
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+    for job in batch {
+        job.finish(committed.clone());
     }
 }
 
-/// What one request asks to store.
-type Request = (Vec<NewChange>, Option<Delivery>, Option<SourceRevisions>);
-
-/// Stores every request in one transaction, each under its own savepoint so
-/// that a request that fails is rolled back alone. Returns each request's
-/// outcome once COMMIT has returned; an error here fails the whole batch.
-fn commit_batch(
-    conn: &mut Connection,
-    requests: &[Request],
-    now: i64,
-) -> rusqlite::Result<Vec<Result<Stored, Error>>> {
+fn commit_batch(conn: &mut Connection, batch: &mut [WriteRequest]) -> rusqlite::Result<()> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(requests.len());
-    for (changes, delivery, revisions) in requests {
+    for job in batch {
         let savepoint = tx.savepoint()?;
-        let outcome = match delivery {
-            Some(delivery) if !record_delivery(&savepoint, delivery, now)? => Ok(Stored::Duplicate),
-            _ => insert_changes(&savepoint, changes, now).and_then(|ids| {
-                if let Some(revisions) = revisions {
-                    replace_revisions(&savepoint, revisions).map_err(Error::StoreRevisions)?;
-                }
-                Ok(Stored::Changes(ids))
-            }),
-        };
-        if outcome.is_ok() {
+        if job.run(&savepoint) {
             savepoint.commit()?;
         } else {
             savepoint.finish()?;
         }
-        outcomes.push(outcome);
     }
-    tx.commit()?;
-    Ok(outcomes)
+    tx.commit()
+}
+
+/// Stores one caller's changes: nothing if `delivery` was accepted before,
+/// and with `revisions` replacing the change source's last-seen revisions.
+pub(super) fn store_changes(
+    conn: &Connection,
+    changes: &[NewChange],
+    delivery: Option<&Delivery>,
+    revisions: Option<&SourceRevisions>,
+    now: i64,
+) -> Result<Stored, Error> {
+    if let Some(delivery) = delivery {
+        if !record_delivery(conn, delivery, now).map_err(Error::StoreDelivery)? {
+            return Ok(Stored::Duplicate);
+        }
+    }
+    let ids = insert_changes(conn, changes, now)?;
+    if let Some(revisions) = revisions {
+        replace_revisions(conn, revisions).map_err(Error::StoreRevisions)?;
+    }
+    Ok(Stored::Changes(ids))
 }
 
 /// Records a delivery id; false if it was recorded already within its window.
@@ -327,16 +366,7 @@ mod tests {
         changes: Vec<NewChange>,
         delivery: Option<Delivery>,
     ) -> (WriteRequest, oneshot::Receiver<Result<Stored, Error>>) {
-        let (reply, answer) = oneshot::channel();
-        (
-            WriteRequest {
-                changes,
-                delivery,
-                revisions: None,
-                reply,
-            },
-            answer,
-        )
+        Closure::boxed(move |conn| store_changes(conn, &changes, delivery.as_ref(), None, 0))
     }
 
     #[test]
