@@ -16,6 +16,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod builders;
+mod schedulers;
+
+pub use builders::{
+    BuilderConfig, CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind, WorkerConfig,
+};
+pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
+
 use crate::change_sources::redact_url;
 use crate::www::auth::Credentials;
 
@@ -108,6 +116,12 @@ pub struct RawConfig {
     pub www: RawWww,
     #[serde(default)]
     pub change_sources: Vec<Spanned<RawChangeSource>>,
+    #[serde(default)]
+    pub workers: Vec<Spanned<builders::RawWorker>>,
+    #[serde(default)]
+    pub builders: Vec<Spanned<builders::RawBuilder>>,
+    #[serde(default)]
+    pub schedulers: Vec<Spanned<toml::Table>>,
 }
 
 /// `[master]`
@@ -180,6 +194,9 @@ pub struct Config {
     pub www: WwwConfig,
     /// The polling change sources, in configuration order.
     pub change_sources: Vec<GitPollerConfig>,
+    pub workers: Vec<WorkerConfig>,
+    pub builders: Vec<BuilderConfig>,
+    pub schedulers: Vec<SchedulerConfig>,
 }
 
 /// One directory searched for plugins.
@@ -360,6 +377,10 @@ impl Builder<'_> {
             }
         };
         let change_sources = self.change_sources(raw.change_sources);
+        let workers = builders::workers(self.map, raw.workers, &mut self.errors);
+        let builders = builders::builders(self.map, raw.builders, &workers, &mut self.errors);
+        let schedulers =
+            schedulers::schedulers(self.map, raw.schedulers, &builders, &mut self.errors);
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -382,6 +403,9 @@ impl Builder<'_> {
                 delivery_id_window,
             },
             change_sources,
+            workers,
+            builders,
+            schedulers,
         })
     }
 

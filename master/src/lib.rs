@@ -8,12 +8,17 @@
 //! plugins may ask of the master), [`server`] (running it all).
 
 pub mod api;
+pub mod builds;
 pub mod change_sources;
 pub mod changes;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod host;
 pub mod plugins;
 pub mod registry;
+pub mod results;
+pub mod schedulers;
 pub mod server;
+pub mod workers;
 pub mod www;

@@ -9,12 +9,17 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::api::Engine;
+use crate::builds::Botmaster;
 use crate::change_sources::ChangeSources;
-use crate::config::Config;
+use crate::config::{BuilderConfig, Config};
 use crate::db::Db;
+use crate::events::{self, Bus, Event};
 use crate::host::HostServices;
 use crate::plugins::Loader;
 use crate::registry;
+use crate::schedulers::Schedulers;
+use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
 use crate::www::{self, AppState};
 
 /// The pid file inside a basedir.
@@ -90,6 +95,102 @@ async fn purge_deliveries(db: Db, window: u64) {
     }
 }
 
+/// Records the configured builders and workers, finishes builds an earlier
+/// run left behind, and starts the workers, builders and schedulers.
+async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Engine> {
+    let recovered = db
+        .recover_interrupted_builds()
+        .await
+        .context("cannot recover interrupted builds")?;
+    if !recovered.builds.is_empty() {
+        tracing::warn!(
+            "finished {} interrupted build(s) as RETRY; {} build request(s) will be built again",
+            recovered.builds.len(),
+            recovered.requests.len()
+        );
+    }
+    let worker_ids = db
+        .sync_workers(
+            config
+                .workers
+                .iter()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        serde_json::Value::Object(w.properties.clone()),
+                    )
+                })
+                .collect(),
+        )
+        .await
+        .context("cannot record the workers")?;
+    let builder_ids = db
+        .sync_builders(
+            config
+                .builders
+                .iter()
+                .map(|b| (b.name.clone(), b.description.clone(), b.tags.clone()))
+                .collect(),
+        )
+        .await
+        .context("cannot record the builders")?;
+    let workers_dir = config.basedir.join("workers");
+    let mut slots = Vec::new();
+    for worker in &config.workers {
+        let dir = workers_dir.join(&worker.name);
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            tracing::error!(
+                "worker {}: cannot create {}: {error}",
+                worker.name,
+                dir.display()
+            );
+            bus.send(Event::WorkerMissing {
+                name: worker.name.clone(),
+            });
+            continue;
+        }
+        let local = LocalWorker::new(worker.name.clone(), dir);
+        slots.push(WorkerSlot::new(
+            worker_ids[&worker.name],
+            Arc::new(local),
+            worker.max_builds,
+            worker.properties.clone(),
+        ));
+        bus.send(Event::WorkerConnected {
+            name: worker.name.clone(),
+        });
+    }
+    let builders: Vec<(i64, BuilderConfig)> = config
+        .builders
+        .iter()
+        .map(|b| (builder_ids[&b.name], b.clone()))
+        .collect();
+    let scheduler_builders = config
+        .builders
+        .iter()
+        .map(|b| (b.name.clone(), (builder_ids[&b.name], b.collapse_requests)))
+        .collect();
+    let botmaster = Botmaster::start(
+        db.clone(),
+        bus.clone(),
+        builders,
+        Arc::new(WorkerPool::new(slots)),
+    );
+    let schedulers = Schedulers::start(
+        db.clone(),
+        bus.clone(),
+        config.schedulers.clone(),
+        scheduler_builders,
+    )
+    .await
+    .context("cannot start the schedulers")?;
+    Ok(Engine {
+        db: db.clone(),
+        botmaster,
+        schedulers,
+    })
+}
+
 /// Runs the master of `config` in the foreground until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut terminate =
@@ -118,11 +219,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     tokio::spawn(purge_deliveries(db.clone(), config.www.delivery_id_window));
+    let bus = Bus::new();
+    tokio::spawn(events::log_events(bus.subscribe()));
+    db.announce_changes_to(bus.clone());
+    let engine = start_engine(&config, &db, &bus).await?;
     let change_sources = ChangeSources::start(&config.change_sources, &db);
     let state = AppState {
         registry: Arc::new(ArcSwap::from_pointee(registry)),
         db,
         host: HostServices::from_current_runtime().with_pollers(change_sources.pollers()),
+        engine: engine.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.www.listen)
@@ -141,6 +247,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!("{signal_name} received: finishing the requests in flight");
     change_sources.stop().await;
+    engine.botmaster.shutdown().await;
     let _ = stop_tx.send(());
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(_) => tracing::info!("stopped cleanly"),

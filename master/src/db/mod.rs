@@ -6,22 +6,30 @@
 //! Reads use a small pool of read-only connections on blocking threads, which
 //! WAL mode lets run alongside the writer.
 
+mod builds;
 mod query;
+mod rest;
 mod schema;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub use builds::{
+    AddedBuildset, BuildsetDetails, ClassifiedChange, FinishedBuild, NewBuildset, PendingRequest,
+    Recovered, SchedulerWrite, SourceStamp, StampSpec, StartedBuild,
+};
 pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
+pub use rest::{Resource, Scope, MASTER_ID};
 
 use crate::changes::{Change, NewChange};
+use crate::events::{Bus, Event};
 use writer::{Counters, WriteRequest};
 pub use writer::{Delivery, SourceRevisions, Stored};
 
@@ -62,7 +70,7 @@ pub enum Error {
     Commit(Arc<rusqlite::Error>),
     #[error("the database writer has stopped")]
     WriterGone,
-    #[error("cannot read changes: {0}")]
+    #[error("database error: {0}")]
     Read(#[from] rusqlite::Error),
     #[error("cannot read the last-seen revisions: {0}")]
     ReadRevisions(rusqlite::Error),
@@ -100,6 +108,8 @@ struct Shared {
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     counters: Arc<Counters>,
+    /// Where stored changes are announced, once the master has a bus.
+    bus: OnceLock<Bus>,
 }
 
 impl Drop for Shared {
@@ -151,6 +161,7 @@ impl Db {
                 writer: Some(writer),
                 readers: Mutex::new(readers),
                 counters,
+                bus: OnceLock::new(),
             }),
         })
     }
@@ -241,10 +252,23 @@ impl Db {
         delivery: Option<Delivery>,
         revisions: Option<SourceRevisions>,
     ) -> Result<Stored, Error> {
-        self.transact(move |conn| {
-            writer::store_changes(conn, &changes, delivery.as_ref(), revisions.as_ref(), now())
-        })
-        .await
+        let stored = self
+            .transact(move |conn| {
+                writer::store_changes(conn, &changes, delivery.as_ref(), revisions.as_ref(), now())
+            })
+            .await?;
+        if let (Stored::Changes(ids), Some(bus)) = (&stored, self.shared.bus.get()) {
+            for &changeid in ids {
+                bus.send(Event::ChangeAdded { changeid });
+            }
+        }
+        Ok(stored)
+    }
+
+    /// From now on, every stored change is announced on `bus` once it is
+    /// committed, whoever stored it.
+    pub fn announce_changes_to(&self, bus: Bus) {
+        let _ = self.shared.bus.set(bus);
     }
 
     /// Runs `work` on the writer's connection inside a transaction shared with

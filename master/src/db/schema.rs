@@ -91,6 +91,120 @@ DROP INDEX changes_when_timestamp;
 DROP INDEX changes_revision;
 DROP INDEX changes_author;
 ",
+    r"
+-- The build engine: what is built (builders, on workers), what was asked for
+-- (buildsets of build requests on source stamps), what ran (builds, their
+-- steps and the logs of each step), and the schedulers' own state.
+CREATE TABLE builders (
+    id INTEGER NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    tags TEXT NOT NULL
+);
+
+CREATE TABLE workers (
+    id INTEGER NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    info TEXT NOT NULL
+);
+
+-- `properties` is the JSON text of {name: [value, source]}.
+CREATE TABLE buildsets (
+    id INTEGER NOT NULL PRIMARY KEY,
+    external_idstring TEXT,
+    reason TEXT NOT NULL,
+    scheduler TEXT NOT NULL,
+    submitted_at BIGINT NOT NULL,
+    complete INTEGER NOT NULL,
+    complete_at BIGINT,
+    results INTEGER,
+    properties TEXT NOT NULL
+);
+
+CREATE TABLE buildset_sourcestamps (
+    buildsetid INTEGER NOT NULL REFERENCES buildsets (id),
+    sourcestampid INTEGER NOT NULL REFERENCES sourcestamps (id),
+    PRIMARY KEY (buildsetid, sourcestampid)
+);
+
+CREATE TABLE buildrequests (
+    id INTEGER NOT NULL PRIMARY KEY,
+    buildsetid INTEGER NOT NULL REFERENCES buildsets (id),
+    builderid INTEGER NOT NULL REFERENCES builders (id),
+    priority INTEGER NOT NULL,
+    submitted_at BIGINT NOT NULL,
+    claimed_at BIGINT,
+    complete INTEGER NOT NULL,
+    complete_at BIGINT,
+    results INTEGER
+);
+CREATE INDEX buildrequests_builder ON buildrequests (builderid, complete);
+CREATE INDEX buildrequests_buildsetid ON buildrequests (buildsetid);
+
+CREATE TABLE builds (
+    id INTEGER NOT NULL PRIMARY KEY,
+    number INTEGER NOT NULL,
+    builderid INTEGER NOT NULL REFERENCES builders (id),
+    buildrequestid INTEGER NOT NULL REFERENCES buildrequests (id),
+    workerid INTEGER NOT NULL REFERENCES workers (id),
+    started_at BIGINT NOT NULL,
+    complete_at BIGINT,
+    state_string TEXT NOT NULL,
+    results INTEGER,
+    properties TEXT NOT NULL,
+    UNIQUE (builderid, number)
+);
+CREATE INDEX builds_buildrequestid ON builds (buildrequestid);
+CREATE INDEX builds_incomplete ON builds (complete_at);
+
+CREATE TABLE steps (
+    id INTEGER NOT NULL PRIMARY KEY,
+    buildid INTEGER NOT NULL REFERENCES builds (id),
+    number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    complete_at BIGINT,
+    state_string TEXT NOT NULL,
+    results INTEGER,
+    UNIQUE (buildid, number)
+);
+
+-- `type` is Buildbot's: 's' for a stream of lines each prefixed by its channel
+-- ('o' stdout, 'e' stderr, 'h' header).
+CREATE TABLE logs (
+    id INTEGER NOT NULL PRIMARY KEY,
+    stepid INTEGER NOT NULL REFERENCES steps (id),
+    name TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    type TEXT NOT NULL,
+    complete INTEGER NOT NULL,
+    num_lines INTEGER NOT NULL,
+    UNIQUE (stepid, slug)
+);
+
+CREATE TABLE logchunks (
+    logid INTEGER NOT NULL REFERENCES logs (id),
+    first_line INTEGER NOT NULL,
+    last_line INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (logid, first_line)
+);
+
+-- Changes a scheduler has accepted and will build when its timer fires.
+CREATE TABLE scheduler_changes (
+    scheduler TEXT NOT NULL,
+    changeid INTEGER NOT NULL REFERENCES changes (changeid),
+    PRIMARY KEY (scheduler, changeid)
+);
+
+-- A scheduler's own state (last change seen, last run…) as JSON values.
+CREATE TABLE scheduler_state (
+    scheduler TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scheduler, name)
+);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

@@ -227,7 +227,7 @@ fn insert_changes(conn: &Connection, changes: &[NewChange], now: i64) -> Result<
 }
 
 fn insert_change(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::Result<i64> {
-    let sourcestampid = sourcestamp_id(conn, change, now)?;
+    let sourcestampid = sourcestamp_id(conn, &StampKey::of(change), now)?;
     let parent: Option<i64> = conn
         .prepare_cached(
             "SELECT changeid FROM changes
@@ -288,10 +288,31 @@ fn insert_change(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::R
     Ok(changeid)
 }
 
-/// Finds the source stamp of the change's (revision, branch, repository,
-/// codebase, project), creating it if this is the first change with them.
-fn sourcestamp_id(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::Result<i64> {
-    let hash = sourcestamp_hash(change);
+/// What identifies a source stamp.
+pub(super) struct StampKey<'a> {
+    pub(super) branch: Option<&'a str>,
+    pub(super) revision: Option<&'a str>,
+    pub(super) repository: &'a str,
+    pub(super) codebase: &'a str,
+    pub(super) project: &'a str,
+}
+
+impl<'a> StampKey<'a> {
+    fn of(change: &'a NewChange) -> StampKey<'a> {
+        StampKey {
+            branch: change.branch.as_deref(),
+            revision: change.revision.as_deref(),
+            repository: &change.repository,
+            codebase: &change.codebase,
+            project: &change.project,
+        }
+    }
+}
+
+/// Finds the source stamp of (revision, branch, repository, codebase,
+/// project), creating it if this is the first time they are seen together.
+pub(super) fn sourcestamp_id(conn: &Connection, key: &StampKey, now: i64) -> rusqlite::Result<i64> {
+    let hash = sourcestamp_hash(key);
     let existing = conn
         .prepare_cached("SELECT id FROM sourcestamps WHERE ss_hash = ?1")?
         .query_row([&hash], |row| row.get(0))
@@ -309,11 +330,11 @@ fn sourcestamp_id(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::
     .query_row(
         (
             &hash,
-            &change.branch,
-            &change.revision,
-            &change.repository,
-            &change.codebase,
-            &change.project,
+            key.branch,
+            key.revision,
+            key.repository,
+            key.codebase,
+            key.project,
             now,
         ),
         |row| row.get(0),
@@ -322,13 +343,13 @@ fn sourcestamp_id(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::
 
 /// A SHA-256 over the identifying fields. Each field is tagged (null or text)
 /// and length-prefixed, so distinct tuples never encode to the same bytes.
-fn sourcestamp_hash(change: &NewChange) -> String {
+fn sourcestamp_hash(key: &StampKey) -> String {
     let fields = [
-        change.revision.as_deref(),
-        change.branch.as_deref(),
-        Some(change.repository.as_str()),
-        Some(change.codebase.as_str()),
-        Some(change.project.as_str()),
+        key.revision,
+        key.branch,
+        Some(key.repository),
+        Some(key.codebase),
+        Some(key.project),
     ];
     let mut hasher = Sha256::new();
     for field in fields {
@@ -462,7 +483,7 @@ mod tests {
 
     #[test]
     fn sourcestamp_hash_separates_null_from_empty_and_field_boundaries() {
-        let hash = |value| sourcestamp_hash(&change(value));
+        let hash = |value| sourcestamp_hash(&StampKey::of(&change(value)));
         assert_ne!(
             hash(serde_json::json!({})),
             hash(serde_json::json!({"branch": ""}))

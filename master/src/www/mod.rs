@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::api::{ApiResponse, Engine};
 use crate::db::Db;
 use crate::host::HostServices;
 use crate::registry::Registry;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub registry: Arc<ArcSwap<Registry>>,
     pub db: Db,
     pub host: HostServices,
+    pub engine: Engine,
 }
 
 /// A plain-text reply.
@@ -59,10 +61,78 @@ pub fn routes(
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::optional::<String>("accept"))
-        .and(with_state)
+        .and(with_state.clone())
         .then(api_changes);
 
-    change_hook.or(changes).unify().recover(not_found).unify()
+    let api_get = warp::path!("api" / "v2" / ..)
+        .and(warp::get())
+        .and(warp::path::tail())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::optional::<String>("accept"))
+        .and(with_state.clone())
+        .and_then(api_engine_get);
+
+    let api_post = warp::path!("api" / "v2" / ..)
+        .and(warp::post())
+        .and(warp::path::tail())
+        .and(warp::body::content_length_limit(MAX_RPC_BODY))
+        .and(warp::body::bytes())
+        .and(with_state)
+        .and_then(api_engine_post);
+
+    change_hook
+        .or(changes)
+        .unify()
+        .or(api_get)
+        .unify()
+        .or(api_post)
+        .unify()
+        .recover(not_found)
+        .unify()
+}
+
+/// The largest JSON-RPC request body accepted.
+const MAX_RPC_BODY: u64 = 1024 * 1024;
+
+async fn api_engine_get(
+    tail: warp::path::Tail,
+    query: String,
+    accept: Option<String>,
+    state: AppState,
+) -> Result<warp::reply::Response, Rejection> {
+    let path: Vec<&str> = tail.as_str().trim_end_matches('/').split('/').collect();
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    match state.engine.get(&path, &query, accept.as_deref()).await {
+        Some(response) => Ok(api_reply(response)),
+        None => Err(warp::reject::not_found()),
+    }
+}
+
+async fn api_engine_post(
+    tail: warp::path::Tail,
+    body: bytes::Bytes,
+    state: AppState,
+) -> Result<warp::reply::Response, Rejection> {
+    let path: Vec<&str> = tail.as_str().trim_end_matches('/').split('/').collect();
+    match state.engine.post(&path, &body).await {
+        Some(response) => Ok(api_reply(response)),
+        None => Err(warp::reject::not_found()),
+    }
+}
+
+fn api_reply(response: ApiResponse) -> warp::reply::Response {
+    let mut reply = warp::reply::with_status(
+        response.body,
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .into_response();
+    reply.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(response.content_type),
+    );
+    reply
 }
 
 async fn api_changes(
@@ -80,16 +150,7 @@ async fn api_changes(
         .collect();
     let response =
         crate::api::changes_endpoint(&state.db, id.as_deref(), &query, accept.as_deref()).await;
-    let mut reply = warp::reply::with_status(
-        response.body,
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .into_response();
-    reply.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static(response.content_type),
-    );
-    reply
+    api_reply(response)
 }
 
 async fn not_found(_: Rejection) -> Result<warp::reply::Response, Infallible> {

@@ -1,0 +1,684 @@
+//! The build engine's REST resources: builders, builds, steps, logs, build
+//! requests, buildsets, workers and schedulers, with Buildbot's query
+//! options; and its JSON-RPC actions: force a build, stop a build, cancel a
+//! build request.
+
+use serde_json::{json, Map, Value};
+
+use super::query::{FieldKind, Query};
+use super::ApiResponse;
+use crate::builds::Botmaster;
+use crate::config::SchedulerKind;
+use crate::db::{Db, Resource, Scope, MASTER_ID};
+use crate::schedulers::{ForceError, Schedulers};
+
+use FieldKind::{Boolean, Integer, Structured, Text};
+
+/// What the endpoints read and act on.
+#[derive(Clone)]
+pub struct Engine {
+    pub db: Db,
+    pub botmaster: Botmaster,
+    pub schedulers: Schedulers,
+}
+
+const BUILDER_FIELDS: &[(&str, FieldKind)] = &[
+    ("builderid", Integer),
+    ("name", Text),
+    ("description", Text),
+    ("tags", Structured),
+    ("masterids", Structured),
+];
+const BUILD_FIELDS: &[(&str, FieldKind)] = &[
+    ("buildid", Integer),
+    ("number", Integer),
+    ("builderid", Integer),
+    ("buildrequestid", Integer),
+    ("workerid", Integer),
+    ("masterid", Integer),
+    ("started_at", Integer),
+    ("complete", Boolean),
+    ("complete_at", Integer),
+    ("state_string", Text),
+    ("results", Integer),
+    ("properties", Structured),
+];
+const STEP_FIELDS: &[(&str, FieldKind)] = &[
+    ("stepid", Integer),
+    ("number", Integer),
+    ("name", Text),
+    ("buildid", Integer),
+    ("started_at", Integer),
+    ("complete", Boolean),
+    ("complete_at", Integer),
+    ("state_string", Text),
+    ("results", Integer),
+    ("urls", Structured),
+    ("hidden", Boolean),
+];
+const LOG_FIELDS: &[(&str, FieldKind)] = &[
+    ("logid", Integer),
+    ("name", Text),
+    ("slug", Text),
+    ("stepid", Integer),
+    ("complete", Boolean),
+    ("num_lines", Integer),
+    ("type", Text),
+];
+const BUILDREQUEST_FIELDS: &[(&str, FieldKind)] = &[
+    ("buildrequestid", Integer),
+    ("buildsetid", Integer),
+    ("builderid", Integer),
+    ("priority", Integer),
+    ("submitted_at", Integer),
+    ("claimed", Boolean),
+    ("claimed_at", Integer),
+    ("claimed_by_masterid", Integer),
+    ("complete", Boolean),
+    ("complete_at", Integer),
+    ("results", Integer),
+    ("waited_for", Boolean),
+];
+const BUILDSET_FIELDS: &[(&str, FieldKind)] = &[
+    ("bsid", Integer),
+    ("external_idstring", Text),
+    ("reason", Text),
+    ("submitted_at", Integer),
+    ("complete", Boolean),
+    ("complete_at", Integer),
+    ("results", Integer),
+    ("sourcestamps", Structured),
+    ("parent_buildid", Integer),
+    ("parent_relationship", Text),
+];
+const WORKER_FIELDS: &[(&str, FieldKind)] = &[
+    ("workerid", Integer),
+    ("name", Text),
+    ("workerinfo", Structured),
+    ("paused", Boolean),
+    ("graceful", Boolean),
+    ("connected_to", Structured),
+    ("configured_on", Structured),
+];
+const SCHEDULER_FIELDS: &[(&str, FieldKind)] = &[
+    ("schedulerid", Integer),
+    ("name", Text),
+    ("enabled", Boolean),
+    ("master", Structured),
+];
+const FORCESCHEDULER_FIELDS: &[(&str, FieldKind)] = &[
+    ("name", Text),
+    ("label", Text),
+    ("button_name", Text),
+    ("builder_names", Structured),
+    ("all_fields", Structured),
+];
+
+/// Why a request gets no answer but an error.
+struct Failure {
+    status: u16,
+    message: String,
+}
+
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+fn not_found(message: impl Into<String>) -> Failure {
+    Failure {
+        status: 404,
+        message: message.into(),
+    }
+}
+
+fn internal(error: crate::db::Error) -> Failure {
+    tracing::error!("cannot answer a REST request: {error}");
+    Failure {
+        status: 500,
+        message: "internal error".into(),
+    }
+}
+
+/// One collection (or single object) to answer with.
+struct Listing {
+    /// The envelope key, e.g. "builds".
+    key: &'static str,
+    fields: &'static [(&'static str, FieldKind)],
+    rows: Vec<Value>,
+    default_order: &'static [(&'static str, bool)],
+    /// Answer one object (404 if absent) rather than a collection.
+    single: Option<String>,
+}
+
+impl Engine {
+    /// Answers `GET /api/v2/<path>`; `None` when the path is not one of ours.
+    pub async fn get(
+        &self,
+        path: &[&str],
+        query: &[(String, String)],
+        accept: Option<&str>,
+    ) -> Option<ApiResponse> {
+        if let ["logs", id, "raw"] = path {
+            return Some(self.raw_log(id).await);
+        }
+        let result = match path {
+            ["logs", id, "contents"] => self.log_contents(id).await,
+            _ => match self.listing(path).await? {
+                Ok(listing) => answer(listing, query),
+                Err(failure) => Err(failure),
+            },
+        };
+        Some(respond(result, accept))
+    }
+
+    async fn listing(&self, path: &[&str]) -> Option<Result<Listing, Failure>> {
+        Some(match path {
+            ["builders"] => self.rows("builders", Resource::Builders, None, None).await,
+            ["builders", id] => match self.builder_id(id).await {
+                Ok(builderid) => {
+                    let scope = scope("id", builderid);
+                    self.rows("builders", Resource::Builders, scope, Some(id))
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["builders", id, "builds"] => match self.builder_id(id).await {
+                Ok(builderid) => {
+                    let scope = scope("builderid", builderid);
+                    self.rows("builds", Resource::Builds, scope, None).await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["builds"] => self.rows("builds", Resource::Builds, None, None).await,
+            ["builds", id] => match integer(id, "build") {
+                Ok(buildid) => {
+                    self.rows("builds", Resource::Builds, scope("id", buildid), Some(id))
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["builds", id, "steps"] => match integer(id, "build") {
+                Ok(buildid) => {
+                    self.rows("steps", Resource::Steps, scope("buildid", buildid), None)
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["steps", id] => match integer(id, "step") {
+                Ok(stepid) => {
+                    self.rows("steps", Resource::Steps, scope("id", stepid), Some(id))
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["steps", id, "logs"] => match integer(id, "step") {
+                Ok(stepid) => {
+                    self.rows("logs", Resource::Logs, scope("stepid", stepid), None)
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["logs", id] => match integer(id, "log") {
+                Ok(logid) => {
+                    self.rows("logs", Resource::Logs, scope("id", logid), Some(id))
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["buildrequests"] => {
+                self.rows("buildrequests", Resource::BuildRequests, None, None)
+                    .await
+            }
+            ["buildrequests", id] => match integer(id, "build request") {
+                Ok(brid) => {
+                    let scope = scope("id", brid);
+                    self.rows("buildrequests", Resource::BuildRequests, scope, Some(id))
+                        .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["buildsets"] => {
+                self.rows("buildsets", Resource::Buildsets, None, None)
+                    .await
+            }
+            ["buildsets", id] => match integer(id, "buildset") {
+                Ok(bsid) => {
+                    self.rows(
+                        "buildsets",
+                        Resource::Buildsets,
+                        scope("id", bsid),
+                        Some(id),
+                    )
+                    .await
+                }
+                Err(failure) => Err(failure),
+            },
+            ["workers"] => self.workers(None).await,
+            ["workers", id] => self.workers(Some(id)).await,
+            ["schedulers"] => Ok(self.scheduler_listing(None)),
+            ["schedulers", id] => Ok(self.scheduler_listing(Some(id))),
+            ["forceschedulers"] => Ok(self.force_listing(None)),
+            ["forceschedulers", name] => Ok(self.force_listing(Some(name))),
+            _ => return None,
+        })
+    }
+
+    async fn rows(
+        &self,
+        key: &'static str,
+        resource: Resource,
+        scope: Option<Scope>,
+        single: Option<&str>,
+    ) -> Result<Listing, Failure> {
+        let rows = self.db.rest_rows(resource, scope).await.map_err(internal)?;
+        let (fields, default_order): (_, &'static [(&str, bool)]) = match resource {
+            Resource::Builders => (BUILDER_FIELDS, &[("builderid", false)]),
+            Resource::Workers => (WORKER_FIELDS, &[("workerid", false)]),
+            Resource::Buildsets => (BUILDSET_FIELDS, &[("bsid", false)]),
+            Resource::BuildRequests => (BUILDREQUEST_FIELDS, &[("buildrequestid", false)]),
+            Resource::Builds => (BUILD_FIELDS, &[("buildid", false)]),
+            Resource::Steps => (STEP_FIELDS, &[("number", false)]),
+            Resource::Logs => (LOG_FIELDS, &[("logid", false)]),
+        };
+        Ok(Listing {
+            key,
+            fields,
+            rows,
+            default_order,
+            single: single.map(str::to_owned),
+        })
+    }
+
+    /// A builder's id from its id or its name.
+    async fn builder_id(&self, id: &str) -> Result<i64, Failure> {
+        if let Ok(id) = id.parse() {
+            return Ok(id);
+        }
+        let builders = self
+            .db
+            .rest_rows(Resource::Builders, None)
+            .await
+            .map_err(internal)?;
+        builders
+            .iter()
+            .find(|builder| builder["name"] == id)
+            .and_then(|builder| builder["builderid"].as_i64())
+            .ok_or_else(|| not_found(format!("no builder is named '{id}'")))
+    }
+
+    async fn workers(&self, single: Option<&str>) -> Result<Listing, Failure> {
+        let mut rows = self
+            .db
+            .rest_rows(Resource::Workers, None)
+            .await
+            .map_err(internal)?;
+        let builders: Vec<(i64, Vec<String>)> = self
+            .botmaster
+            .builders()
+            .map(|(id, config)| (id, config.workernames.clone()))
+            .collect();
+        let pool = self.botmaster.workers();
+        for row in &mut rows {
+            let name = row["name"].as_str().unwrap_or_default().to_owned();
+            let configured = pool.get(&name).is_some();
+            row["connected_to"] = if configured {
+                json!([{ "masterid": MASTER_ID }])
+            } else {
+                json!([])
+            };
+            row["configured_on"] = builders
+                .iter()
+                .filter(|(_, names)| names.contains(&name))
+                .map(|(builderid, _)| json!({"builderid": builderid, "masterid": MASTER_ID}))
+                .collect();
+        }
+        if let Some(id) = single {
+            rows.retain(|row| {
+                row["name"] == id
+                    || row["workerid"].as_i64().map(|w| w.to_string()).as_deref() == Some(id)
+            });
+        }
+        Ok(Listing {
+            key: "workers",
+            fields: WORKER_FIELDS,
+            rows,
+            default_order: &[("workerid", false)],
+            single: single.map(str::to_owned),
+        })
+    }
+
+    fn scheduler_listing(&self, single: Option<&str>) -> Listing {
+        let mut rows: Vec<Value> = self
+            .schedulers
+            .configs()
+            .iter()
+            .enumerate()
+            .map(|(index, scheduler)| {
+                json!({
+                    "schedulerid": index + 1,
+                    "name": scheduler.name,
+                    "enabled": true,
+                    "master": {"masterid": MASTER_ID, "name": "buildmaster", "active": true},
+                })
+            })
+            .collect();
+        if let Some(id) = single {
+            rows.retain(|row| row["name"] == id || row["schedulerid"].to_string() == id);
+        }
+        Listing {
+            key: "schedulers",
+            fields: SCHEDULER_FIELDS,
+            rows,
+            default_order: &[("schedulerid", false)],
+            single: single.map(str::to_owned),
+        }
+    }
+
+    fn force_listing(&self, single: Option<&str>) -> Listing {
+        let rows = self
+            .schedulers
+            .configs()
+            .iter()
+            .filter(|s| single.is_none_or(|name| s.name == name))
+            .filter_map(|scheduler| {
+                let SchedulerKind::Force(form) = &scheduler.kind else {
+                    return None;
+                };
+                let fields: Vec<Value> = form
+                    .parameters()
+                    .map(|p| {
+                        json!({
+                            "name": p.name,
+                            "fullName": p.name,
+                            "label": p.label,
+                            "type": p.type_name(),
+                            "default": p.default,
+                            "required": p.required,
+                            "hide": false,
+                            "readonly": p.fixed,
+                        })
+                    })
+                    .collect();
+                Some(json!({
+                    "name": scheduler.name,
+                    "label": scheduler.name,
+                    "button_name": scheduler.name,
+                    "builder_names": scheduler.builder_names,
+                    "all_fields": fields,
+                }))
+            })
+            .collect();
+        Listing {
+            key: "forceschedulers",
+            fields: FORCESCHEDULER_FIELDS,
+            rows,
+            default_order: &[],
+            single: single.map(str::to_owned),
+        }
+    }
+
+    async fn log_contents(&self, id: &str) -> Result<Value, Failure> {
+        let logid = integer(id, "log")?;
+        let (log, content) = self
+            .db
+            .log_contents(logid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(format!("no log {logid}")))?;
+        let lines = log["num_lines"].as_i64().unwrap_or(0);
+        Ok(json!({
+            "logchunks": [{
+                "logid": logid,
+                "firstline": 0,
+                "lastline": (lines - 1).max(0),
+                "content": content,
+            }],
+            "meta": {},
+        }))
+    }
+
+    /// The log as plain text, each line without its channel prefix.
+    async fn raw_log(&self, id: &str) -> ApiResponse {
+        let contents = match integer(id, "log") {
+            Ok(logid) => self.db.log_contents(logid).await.map_err(internal),
+            Err(failure) => Err(failure),
+        };
+        match contents {
+            Ok(Some((log, content))) => {
+                let text = if log["type"] == "s" {
+                    content
+                        .lines()
+                        .map(|line| line.get(1..).unwrap_or_default())
+                        .fold(String::new(), |mut text, line| {
+                            text.push_str(line);
+                            text.push('\n');
+                            text
+                        })
+                } else {
+                    content
+                };
+                ApiResponse {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8",
+                    body: text,
+                }
+            }
+            Ok(None) => respond(Err(not_found(format!("no log {id}"))), None),
+            Err(failure) => respond(Err(failure), None),
+        }
+    }
+
+    /// Answers a JSON-RPC `POST /api/v2/<path>`: `force` on a force
+    /// scheduler, `stop` on a build, `cancel` on a build request.
+    pub async fn post(&self, path: &[&str], body: &[u8]) -> Option<ApiResponse> {
+        let target = match path {
+            ["forceschedulers", name] => Target::Force((*name).to_owned()),
+            ["builds", id] => Target::Build((*id).to_owned()),
+            ["buildrequests", id] => Target::Request((*id).to_owned()),
+            _ => return None,
+        };
+        let call: Value = match serde_json::from_slice(body) {
+            Ok(call @ Value::Object(_)) => call,
+            _ => {
+                return Some(rpc_error(
+                    Value::Null,
+                    -32700,
+                    "the body is not a JSON object",
+                ))
+            }
+        };
+        let id = call.get("id").cloned().unwrap_or(Value::Null);
+        let method = call
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let params = match call.get("params") {
+            None => Map::new(),
+            Some(Value::Object(params)) => params.clone(),
+            Some(_) => return Some(rpc_error(id, -32602, "params must be an object")),
+        };
+        Some(match (target, method) {
+            (Target::Force(name), "force") => self.force(id, &name, params).await,
+            (Target::Build(build), "stop") => {
+                let Ok(buildid) = build.parse::<i64>() else {
+                    return Some(rpc_error(
+                        id,
+                        -32602,
+                        &format!("invalid build id '{build}'"),
+                    ));
+                };
+                let reason = params
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason");
+                match self.botmaster.stop_build(buildid, reason) {
+                    Ok(()) => rpc_result(id, Value::Null),
+                    Err(error) => rpc_error(id, -32602, &error.to_string()),
+                }
+            }
+            (Target::Request(request), "cancel") => {
+                let Ok(brid) = request.parse::<i64>() else {
+                    return Some(rpc_error(
+                        id,
+                        -32602,
+                        &format!("invalid build request id '{request}'"),
+                    ));
+                };
+                match self.db.cancel_request(brid).await {
+                    Ok(true) => rpc_result(id, Value::Null),
+                    Ok(false) => {
+                        rpc_error(id, -32602, &format!("build request {brid} is not pending"))
+                    }
+                    Err(error) => {
+                        tracing::error!("cannot cancel build request {brid}: {error}");
+                        rpc_error(id, -32603, "internal error")
+                    }
+                }
+            }
+            (_, method) => rpc_error(id, -32601, &format!("invalid method '{method}'")),
+        })
+    }
+
+    async fn force(&self, id: Value, name: &str, mut params: Map<String, Value>) -> ApiResponse {
+        let builder = params.remove("builderid").map(|b| match b {
+            Value::String(text) => text,
+            other => other.to_string(),
+        });
+        match self
+            .schedulers
+            .force(name, builder.as_deref(), &params)
+            .await
+        {
+            Ok(added) => {
+                let requests: Map<String, Value> = added
+                    .requests
+                    .iter()
+                    .map(|(builderid, brid)| (builderid.to_string(), Value::from(*brid)))
+                    .collect();
+                rpc_result(id, json!([added.bsid, requests]))
+            }
+            Err(ForceError::NoSuchScheduler(name)) => ApiResponse {
+                status: 404,
+                ..rpc_error(id, -32601, &format!("no force scheduler is named '{name}'"))
+            },
+            Err(error @ ForceError::Storage(_)) => {
+                tracing::error!("force scheduler {name}: {error}");
+                ApiResponse {
+                    status: 500,
+                    ..rpc_error(id, -32603, "internal error")
+                }
+            }
+            Err(error) => rpc_error(id, -32602, &error.to_string()),
+        }
+    }
+}
+
+enum Target {
+    Force(String),
+    Build(String),
+    Request(String),
+}
+
+fn scope(column: &'static str, id: i64) -> Option<Scope> {
+    Some(Scope { column, id })
+}
+
+fn integer(id: &str, what: &str) -> Result<i64, Failure> {
+    id.parse()
+        .map_err(|_| bad_request(format!("invalid {what} id '{id}'")))
+}
+
+/// Applies the query to a listing and wraps it in Buildbot's envelope.
+fn answer(listing: Listing, pairs: &[(String, String)]) -> Result<Value, Failure> {
+    // `property` chooses the build properties to include; Buildbot leaves
+    // them out unless asked.
+    let wanted: Vec<&str> = pairs
+        .iter()
+        .filter(|(name, _)| name == "property")
+        .flat_map(|(_, value)| value.split(','))
+        .collect();
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(name, _)| name != "property")
+        .cloned()
+        .collect();
+    let query = Query::parse(&pairs, listing.fields).map_err(bad_request)?;
+    let mut rows = listing.rows;
+    if listing.key == "builds" {
+        for row in &mut rows {
+            keep_properties(row, &wanted);
+        }
+    }
+    if let Some(id) = &listing.single {
+        if query.has_filters() {
+            return Err(bad_request("filters apply only to collections"));
+        }
+        let Some(row) = rows.into_iter().next() else {
+            return Err(not_found(format!(
+                "not found while getting {} {id}",
+                listing.key.trim_end_matches('s')
+            )));
+        };
+        return Ok(json!({listing.key: [query.select(row)], "meta": {}}));
+    }
+    let (page, total) = query.apply(rows, listing.default_order);
+    let page: Vec<Value> = page.into_iter().map(|row| query.select(row)).collect();
+    Ok(json!({listing.key: page, "meta": {"total": total}}))
+}
+
+fn keep_properties(build: &mut Value, wanted: &[&str]) {
+    let Some(object) = build.as_object_mut() else {
+        return;
+    };
+    if wanted.is_empty() {
+        object.remove("properties");
+        return;
+    }
+    if wanted.contains(&"*") {
+        return;
+    }
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        properties.retain(|name, _| wanted.contains(&name.as_str()));
+    }
+}
+
+fn respond(result: Result<Value, Failure>, accept: Option<&str>) -> ApiResponse {
+    match result {
+        Ok(body) if accept.is_some_and(|a| a.contains("application/json")) => ApiResponse {
+            status: 200,
+            content_type: "application/json; charset=utf-8",
+            body: body.to_string(),
+        },
+        Ok(body) => ApiResponse {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body:#}"),
+        },
+        Err(failure) => ApiResponse {
+            status: failure.status,
+            content_type: "text/plain; charset=utf-8",
+            body: json!({"error": failure.message}).to_string(),
+        },
+    }
+}
+
+fn rpc_result(id: Value, result: Value) -> ApiResponse {
+    ApiResponse {
+        status: 200,
+        content_type: "application/json; charset=utf-8",
+        body: json!({"jsonrpc": "2.0", "result": result, "id": id}).to_string(),
+    }
+}
+
+/// A JSON-RPC error, answered with 400 as Buildbot does.
+fn rpc_error(id: Value, code: i64, message: &str) -> ApiResponse {
+    ApiResponse {
+        status: 400,
+        content_type: "application/json; charset=utf-8",
+        body: json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
+            .to_string(),
+    }
+}

@@ -1,0 +1,328 @@
+//! The builders: each takes its pending build requests, oldest first, to a
+//! free worker and runs the build there (Buildbot's botmaster).
+//!
+//! One task per builder waits to be woken (a request was added, a worker was
+//! freed) and starts every build it can. Running builds are kept by id so a
+//! user can stop one.
+
+mod build;
+pub mod interpolate;
+mod log;
+mod properties;
+mod steps;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, watch, Notify};
+
+pub use build::{Progress, StopReason};
+pub use properties::Properties;
+
+use crate::config::BuilderConfig;
+use crate::db::{BuildsetDetails, Db, Error, PendingRequest};
+use crate::events::{BuildInfo, BuilderInfo, BuildsetInfo, Bus, Event};
+use crate::workers::{Reservation, WorkerPool};
+
+/// How long shutdown waits for running builds to let go of their processes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A builder as the botmaster runs it.
+struct Builder {
+    id: i64,
+    config: Arc<BuilderConfig>,
+    wake: Notify,
+}
+
+struct RunningBuild {
+    builderid: i64,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+struct Shared {
+    db: Db,
+    bus: Bus,
+    builders: BTreeMap<i64, Builder>,
+    workers: Arc<WorkerPool>,
+    running: Mutex<BTreeMap<i64, RunningBuild>>,
+    /// Set at shutdown: no build starts any more.
+    closing: AtomicBool,
+}
+
+/// Runs the builders; clones share them.
+#[derive(Clone)]
+pub struct Botmaster {
+    shared: Arc<Shared>,
+}
+
+/// Why a stop request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopError {
+    #[error("build {0} is not running")]
+    NotRunning(i64),
+}
+
+impl Botmaster {
+    /// Starts one task per builder. `builders` pairs each configuration with
+    /// its database id.
+    pub fn start(
+        db: Db,
+        bus: Bus,
+        builders: Vec<(i64, BuilderConfig)>,
+        workers: Arc<WorkerPool>,
+    ) -> Botmaster {
+        let builders = builders
+            .into_iter()
+            .map(|(id, config)| {
+                let builder = Builder {
+                    id,
+                    config: Arc::new(config),
+                    wake: Notify::new(),
+                };
+                (id, builder)
+            })
+            .collect();
+        let botmaster = Botmaster {
+            shared: Arc::new(Shared {
+                db,
+                bus,
+                builders,
+                workers,
+                running: Mutex::new(BTreeMap::new()),
+                closing: AtomicBool::new(false),
+            }),
+        };
+        for &id in botmaster.shared.builders.keys() {
+            tokio::spawn(botmaster.clone().builder_loop(id));
+            // Requests left pending by an earlier run start now.
+            botmaster.wake(id);
+        }
+        tokio::spawn(botmaster.clone().listen(botmaster.shared.bus.subscribe()));
+        botmaster
+    }
+
+    fn wake(&self, builderid: i64) {
+        if let Some(builder) = self.shared.builders.get(&builderid) {
+            builder.wake.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for builder in self.shared.builders.values() {
+            builder.wake.notify_one();
+        }
+    }
+
+    /// Wakes builders as requests arrive; after missing events, all of them.
+    async fn listen(self, mut events: broadcast::Receiver<Event>) {
+        loop {
+            match events.recv().await {
+                Ok(Event::BuildRequestAdded { builderid, .. }) => self.wake(builderid),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => self.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn builder_loop(self, builderid: i64) {
+        let Some(builder) = self.shared.builders.get(&builderid) else {
+            return;
+        };
+        loop {
+            builder.wake.notified().await;
+            if let Err(error) = self.start_builds(builder).await {
+                tracing::error!(
+                    "builder {}: cannot start builds: {error}",
+                    builder.config.name
+                );
+                // Try again later rather than spinning on a failing database.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                builder.wake.notify_one();
+            }
+        }
+    }
+
+    /// Starts a build for every pending request that finds a free worker.
+    async fn start_builds(&self, builder: &Builder) -> Result<(), Error> {
+        let db = &self.shared.db;
+        for request in db.pending_requests(builder.id).await? {
+            if self.shared.closing.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let Some(reservation) = self
+                .shared
+                .workers
+                .reserve(&builder.config.workernames, &builder.config.name)
+            else {
+                return Ok(());
+            };
+            let Some(details) = db.buildset_details(request.buildsetid).await? else {
+                continue;
+            };
+            self.start_build(builder, request, details, reservation)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn start_build(
+        &self,
+        builder: &Builder,
+        request: PendingRequest,
+        details: BuildsetDetails,
+        reservation: Reservation,
+    ) -> Result<(), Error> {
+        let slot = Arc::clone(&reservation.slot);
+        let workername = slot.worker.name().to_owned();
+        let mut properties = Properties::new(details.sourcestamps.clone(), workername.clone());
+        properties.update(&details.properties);
+        for (name, value) in &builder.config.properties {
+            properties.set(name, value.clone(), "Builder");
+        }
+        properties.set(
+            "buildername",
+            Value::from(builder.config.name.clone()),
+            "Builder",
+        );
+        if let Some(stamp) = details.sourcestamps.first() {
+            properties.set("branch", Value::from(stamp.branch.clone()), "Build");
+            properties.set("revision", Value::from(stamp.revision.clone()), "Build");
+            properties.set("repository", Value::from(stamp.repository.clone()), "Build");
+            properties.set("project", Value::from(stamp.project.clone()), "Build");
+            properties.set("codebase", Value::from(stamp.codebase.clone()), "Build");
+        }
+        properties.set("workername", Value::from(workername.clone()), "Worker");
+        for (name, value) in &slot.properties {
+            properties.set(name, value.clone(), "Worker");
+        }
+        let builddir = slot.worker.builder_dir(&builder.config.name);
+        properties.set("builddir", Value::from(builddir), "Worker");
+        let Some(started) = self
+            .shared
+            .db
+            .claim_and_start_build(
+                request.brid,
+                builder.id,
+                slot.id,
+                properties.pairs().clone(),
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        properties.set("buildnumber", Value::from(started.number), "Build");
+        let info = BuildInfo {
+            buildid: started.buildid,
+            number: started.number,
+            buildrequestid: request.brid,
+            started_at: started.started_at,
+            complete_at: None,
+            results: None,
+            state_string: "starting".into(),
+            builder: BuilderInfo {
+                builderid: builder.id,
+                name: builder.config.name.clone(),
+                description: builder.config.description.clone(),
+                tags: builder.config.tags.clone(),
+            },
+            worker: workername,
+            workerid: slot.id,
+            buildset: BuildsetInfo {
+                bsid: details.bsid,
+                reason: details.reason,
+                scheduler: details.scheduler,
+                external_idstring: details.external_idstring,
+                submitted_at: details.submitted_at,
+            },
+            sourcestamps: details.sourcestamps,
+            properties: properties.pairs().clone(),
+        };
+        let (stop, stop_receiver) = watch::channel(None);
+        self.lock_running().insert(
+            started.buildid,
+            RunningBuild {
+                builderid: builder.id,
+                stop,
+            },
+        );
+        let run = build::Run {
+            db: self.shared.db.clone(),
+            bus: self.shared.bus.clone(),
+            builder: Arc::clone(&builder.config),
+            worker: Arc::clone(&slot.worker),
+            info,
+            properties,
+            stop: stop_receiver,
+        };
+        let botmaster = self.clone();
+        let buildid = started.buildid;
+        tokio::spawn(async move {
+            if let Err(error) = build::run(run).await {
+                tracing::error!("build {buildid}: cannot record the build: {error}");
+            }
+            botmaster.lock_running().remove(&buildid);
+            drop(reservation);
+            // The worker is free: any builder waiting for it may start.
+            botmaster.wake_all();
+        });
+        Ok(())
+    }
+
+    /// Stops a running build: its command is killed and it finishes CANCELLED.
+    pub fn stop_build(&self, buildid: i64, reason: &str) -> Result<(), StopError> {
+        let running = self.lock_running();
+        let build = running
+            .get(&buildid)
+            .ok_or(StopError::NotRunning(buildid))?;
+        tracing::info!(
+            "build {buildid} on builder {} stopped: {reason}",
+            build.builderid
+        );
+        build
+            .stop
+            .send_replace(Some(StopReason::Cancelled(reason.to_owned())));
+        Ok(())
+    }
+
+    /// Kills every running build's commands and waits (briefly) for the
+    /// builds to let go; the next start finishes them as RETRY and builds
+    /// their requests again.
+    pub async fn shutdown(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        for build in self.lock_running().values() {
+            build.stop.send_replace(Some(StopReason::Shutdown));
+        }
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while !self.lock_running().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some builds did not stop within {SHUTDOWN_GRACE:?}");
+        }
+    }
+
+    /// The builder ids with their configurations.
+    pub fn builders(&self) -> impl Iterator<Item = (i64, &BuilderConfig)> {
+        self.shared
+            .builders
+            .values()
+            .map(|builder| (builder.id, builder.config.as_ref()))
+    }
+
+    pub fn workers(&self) -> &WorkerPool {
+        &self.shared.workers
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, RunningBuild>> {
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,430 @@
+//! Running one step of a build on its worker: `shell`, `git` and
+//! `set_property`, with Buildbot's results and summaries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::interpolate::Template;
+use super::log::LogWriter;
+use super::properties::Properties;
+use crate::config::{CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind};
+use crate::db::{Db, Error};
+use crate::results::Results;
+use crate::workers::{is_contained, Ending, ShellCommand, Stream, Worker};
+
+/// How often a running step's output is stored.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a step needs from its build.
+pub struct StepContext<'a> {
+    pub db: &'a Db,
+    pub worker: Arc<dyn Worker>,
+    pub builder: &'a str,
+    pub properties: &'a mut Properties,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How a step ended and its summary (Buildbot's step `state_string`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub results: Results,
+    pub summary: String,
+}
+
+/// The logs a step writes.
+pub fn log_names(step: &StepConfig) -> Vec<String> {
+    match step.kind {
+        StepKind::Shell(_) | StepKind::Git(_) => vec!["stdio".to_owned()],
+        StepKind::SetProperty { .. } => Vec::new(),
+    }
+}
+
+/// What the step says while it runs.
+pub fn running_summary(step: &StepConfig, properties: &Properties) -> String {
+    match &step.description {
+        Some(description) => description.render(properties),
+        None => default_summary(step, properties),
+    }
+}
+
+fn default_summary(step: &StepConfig, properties: &Properties) -> String {
+    match &step.kind {
+        StepKind::Shell(shell) => describe_command(&shell.command, properties),
+        StepKind::Git(_) => "update".to_owned(),
+        StepKind::SetProperty { property, .. } => format!("property '{property}' set"),
+    }
+}
+
+/// Buildbot's description of a command: its first two words, quoted.
+fn describe_command(command: &CommandLine, properties: &Properties) -> String {
+    let words: Vec<String> = match command {
+        CommandLine::Argv(words) => words.iter().map(|w| w.render(properties)).collect(),
+        CommandLine::Script(script) => script
+            .render(properties)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    let mut shown = words.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+    if words.len() > 2 {
+        shown.push_str(" ...");
+    }
+    format!("'{shown}'")
+}
+
+/// Runs a step and returns its outcome; `logs` are the ids of the logs
+/// [`log_names`] listed. Only a storage failure is an error.
+pub async fn run(
+    step: &StepConfig,
+    context: StepContext<'_>,
+    logs: &[i64],
+) -> Result<StepOutcome, Error> {
+    let results = match &step.kind {
+        StepKind::Shell(shell) => {
+            let mut log = LogWriter::new(context.db.clone(), logs[0]);
+            let results = run_shell(shell, &context, &mut log).await?;
+            log.close().await?;
+            results
+        }
+        StepKind::Git(git) => {
+            let mut log = LogWriter::new(context.db.clone(), logs[0]);
+            let outcome = run_git(git, &context, &mut log).await;
+            log.close().await?;
+            let (results, got_revision) = outcome?;
+            if let Some(got) = got_revision {
+                context
+                    .properties
+                    .set("got_revision", Value::from(got), "Git");
+            }
+            results
+        }
+        StepKind::SetProperty { property, value } => {
+            let value = render_value(value, context.properties);
+            context.properties.set(property, value, "SetProperty Step");
+            Results::Success
+        }
+    };
+    let mut summary = match (&step.description_done, &step.description) {
+        (Some(done), _) => done.render(context.properties),
+        (None, Some(description)) => description.render(context.properties),
+        (None, None) => default_summary(step, context.properties),
+    };
+    if results != Results::Success {
+        summary.push_str(&format!(" ({results})"));
+    }
+    Ok(StepOutcome { results, summary })
+}
+
+/// Renders every string inside a property value.
+fn render_value(value: &Value, properties: &Properties) -> Value {
+    match value {
+        Value::String(text) => match Template::parse(text) {
+            Ok(template) => Value::String(template.render(properties)),
+            Err(_) => value.clone(),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| render_value(item, properties))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, item)| (key.clone(), render_value(item, properties)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+async fn run_shell(
+    shell: &ShellStep,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+) -> Result<Results, Error> {
+    let props = &*context.properties;
+    let argv = match &shell.command {
+        CommandLine::Argv(words) => words.iter().map(|w| w.render(props)).collect(),
+        CommandLine::Script(script) => {
+            vec!["/bin/sh".into(), "-c".into(), script.render(props)]
+        }
+    };
+    let Some(workdir) = workdir(&shell.workdir, props, log).await? else {
+        return Ok(Results::Exception);
+    };
+    let env = shell
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), Some(value.render(props))))
+        .collect();
+    let command = ShellCommand {
+        builder: context.builder.to_owned(),
+        workdir,
+        argv,
+        env,
+        timeout: shell.timeout,
+        max_time: shell.max_time,
+    };
+    Ok(execute(command, context, log, None).await?.0)
+}
+
+/// Renders a step's workdir and checks it stays inside the builder's directory.
+async fn workdir(
+    template: &Template,
+    properties: &Properties,
+    log: &mut LogWriter,
+) -> Result<Option<String>, Error> {
+    let workdir = template.render(properties);
+    if is_contained(&workdir) {
+        return Ok(Some(workdir));
+    }
+    log.header(&format!(
+        "workdir '{workdir}' leaves the builder's directory; not running"
+    ))
+    .await?;
+    Ok(None)
+}
+
+/// Runs one command on the worker, writing its output and its ending to the
+/// log. Returns the result and, when `capture` is set, the stdout lines.
+async fn execute(
+    command: ShellCommand,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+    capture: Option<&mut Vec<String>>,
+) -> Result<(Results, Option<i32>), Error> {
+    log.header(&shell_quote(&command.argv)).await?;
+    log.header(&format!(
+        " in dir {}/{}",
+        context.worker.builder_dir(&command.builder),
+        command.workdir
+    ))
+    .await?;
+    let timeout = command.timeout;
+    let (output, mut lines) = mpsc::channel(256);
+    let running = context.worker.run(command, output, context.stop.clone());
+    tokio::pin!(running);
+    let mut flush = tokio::time::interval(LOG_FLUSH_INTERVAL);
+    let mut captured = capture;
+    let mut open = true;
+    let finished = loop {
+        tokio::select! {
+            line = lines.recv(), if open => match line {
+                Some((stream, line)) => {
+                    if let (Stream::Stdout, Some(captured)) = (stream, captured.as_mut()) {
+                        captured.push(line.clone());
+                    }
+                    log.output(stream, &line).await?;
+                }
+                None => open = false,
+            },
+            finished = &mut running => break finished,
+            _ = flush.tick() => log.flush().await?,
+        }
+    };
+    while let Ok((stream, line)) = lines.try_recv() {
+        if let (Stream::Stdout, Some(captured)) = (stream, captured.as_mut()) {
+            captured.push(line.clone());
+        }
+        log.output(stream, &line).await?;
+    }
+    let finished = match finished {
+        Ok(finished) => finished,
+        Err(error) => {
+            log.header(&error.to_string()).await?;
+            return Ok((Results::Failure, None));
+        }
+    };
+    let (results, code, ending) = match finished.ending {
+        Ending::Exited(0) => (
+            Results::Success,
+            Some(0),
+            "program finished with exit code 0".to_owned(),
+        ),
+        Ending::Exited(code) => (
+            Results::Failure,
+            Some(code),
+            format!("program finished with exit code {code}"),
+        ),
+        Ending::Signalled(signal) => (
+            Results::Failure,
+            None,
+            format!("process killed by signal {signal}"),
+        ),
+        Ending::TimedOut(after) => (
+            Results::Failure,
+            None,
+            format!(
+                "command timed out: {} seconds without output, attempting to kill",
+                timeout.unwrap_or(after).as_secs()
+            ),
+        ),
+        Ending::MaxTimeExceeded(after) => (
+            Results::Failure,
+            None,
+            format!(
+                "command timed out: {} seconds elapsed, attempting to kill",
+                after.as_secs()
+            ),
+        ),
+        Ending::Cancelled => (Results::Cancelled, None, "command interrupted".to_owned()),
+    };
+    log.header(&ending).await?;
+    log.header(&format!(
+        "elapsedTime={:.6}",
+        finished.elapsed.as_secs_f64()
+    ))
+    .await?;
+    Ok((results, code))
+}
+
+/// The argv as a shell would read it back, for the log header.
+fn shell_quote(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Buildbot's Git step: brings the workdir to the build's revision (or the
+/// tip of its branch) of the repository, and says which revision it got.
+async fn run_git(
+    git: &GitStep,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+) -> Result<(Results, Option<String>), Error> {
+    let props = &*context.properties;
+    let repourl = git.repourl.render(props);
+    let stamp = props
+        .sourcestamps
+        .iter()
+        .find(|stamp| stamp.codebase == git.codebase);
+    let branch = stamp
+        .and_then(|stamp| stamp.branch.clone())
+        .or_else(|| git.branch.as_ref().map(|b| b.render(props)))
+        .filter(|branch| !branch.is_empty());
+    let revision = stamp.and_then(|stamp| stamp.revision.clone());
+    if repourl.is_empty() {
+        log.header("no repository to check out: set repourl or build a change that names one")
+            .await?;
+        return Ok((Results::Failure, None));
+    }
+    let Some(workdir) = workdir(&git.workdir, props, log).await? else {
+        return Ok((Results::Exception, None));
+    };
+    let worker = &context.worker;
+    let builder = context.builder;
+    if git.mode == GitMode::FullClobber {
+        if let Err(error) = worker.remove_dir(builder, &workdir).await {
+            log.header(&error.to_string()).await?;
+            return Ok((Results::Failure, None));
+        }
+    }
+    let has_clone = worker
+        .exists(builder, &format!("{workdir}/.git"))
+        .await
+        .unwrap_or(false);
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    if !has_clone {
+        commands.push(words(&["git", "init", "--quiet"]));
+    }
+    let fetched = branch.clone().unwrap_or_else(|| "HEAD".into());
+    commands.push(words(&["git", "fetch", "-f", "-t", &repourl, &fetched]));
+    let target = revision.clone().unwrap_or_else(|| "FETCH_HEAD".into());
+    commands.push(words(&["git", "checkout", "-f", &target]));
+    if let Some(branch) = &branch {
+        commands.push(words(&["git", "checkout", "-B", branch]));
+    }
+    match git.mode {
+        GitMode::FullClean => commands.push(words(&["git", "clean", "-f", "-f", "-d"])),
+        GitMode::FullFresh => commands.push(words(&["git", "clean", "-f", "-f", "-d", "-x"])),
+        GitMode::Incremental | GitMode::FullClobber => {}
+    }
+    for argv in commands {
+        let command = git_command(builder, &workdir, argv, git.timeout);
+        let (results, _) = execute(command, context, log, None).await?;
+        if results != Results::Success {
+            return Ok((results, None));
+        }
+    }
+    let mut head = Vec::new();
+    let command = git_command(
+        builder,
+        &workdir,
+        words(&["git", "rev-parse", "HEAD"]),
+        git.timeout,
+    );
+    let (results, _) = execute(command, context, log, Some(&mut head)).await?;
+    if results != Results::Success {
+        return Ok((results, None));
+    }
+    Ok((
+        Results::Success,
+        head.first().map(|got| got.trim().to_owned()),
+    ))
+}
+
+fn git_command(
+    builder: &str,
+    workdir: &str,
+    argv: Vec<String>,
+    timeout: Option<Duration>,
+) -> ShellCommand {
+    ShellCommand {
+        builder: builder.to_owned(),
+        workdir: workdir.to_owned(),
+        argv,
+        // A git that asks for a password would wait for its timeout.
+        env: vec![("GIT_TERMINAL_PROMPT".into(), Some("0".into()))],
+        timeout,
+        max_time: None,
+    }
+}
+
+fn words(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_described_by_their_first_two_words() {
+        let props = Properties::default();
+        let argv = |words: &[&str]| {
+            CommandLine::Argv(words.iter().map(|w| Template::parse(w).unwrap()).collect())
+        };
+        assert_eq!(describe_command(&argv(&["make"]), &props), "'make'");
+        assert_eq!(
+            describe_command(&argv(&["make", "test"]), &props),
+            "'make test'"
+        );
+        assert_eq!(
+            describe_command(&argv(&["make", "-j4", "all"]), &props),
+            "'make -j4 ...'"
+        );
+        let script = CommandLine::Script(Template::parse("echo  hello world").unwrap());
+        assert_eq!(describe_command(&script, &props), "'echo hello ...'");
+    }
+
+    #[test]
+    fn log_headers_quote_words_a_shell_would_split() {
+        let argv = words(&["sh", "-c", "echo 'hi' there", ""]);
+        assert_eq!(shell_quote(&argv), r"sh -c 'echo '\''hi'\'' there' ''");
+    }
+}

@@ -1,0 +1,562 @@
+//! `[[workers]]` and `[[builders]]` with their steps: the raw shapes serde
+//! reads and the validated configuration the build engine runs.
+//!
+//! Every string a step takes is an [`Interpolate`](crate::builds::interpolate)
+//! template, parsed here so that a mistake in one is a configuration error.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use super::{ConfigError, SourceMap};
+use crate::builds::interpolate::Template;
+
+/// Buildbot's default no-output timeout for commands: 20 minutes.
+const DEFAULT_TIMEOUT: u64 = 1200;
+
+/// The directory, relative to the builder's directory, steps run in by default.
+const DEFAULT_WORKDIR: &str = "build";
+
+// ---------------------------------------------------------------------------
+// As written.
+
+/// `[[workers]]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawWorker {
+    /// Runs steps as child processes of the master.
+    Local {
+        name: String,
+        max_builds: Option<i64>,
+        #[serde(default)]
+        properties: toml::Table,
+    },
+}
+
+/// `[[builders]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuilder {
+    name: Spanned<String>,
+    workernames: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    description: Option<String>,
+    #[serde(default)]
+    properties: toml::Table,
+    collapse_requests: Option<bool>,
+    #[serde(default)]
+    steps: Vec<Spanned<toml::Table>>,
+}
+
+/// `[[builders.steps]]` of `type = "shell"`, less the common options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShell {
+    command: toml::Value,
+    workdir: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout: Option<i64>,
+    max_time: Option<i64>,
+}
+
+/// `type = "git"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    repourl: Option<String>,
+    branch: Option<String>,
+    #[serde(default)]
+    codebase: String,
+    mode: Option<String>,
+    method: Option<String>,
+    workdir: Option<String>,
+    timeout: Option<i64>,
+}
+
+/// `type = "set_property"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetProperty {
+    property: String,
+    value: toml::Value,
+}
+
+/// The options every step takes (Buildbot's `BuildStep` arguments).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommon {
+    name: Option<String>,
+    description: Option<String>,
+    description_done: Option<String>,
+    halt_on_failure: Option<bool>,
+    flunk_on_failure: Option<bool>,
+    warn_on_failure: Option<bool>,
+    flunk_on_warnings: Option<bool>,
+    warn_on_warnings: Option<bool>,
+    always_run: Option<bool>,
+}
+
+const COMMON_KEYS: [&str; 9] = [
+    "name",
+    "description",
+    "description_done",
+    "halt_on_failure",
+    "flunk_on_failure",
+    "warn_on_failure",
+    "flunk_on_warnings",
+    "warn_on_warnings",
+    "always_run",
+];
+
+// ---------------------------------------------------------------------------
+// Validated.
+
+/// A worker that runs steps as the master's child processes in
+/// `<basedir>/workers/<name>/<builder>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    pub name: String,
+    /// How many builds may run on it at once; unlimited when `None`.
+    pub max_builds: Option<usize>,
+    /// Name → value; builds get them with source "Worker".
+    pub properties: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuilderConfig {
+    pub name: String,
+    pub workernames: Vec<String>,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    /// Name → value; builds get them with source "Builder".
+    pub properties: Map<String, Value>,
+    /// Whether a new request replaces older pending ones for the same sources.
+    pub collapse_requests: bool,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepConfig {
+    /// Unique within the builder.
+    pub name: String,
+    pub description: Option<Template>,
+    pub description_done: Option<Template>,
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub flunk_on_warnings: bool,
+    pub warn_on_warnings: bool,
+    pub always_run: bool,
+    pub kind: StepKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Shell(ShellStep),
+    Git(GitStep),
+    SetProperty { property: String, value: Value },
+}
+
+/// Runs a command; a string command runs through `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellStep {
+    pub command: CommandLine,
+    pub workdir: Template,
+    pub env: Vec<(String, Template)>,
+    /// Kill after this long without output.
+    pub timeout: Option<Duration>,
+    /// Kill after this long in all.
+    pub max_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandLine {
+    /// Program and arguments, each rendered on its own.
+    Argv(Vec<Template>),
+    /// A shell script.
+    Script(Template),
+}
+
+/// Checks out the build's source stamp of one codebase with git.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitStep {
+    pub repourl: Template,
+    /// The branch when the source stamp has none.
+    pub branch: Option<Template>,
+    pub codebase: String,
+    pub mode: GitMode,
+    pub workdir: Template,
+    pub timeout: Option<Duration>,
+}
+
+/// Buildbot's `mode` and `method` of a Git step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitMode {
+    /// Update in place, keeping untracked and ignored files.
+    Incremental,
+    /// `git clean -f -f -d` after updating: untracked files go, ignored ones stay.
+    FullClean,
+    /// `git clean -f -f -d -x` after updating: a pristine tree, reusing the clone.
+    FullFresh,
+    /// Remove the directory and clone again.
+    FullClobber,
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+/// Builds the workers, reporting mistakes into `errors`.
+pub(super) fn workers(
+    map: &SourceMap,
+    raw: Vec<Spanned<RawWorker>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<WorkerConfig> {
+    let mut built: Vec<(WorkerConfig, Range<usize>)> = Vec::new();
+    for entry in raw {
+        let span = entry.span();
+        let RawWorker::Local {
+            name,
+            max_builds,
+            properties,
+        } = entry.into_inner();
+        let mut fail = |message: String| errors.push(map.error(span.clone(), message));
+        if let Some((_, first)) = built.iter().find(|(w, _)| w.name == name) {
+            fail(format!(
+                "worker name '{name}' is already used at {}",
+                map.locate(first.start)
+            ));
+            continue;
+        }
+        if let Err(message) = check_dir_name(&name) {
+            fail(format!("worker name '{name}' {message}"));
+            continue;
+        }
+        let max_builds = match max_builds {
+            None => None,
+            Some(n) if n > 0 => Some(n as usize),
+            Some(_) => {
+                fail(format!(
+                    "worker '{name}': max_builds must be a positive number"
+                ));
+                continue;
+            }
+        };
+        let properties = table_to_json(properties);
+        built.push((
+            WorkerConfig {
+                name,
+                max_builds,
+                properties,
+            },
+            span,
+        ));
+    }
+    built.into_iter().map(|(worker, _)| worker).collect()
+}
+
+/// Builds the builders; their workers must be among `workers`.
+pub(super) fn builders(
+    map: &SourceMap,
+    raw: Vec<Spanned<RawBuilder>>,
+    workers: &[WorkerConfig],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<BuilderConfig> {
+    let mut built: Vec<(BuilderConfig, Range<usize>)> = Vec::new();
+    for entry in raw {
+        let span = entry.span();
+        let raw = entry.into_inner();
+        let name = raw.name.get_ref().clone();
+        if let Some((_, first)) = built.iter().find(|(b, _)| b.name == name) {
+            let message = format!(
+                "builder name '{name}' is already used at {}",
+                map.locate(first.start)
+            );
+            errors.push(map.error(raw.name.span(), message));
+            continue;
+        }
+        if let Err(message) = check_dir_name(&name) {
+            errors.push(map.error(raw.name.span(), format!("builder name '{name}' {message}")));
+            continue;
+        }
+        let before = errors.len();
+        let workernames = match raw.workernames {
+            None => {
+                errors.push(map.error(
+                    span.clone(),
+                    format!("builder '{name}' needs workernames, a list of worker names"),
+                ));
+                Vec::new()
+            }
+            Some(names) => {
+                let span = names.span();
+                let names = names.into_inner();
+                if names.is_empty() {
+                    errors.push(map.error(
+                        span.clone(),
+                        format!("builder '{name}': workernames is empty"),
+                    ));
+                }
+                for unknown in names
+                    .iter()
+                    .filter(|n| !workers.iter().any(|w| &w.name == *n))
+                {
+                    errors.push(map.error(
+                        span.clone(),
+                        format!("builder '{name}': no worker is named '{unknown}'"),
+                    ));
+                }
+                names
+            }
+        };
+        let mut steps: Vec<StepConfig> = Vec::new();
+        for step in raw.steps {
+            let span = step.span();
+            match build_step(step.into_inner(), &steps) {
+                Ok(step) => steps.push(step),
+                Err(message) => {
+                    errors.push(map.error(span, format!("builder '{name}': {message}")))
+                }
+            }
+        }
+        if errors.len() > before {
+            continue;
+        }
+        built.push((
+            BuilderConfig {
+                name,
+                workernames,
+                tags: raw.tags,
+                description: raw.description,
+                properties: table_to_json(raw.properties),
+                collapse_requests: raw.collapse_requests.unwrap_or(true),
+                steps,
+            },
+            span,
+        ));
+    }
+    built.into_iter().map(|(builder, _)| builder).collect()
+}
+
+/// Builds one step from its table: `type` picks the kind, the common options
+/// are read first, and what remains must be the kind's own options.
+fn build_step(mut table: toml::Table, earlier: &[StepConfig]) -> Result<StepConfig, String> {
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(format!(
+                "step type must be a string, found {}",
+                other.type_str()
+            ))
+        }
+        None => return Err("a step needs a type (shell, git or set_property)".into()),
+    };
+    let mut common = toml::Table::new();
+    for key in COMMON_KEYS {
+        if let Some(value) = table.remove(key) {
+            common.insert(key.to_owned(), value);
+        }
+    }
+    let common: RawCommon = read(common, &kind)?;
+    let (kind, default_name, halt_default) = match kind.as_str() {
+        "shell" => (
+            StepKind::Shell(shell_step(read(table, &kind)?)?),
+            "shell",
+            false,
+        ),
+        // Buildbot's source steps halt the build when they fail.
+        "git" => (StepKind::Git(git_step(read(table, &kind)?)?), "git", true),
+        "set_property" => {
+            let RawSetProperty { property, value } = read(table, &kind)?;
+            if property.is_empty() {
+                return Err("set_property needs a non-empty property name".into());
+            }
+            let value = toml_to_json(value);
+            check_templates(&value)?;
+            (
+                StepKind::SetProperty { property, value },
+                "SetProperty",
+                false,
+            )
+        }
+        other => {
+            return Err(format!(
+                "unknown step type '{other}' (expected shell, git or set_property)"
+            ))
+        }
+    };
+    let name = unique_name(common.name.as_deref().unwrap_or(default_name), earlier);
+    Ok(StepConfig {
+        name,
+        description: common.description.as_deref().map(template).transpose()?,
+        description_done: common
+            .description_done
+            .as_deref()
+            .map(template)
+            .transpose()?,
+        halt_on_failure: common.halt_on_failure.unwrap_or(halt_default),
+        flunk_on_failure: common.flunk_on_failure.unwrap_or(true),
+        warn_on_failure: common.warn_on_failure.unwrap_or(false),
+        flunk_on_warnings: common.flunk_on_warnings.unwrap_or(false),
+        warn_on_warnings: common.warn_on_warnings.unwrap_or(true),
+        always_run: common.always_run.unwrap_or(false),
+        kind,
+    })
+}
+
+/// Reads a step's remaining options, naming the step type in errors.
+fn read<T: serde::de::DeserializeOwned>(table: toml::Table, kind: &str) -> Result<T, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{kind} step: {}", e.message().trim_end()))
+}
+
+fn shell_step(raw: RawShell) -> Result<ShellStep, String> {
+    let command = match raw.command {
+        toml::Value::String(script) => CommandLine::Script(template(&script)?),
+        toml::Value::Array(words) if !words.is_empty() => CommandLine::Argv(
+            words
+                .iter()
+                .map(|word| match word {
+                    toml::Value::String(word) => template(word),
+                    other => Err(format!(
+                        "command words must be strings, found {}",
+                        other.type_str()
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Array(_) => return Err("command is an empty list".into()),
+        other => {
+            return Err(format!(
+                "command must be a string or a list of strings, found {}",
+                other.type_str()
+            ))
+        }
+    };
+    let env = raw
+        .env
+        .iter()
+        .map(|(name, value)| Ok((name.clone(), template(value)?)))
+        .collect::<Result<_, String>>()?;
+    Ok(ShellStep {
+        command,
+        workdir: workdir_template(raw.workdir)?,
+        env,
+        timeout: seconds("timeout", raw.timeout.unwrap_or(DEFAULT_TIMEOUT as i64))?,
+        max_time: raw
+            .max_time
+            .map(|t| seconds("max_time", t))
+            .transpose()?
+            .flatten(),
+    })
+}
+
+fn git_step(raw: RawGit) -> Result<GitStep, String> {
+    Ok(GitStep {
+        repourl: template(raw.repourl.as_deref().unwrap_or("%(src::repository)s"))?,
+        branch: raw.branch.as_deref().map(template).transpose()?,
+        codebase: raw.codebase,
+        mode: git_mode(raw.mode.as_deref(), raw.method.as_deref())?,
+        workdir: workdir_template(raw.workdir)?,
+        timeout: seconds("timeout", raw.timeout.unwrap_or(DEFAULT_TIMEOUT as i64))?,
+    })
+}
+
+/// Buildbot gives a repeated step name the suffix `_1`, `_2`, ….
+fn unique_name(name: &str, earlier: &[StepConfig]) -> String {
+    let taken = |candidate: &str| earlier.iter().any(|step| step.name == candidate);
+    if !taken(name) {
+        return name.to_owned();
+    }
+    (1..)
+        .map(|n| format!("{name}_{n}"))
+        .find(|candidate| !taken(candidate))
+        .unwrap_or_else(|| name.to_owned())
+}
+
+fn git_mode(mode: Option<&str>, method: Option<&str>) -> Result<GitMode, String> {
+    match (mode.unwrap_or("incremental"), method) {
+        ("incremental", None) => Ok(GitMode::Incremental),
+        ("incremental", Some(method)) => {
+            Err(format!("method '{method}' applies only to mode 'full'"))
+        }
+        ("full", None | Some("fresh")) => Ok(GitMode::FullFresh),
+        ("full", Some("clean")) => Ok(GitMode::FullClean),
+        ("full", Some("clobber")) => Ok(GitMode::FullClobber),
+        ("full", Some(method)) => Err(format!(
+            "unknown method '{method}' (expected clean, fresh or clobber)"
+        )),
+        (mode, _) => Err(format!(
+            "unknown mode '{mode}' (expected incremental or full)"
+        )),
+    }
+}
+
+fn template(text: &str) -> Result<Template, String> {
+    Template::parse(text)
+}
+
+fn workdir_template(workdir: Option<String>) -> Result<Template, String> {
+    let workdir = workdir.unwrap_or_else(|| DEFAULT_WORKDIR.into());
+    if workdir.starts_with('/') || workdir.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "workdir '{workdir}' must be relative to the builder's directory, without '..'"
+        ));
+    }
+    template(&workdir)
+}
+
+/// A positive number of seconds; 0 turns the limit off.
+fn seconds(key: &str, value: i64) -> Result<Option<Duration>, String> {
+    match value {
+        0 => Ok(None),
+        n if n > 0 => Ok(Some(Duration::from_secs(n as u64))),
+        _ => Err(format!(
+            "{key} must be a number of seconds (0 turns it off)"
+        )),
+    }
+}
+
+/// Worker and builder names become directory names.
+fn check_dir_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        Err("cannot be used as a directory name")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks every string inside a property value parses as a template.
+fn check_templates(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(text) => template(text).map(drop),
+        Value::Array(items) => items.iter().try_for_each(check_templates),
+        Value::Object(fields) => fields.values().try_for_each(check_templates),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn table_to_json(table: toml::Table) -> Map<String, Value> {
+    table
+        .into_iter()
+        .map(|(key, value)| (key, toml_to_json(value)))
+        .collect()
+}
+
+pub(super) fn toml_to_json(value: toml::Value) -> Value {
+    match value {
+        toml::Value::String(text) => Value::String(text),
+        toml::Value::Integer(n) => Value::from(n),
+        toml::Value::Float(x) => Value::from(x),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(when) => Value::String(when.to_string()),
+        toml::Value::Array(items) => Value::Array(items.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => Value::Object(table_to_json(table)),
+    }
+}

@@ -1,0 +1,786 @@
+//! Storage of the build engine: builders and workers, buildsets and their
+//! build requests, builds, steps, logs, and the schedulers' state.
+//!
+//! Every write is one job of the group-committing writer; a method returns
+//! once its rows are committed.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::writer::{sourcestamp_id, StampKey};
+use super::{now, Db, Error};
+use crate::results::{worst, Results};
+
+/// A source stamp a buildset is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StampSpec {
+    /// The source stamp of a stored change.
+    Existing(i64),
+    /// Found or created from these attributes (forced and nightly builds).
+    New {
+        branch: Option<String>,
+        revision: Option<String>,
+        repository: String,
+        project: String,
+        codebase: String,
+    },
+}
+
+/// A buildset to submit: one build request per builder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBuildset {
+    pub reason: String,
+    pub scheduler: String,
+    pub external_idstring: Option<String>,
+    /// Name → `[value, source]`.
+    pub properties: Map<String, Value>,
+    pub sourcestamps: Vec<StampSpec>,
+    /// The builders, with whether each collapses older pending requests.
+    pub builders: Vec<(i64, bool)>,
+    pub priority: i64,
+}
+
+/// A submitted buildset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedBuildset {
+    pub bsid: i64,
+    /// Builder id → build request id.
+    pub requests: BTreeMap<i64, i64>,
+    /// Older requests that the new ones replaced (completed as SKIPPED).
+    pub collapsed: Vec<i64>,
+}
+
+/// Everything a scheduler decided at once, written in one transaction so that
+/// a crash never keeps half of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulerWrite {
+    /// (scheduler, state name, value).
+    pub state: Vec<(String, String, Value)>,
+    /// (scheduler, change id) now waiting for the scheduler's timer.
+    pub classify: Vec<(String, i64)>,
+    /// (scheduler, change id) no longer waiting.
+    pub unclassify: Vec<(String, i64)>,
+    pub buildsets: Vec<NewBuildset>,
+}
+
+/// A change waiting for a scheduler's timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifiedChange {
+    pub changeid: i64,
+    pub branch: Option<String>,
+    pub repository: String,
+    pub project: String,
+    pub codebase: String,
+}
+
+/// A build request waiting for a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub brid: i64,
+    pub buildsetid: i64,
+}
+
+/// A source stamp as a build sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStamp {
+    pub ssid: i64,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub project: String,
+    pub codebase: String,
+    pub created_at: i64,
+}
+
+/// What a build request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildsetDetails {
+    pub bsid: i64,
+    pub reason: String,
+    pub scheduler: String,
+    pub external_idstring: Option<String>,
+    pub submitted_at: i64,
+    pub properties: Map<String, Value>,
+    pub sourcestamps: Vec<SourceStamp>,
+}
+
+/// A build that was just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedBuild {
+    pub buildid: i64,
+    pub number: i64,
+    pub started_at: i64,
+}
+
+/// What finishing a build completed besides the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedBuild {
+    pub complete_at: i64,
+    /// The buildset, when this was its last request.
+    pub buildset_complete: Option<(i64, Results)>,
+}
+
+/// What start-up recovery found of builds interrupted by a stop or a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The builds finished as RETRY.
+    pub builds: Vec<i64>,
+    /// The build requests made pending again.
+    pub requests: Vec<i64>,
+}
+
+impl Db {
+    /// Makes sure every configured builder has a row, updating its description
+    /// and tags, and returns the ids by name. Builders no longer configured keep
+    /// their rows (and builds).
+    pub async fn sync_builders(
+        &self,
+        builders: Vec<(String, Option<String>, Vec<String>)>,
+    ) -> Result<BTreeMap<String, i64>, Error> {
+        self.transact(move |conn| {
+            let mut ids = BTreeMap::new();
+            for (name, description, tags) in builders {
+                let tags = Value::from(tags).to_string();
+                let id: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO builders (id, name, description, tags)
+                         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM builders), ?1, ?2, ?3)
+                         ON CONFLICT (name) DO UPDATE
+                             SET description = excluded.description, tags = excluded.tags
+                         RETURNING id",
+                    )?
+                    .query_row((&name, &description, &tags), |row| row.get(0))?;
+                ids.insert(name, id);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Makes sure every configured worker has a row and returns the ids by name.
+    pub async fn sync_workers(
+        &self,
+        workers: Vec<(String, Value)>,
+    ) -> Result<BTreeMap<String, i64>, Error> {
+        self.transact(move |conn| {
+            let mut ids = BTreeMap::new();
+            for (name, info) in workers {
+                let id: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO workers (id, name, info)
+                         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM workers), ?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET info = excluded.info
+                         RETURNING id",
+                    )?
+                    .query_row((&name, info.to_string()), |row| row.get(0))?;
+                ids.insert(name, id);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Finishes every build left running by a previous process as RETRY (its
+    /// unfinished steps too, and its logs closed) and makes its build request
+    /// pending again, as Buildbot does when a master comes back.
+    pub async fn recover_interrupted_builds(&self) -> Result<Recovered, Error> {
+        self.transact(|conn| {
+            let now = now();
+            let interrupted: Vec<(i64, i64)> = conn
+                .prepare("SELECT id, buildrequestid FROM builds WHERE complete_at IS NULL")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let retry = Results::Retry as i64;
+            let mut recovered = Recovered::default();
+            for (buildid, brid) in interrupted {
+                conn.execute(
+                    "UPDATE logs SET complete = 1 WHERE stepid IN
+                         (SELECT id FROM steps WHERE buildid = ?1)",
+                    [buildid],
+                )?;
+                conn.execute(
+                    "UPDATE steps SET complete_at = ?2, results = ?3,
+                         state_string = state_string || ' (retry)'
+                     WHERE buildid = ?1 AND complete_at IS NULL",
+                    (buildid, now, retry),
+                )?;
+                conn.execute(
+                    "UPDATE builds SET complete_at = ?2, results = ?3,
+                         state_string = 'interrupted by master restart'
+                     WHERE id = ?1",
+                    (buildid, now, retry),
+                )?;
+                let unclaimed = conn.execute(
+                    "UPDATE buildrequests SET claimed_at = NULL
+                     WHERE id = ?1 AND complete = 0",
+                    [brid],
+                )?;
+                recovered.builds.push(buildid);
+                if unclaimed > 0 {
+                    recovered.requests.push(brid);
+                }
+            }
+            Ok(recovered)
+        })
+        .await
+    }
+
+    /// A scheduler's stored state, by name.
+    pub async fn scheduler_state(&self, scheduler: &str) -> Result<Map<String, Value>, Error> {
+        let scheduler = scheduler.to_owned();
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached("SELECT name, value FROM scheduler_state WHERE scheduler = ?1")?;
+            let rows = select.query_map([&scheduler], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut state = Map::new();
+            for row in rows {
+                let (name, value) = row?;
+                state.insert(name, serde_json::from_str(&value).unwrap_or(Value::Null));
+            }
+            Ok(state)
+        })
+        .await
+    }
+
+    /// The changes a scheduler accepted and has not built yet, oldest first.
+    pub async fn classified_changes(
+        &self,
+        scheduler: &str,
+    ) -> Result<Vec<ClassifiedChange>, Error> {
+        let scheduler = scheduler.to_owned();
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT c.changeid, c.branch, c.repository, c.project, c.codebase
+                 FROM scheduler_changes s JOIN changes c ON c.changeid = s.changeid
+                 WHERE s.scheduler = ?1 ORDER BY c.changeid",
+            )?;
+            let changes = select
+                .query_map([&scheduler], |row| {
+                    Ok(ClassifiedChange {
+                        changeid: row.get(0)?,
+                        branch: row.get(1)?,
+                        repository: row.get(2)?,
+                        project: row.get(3)?,
+                        codebase: row.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(changes)
+        })
+        .await
+    }
+
+    /// The id of the newest change, 0 when there is none.
+    pub async fn last_changeid(&self) -> Result<i64, Error> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COALESCE(MAX(changeid), 0) FROM changes",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Writes a scheduler's decisions in one transaction.
+    pub async fn scheduler_write(
+        &self,
+        write: SchedulerWrite,
+    ) -> Result<Vec<AddedBuildset>, Error> {
+        self.transact(move |conn| {
+            let now = now();
+            for (scheduler, name, value) in &write.state {
+                conn.prepare_cached(
+                    "INSERT INTO scheduler_state (scheduler, name, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (scheduler, name) DO UPDATE SET value = excluded.value",
+                )?
+                .execute((scheduler, name, value.to_string()))?;
+            }
+            for (scheduler, changeid) in &write.classify {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO scheduler_changes (scheduler, changeid) VALUES (?1, ?2)",
+                )?
+                .execute((scheduler, changeid))?;
+            }
+            for (scheduler, changeid) in &write.unclassify {
+                conn.prepare_cached(
+                    "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND changeid = ?2",
+                )?
+                .execute((scheduler, changeid))?;
+            }
+            write
+                .buildsets
+                .iter()
+                .map(|buildset| add_buildset(conn, buildset, now))
+                .collect()
+        })
+        .await
+    }
+
+    /// Build requests of a builder that wait for a worker, highest priority
+    /// first, then oldest first.
+    pub async fn pending_requests(&self, builderid: i64) -> Result<Vec<PendingRequest>, Error> {
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT id, buildsetid FROM buildrequests
+                 WHERE builderid = ?1 AND complete = 0 AND claimed_at IS NULL
+                 ORDER BY priority DESC, id",
+            )?;
+            let pending = select
+                .query_map([builderid], |row| {
+                    Ok(PendingRequest {
+                        brid: row.get(0)?,
+                        buildsetid: row.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(pending)
+        })
+        .await
+    }
+
+    /// What a buildset asks for: reason, properties and source stamps.
+    pub async fn buildset_details(&self, bsid: i64) -> Result<Option<BuildsetDetails>, Error> {
+        self.read(move |conn| buildset_details(conn, bsid)).await
+    }
+
+    /// Claims a pending build request and starts its build with the builder's
+    /// next number. `None` when the request is no longer pending (collapsed or
+    /// claimed meanwhile).
+    pub async fn claim_and_start_build(
+        &self,
+        brid: i64,
+        builderid: i64,
+        workerid: i64,
+        properties: Map<String, Value>,
+    ) -> Result<Option<StartedBuild>, Error> {
+        self.transact(move |conn| {
+            let now = now();
+            let claimed = conn
+                .prepare_cached(
+                    "UPDATE buildrequests SET claimed_at = ?2
+                     WHERE id = ?1 AND complete = 0 AND claimed_at IS NULL",
+                )?
+                .execute((brid, now))?;
+            if claimed == 0 {
+                return Ok(None);
+            }
+            let (buildid, number) = conn
+                .prepare_cached(
+                    "INSERT INTO builds (id, number, builderid, buildrequestid, workerid,
+                         started_at, state_string, properties)
+                     VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM builds),
+                         (SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?1),
+                         ?1, ?2, ?3, ?4, 'starting', ?5)
+                     RETURNING id, number",
+                )?
+                .query_row(
+                    (
+                        builderid,
+                        brid,
+                        workerid,
+                        now,
+                        Value::Object(properties).to_string(),
+                    ),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+            Ok(Some(StartedBuild {
+                buildid,
+                number,
+                started_at: now,
+            }))
+        })
+        .await
+    }
+
+    /// Records a build's current description and properties.
+    pub async fn update_build(
+        &self,
+        buildid: i64,
+        state_string: String,
+        properties: Option<Map<String, Value>>,
+    ) -> Result<(), Error> {
+        self.transact(move |conn| {
+            conn.prepare_cached("UPDATE builds SET state_string = ?2 WHERE id = ?1")?
+                .execute((buildid, &state_string))?;
+            if let Some(properties) = properties {
+                conn.prepare_cached("UPDATE builds SET properties = ?2 WHERE id = ?1")?
+                    .execute((buildid, Value::Object(properties).to_string()))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Finishes a build and its build request, and the buildset when all of
+    /// its requests are complete.
+    pub async fn finish_build(
+        &self,
+        buildid: i64,
+        brid: i64,
+        results: Results,
+        state_string: String,
+        properties: Map<String, Value>,
+    ) -> Result<FinishedBuild, Error> {
+        self.transact(move |conn| {
+            let now = now();
+            conn.prepare_cached(
+                "UPDATE builds SET complete_at = ?2, results = ?3, state_string = ?4,
+                     properties = ?5
+                 WHERE id = ?1",
+            )?
+            .execute((
+                buildid,
+                now,
+                results as i64,
+                &state_string,
+                Value::Object(properties).to_string(),
+            ))?;
+            let buildset_complete = complete_requests(conn, &[brid], results, now)?;
+            Ok(FinishedBuild {
+                complete_at: now,
+                buildset_complete: buildset_complete.into_iter().next(),
+            })
+        })
+        .await
+    }
+
+    /// Adds a step to a build, started now, and its logs, returning the step
+    /// id and the log ids in the order of `logs`.
+    pub async fn add_step(
+        &self,
+        buildid: i64,
+        number: i64,
+        name: String,
+        state_string: String,
+        logs: Vec<String>,
+    ) -> Result<(i64, Vec<i64>), Error> {
+        self.transact(move |conn| {
+            let stepid: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO steps (id, buildid, number, name, started_at, state_string)
+                     VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM steps), ?1, ?2, ?3, ?4, ?5)
+                     RETURNING id",
+                )?
+                .query_row((buildid, number, &name, now(), &state_string), |row| {
+                    row.get(0)
+                })?;
+            let mut logids = Vec::with_capacity(logs.len());
+            for log in logs {
+                let id: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO logs (id, stepid, name, slug, type, complete, num_lines)
+                         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM logs), ?1, ?2, ?3, 's', 0, 0)
+                         RETURNING id",
+                    )?
+                    .query_row((stepid, &log, slug(&log)), |row| row.get(0))?;
+                logids.push(id);
+            }
+            Ok((stepid, logids))
+        })
+        .await
+    }
+
+    /// Appends lines (each ending in a newline) to a log; `complete` closes it.
+    pub async fn append_log(
+        &self,
+        logid: i64,
+        content: String,
+        lines: i64,
+        complete: bool,
+    ) -> Result<(), Error> {
+        self.transact(move |conn| {
+            if lines > 0 {
+                let first: i64 = conn
+                    .prepare_cached("SELECT num_lines FROM logs WHERE id = ?1")?
+                    .query_row([logid], |row| row.get(0))?;
+                conn.prepare_cached(
+                    "INSERT INTO logchunks (logid, first_line, last_line, content)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute((logid, first, first + lines - 1, &content))?;
+                conn.prepare_cached("UPDATE logs SET num_lines = num_lines + ?2 WHERE id = ?1")?
+                    .execute((logid, lines))?;
+            }
+            if complete {
+                conn.prepare_cached("UPDATE logs SET complete = 1 WHERE id = ?1")?
+                    .execute([logid])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Finishes a step.
+    pub async fn finish_step(
+        &self,
+        stepid: i64,
+        results: Results,
+        state_string: String,
+    ) -> Result<(), Error> {
+        self.transact(move |conn| {
+            conn.prepare_cached(
+                "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE id = ?1",
+            )?
+            .execute((stepid, now(), results as i64, &state_string))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancels a build request that no build has claimed yet. False when it
+    /// was claimed or complete already.
+    pub async fn cancel_request(&self, brid: i64) -> Result<bool, Error> {
+        self.transact(move |conn| {
+            let pending: bool = conn
+                .prepare_cached(
+                    "SELECT complete = 0 AND claimed_at IS NULL FROM buildrequests WHERE id = ?1",
+                )?
+                .query_row([brid], |row| row.get(0))
+                .optional()?
+                .unwrap_or(false);
+            if pending {
+                complete_requests(conn, &[brid], Results::Cancelled, now())?;
+            }
+            Ok(pending)
+        })
+        .await
+    }
+}
+
+/// Inserts a buildset, its source stamps and one request per builder, then
+/// collapses older pending requests the new ones make redundant.
+fn add_buildset(
+    conn: &Connection,
+    buildset: &NewBuildset,
+    now: i64,
+) -> Result<AddedBuildset, Error> {
+    let bsid: i64 = conn
+        .prepare_cached(
+            "INSERT INTO buildsets (id, external_idstring, reason, scheduler, submitted_at,
+                 complete, properties)
+             VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM buildsets), ?1, ?2, ?3, ?4, 0, ?5)
+             RETURNING id",
+        )?
+        .query_row(
+            (
+                &buildset.external_idstring,
+                &buildset.reason,
+                &buildset.scheduler,
+                now,
+                Value::Object(buildset.properties.clone()).to_string(),
+            ),
+            |row| row.get(0),
+        )?;
+    for stamp in &buildset.sourcestamps {
+        let ssid = match stamp {
+            StampSpec::Existing(ssid) => *ssid,
+            StampSpec::New {
+                branch,
+                revision,
+                repository,
+                project,
+                codebase,
+            } => sourcestamp_id(
+                conn,
+                &StampKey {
+                    branch: branch.as_deref(),
+                    revision: revision.as_deref(),
+                    repository,
+                    codebase,
+                    project,
+                },
+                now,
+            )?,
+        };
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO buildset_sourcestamps (buildsetid, sourcestampid) VALUES (?1, ?2)",
+        )?
+        .execute((bsid, ssid))?;
+    }
+    let mut added = AddedBuildset {
+        bsid,
+        requests: BTreeMap::new(),
+        collapsed: Vec::new(),
+    };
+    for &(builderid, collapse) in &buildset.builders {
+        let brid: i64 = conn
+            .prepare_cached(
+                "INSERT INTO buildrequests (id, buildsetid, builderid, priority, submitted_at,
+                     complete)
+                 VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM buildrequests), ?1, ?2, ?3, ?4, 0)
+                 RETURNING id",
+            )?
+            .query_row((bsid, builderid, buildset.priority, now), |row| row.get(0))?;
+        added.requests.insert(builderid, brid);
+        if collapse {
+            let older = collapsible(conn, builderid, brid, bsid)?;
+            complete_requests(conn, &older, Results::Skipped, now)?;
+            added.collapsed.extend(older);
+        }
+    }
+    Ok(added)
+}
+
+/// Pending requests of the builder, older than `brid`, that a build of the new
+/// buildset would build the same way (Buildbot's default `collapseRequests`):
+/// the same codebases, each on the same repository, branch and project, and
+/// either both made from changes or both on the same revision.
+fn collapsible(conn: &Connection, builderid: i64, brid: i64, bsid: i64) -> Result<Vec<i64>, Error> {
+    let new = stamps_with_origin(conn, bsid)?;
+    let candidates: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, buildsetid FROM buildrequests
+             WHERE builderid = ?1 AND id < ?2 AND complete = 0 AND claimed_at IS NULL",
+        )?
+        .query_map((builderid, brid), |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut older = Vec::new();
+    for (candidate, candidate_bsid) in candidates {
+        let old = stamps_with_origin(conn, candidate_bsid)?;
+        let compatible = old.len() == new.len()
+            && new.iter().all(|(codebase, (stamp, from_changes))| {
+                old.get(codebase)
+                    .is_some_and(|(other, other_from_changes)| {
+                        stamp.repository == other.repository
+                            && stamp.branch == other.branch
+                            && stamp.project == other.project
+                            && from_changes == other_from_changes
+                            && (*from_changes || stamp.revision == other.revision)
+                    })
+            });
+        if compatible {
+            older.push(candidate);
+        }
+    }
+    Ok(older)
+}
+
+/// A buildset's source stamps by codebase, each with whether a change made it.
+fn stamps_with_origin(
+    conn: &Connection,
+    bsid: i64,
+) -> Result<BTreeMap<String, (SourceStamp, bool)>, Error> {
+    let stamps = sourcestamps(conn, bsid)?;
+    let mut by_codebase = BTreeMap::new();
+    for stamp in stamps {
+        let from_changes: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM changes WHERE sourcestampid = ?1)")?
+            .query_row([stamp.ssid], |row| row.get(0))?;
+        by_codebase.insert(stamp.codebase.clone(), (stamp, from_changes));
+    }
+    Ok(by_codebase)
+}
+
+/// Completes build requests with `results` and every buildset they finish;
+/// returns the finished buildsets with their overall results.
+fn complete_requests(
+    conn: &Connection,
+    brids: &[i64],
+    results: Results,
+    now: i64,
+) -> Result<Vec<(i64, Results)>, Error> {
+    let mut finished = Vec::new();
+    for &brid in brids {
+        let bsid: i64 = conn
+            .prepare_cached(
+                "UPDATE buildrequests SET complete = 1, complete_at = ?2, results = ?3
+                 WHERE id = ?1 RETURNING buildsetid",
+            )?
+            .query_row((brid, now, results as i64), |row| row.get(0))?;
+        let outcomes: Vec<(bool, Option<i64>)> = conn
+            .prepare_cached("SELECT complete, results FROM buildrequests WHERE buildsetid = ?1")?
+            .query_map([bsid], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        if outcomes.iter().all(|(complete, _)| *complete) {
+            let overall = outcomes
+                .iter()
+                .filter_map(|(_, results)| results.and_then(Results::from_code))
+                .fold(Results::Skipped, worst);
+            conn.prepare_cached(
+                "UPDATE buildsets SET complete = 1, complete_at = ?2, results = ?3 WHERE id = ?1",
+            )?
+            .execute((bsid, now, overall as i64))?;
+            finished.push((bsid, overall));
+        }
+    }
+    Ok(finished)
+}
+
+fn buildset_details(conn: &Connection, bsid: i64) -> Result<Option<BuildsetDetails>, Error> {
+    let row = conn
+        .prepare_cached(
+            "SELECT reason, scheduler, external_idstring, submitted_at, properties
+             FROM buildsets WHERE id = ?1",
+        )?
+        .query_row([bsid], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((reason, scheduler, external_idstring, submitted_at, properties)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(BuildsetDetails {
+        bsid,
+        reason,
+        scheduler,
+        external_idstring,
+        submitted_at,
+        properties: json_object(&properties),
+        sourcestamps: sourcestamps(conn, bsid)?,
+    }))
+}
+
+pub(super) fn sourcestamps(conn: &Connection, bsid: i64) -> Result<Vec<SourceStamp>, Error> {
+    let mut select = conn.prepare_cached(
+        "SELECT s.id, s.branch, s.revision, s.repository, s.project, s.codebase, s.created_at
+         FROM buildset_sourcestamps b JOIN sourcestamps s ON s.id = b.sourcestampid
+         WHERE b.buildsetid = ?1 ORDER BY s.codebase, s.id",
+    )?;
+    let stamps = select
+        .query_map([bsid], |row| {
+            Ok(SourceStamp {
+                ssid: row.get(0)?,
+                branch: row.get(1)?,
+                revision: row.get(2)?,
+                repository: row.get(3)?,
+                project: row.get(4)?,
+                codebase: row.get(5)?,
+                created_at: row.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(stamps)
+}
+
+/// Reads a JSON object stored as text; anything else reads as empty.
+pub(super) fn json_object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(object)) => object,
+        _ => Map::new(),
+    }
+}
+
+/// Buildbot's log slug: the name with every character other than a letter,
+/// digit, `-` or `_` replaced by `_`.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,659 @@
+//! Schedulers: they turn changes, timers and users' requests into buildsets.
+//!
+//! One task reads new changes from the database (woken by `ChangeAdded`
+//! events, and at start for whatever arrived while the master was down), asks
+//! each change-driven scheduler whether it wants them, and writes what they
+//! decided — buildsets, changes waiting for a tree-stable timer, the last
+//! change seen — in one transaction. Timers live in memory; the changes they
+//! wait for are stored, so a restart re-arms them. Nightly schedulers keep
+//! their next run time in the database and catch up once on a missed run.
+
+pub mod change_filter;
+pub mod cron;
+pub mod force;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, Mutex, Notify};
+use tokio::time::Instant;
+
+use crate::changes::Change;
+use crate::config::{Nightly, SchedulerConfig, SchedulerKind};
+use crate::db::{
+    AddedBuildset, ChangeQuery, Column, Db, Error, Filter, NewBuildset, Operand, Operator, Order,
+    SchedulerWrite, StampSpec,
+};
+use crate::events::{Bus, Event};
+use change_filter::FilterSubject;
+
+/// How many changes one pass reads at a time.
+const PAGE: u64 = 500;
+
+/// Where scheduler properties come from, as Buildbot says.
+const PROPERTY_SOURCE: &str = "Scheduler";
+
+/// A timer key: the scheduler and, for `any_branch`, the branch, repository,
+/// project and codebase it waits on.
+type TimerKey = (String, Option<(Option<String>, String, String, String)>);
+
+/// Why a force request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForceError {
+    #[error("no force scheduler is named '{0}'")]
+    NoSuchScheduler(String),
+    #[error("builder {0} is not one of this scheduler's builders")]
+    NotItsBuilder(String),
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("cannot store the buildset: {0}")]
+    Storage(String),
+}
+
+struct Shared {
+    db: Db,
+    bus: Bus,
+    schedulers: Vec<SchedulerConfig>,
+    /// Builder name → (id, collapse_requests).
+    builders: BTreeMap<String, (i64, bool)>,
+    /// Tree-stable timers: when each fires.
+    timers: Mutex<BTreeMap<TimerKey, Instant>>,
+    timers_changed: Notify,
+    /// Serializes passes over the changes with timer firings, so a change is
+    /// never both classified and built by two passes.
+    writing: Mutex<()>,
+}
+
+/// The running schedulers; clones share them.
+#[derive(Clone)]
+pub struct Schedulers {
+    shared: Arc<Shared>,
+}
+
+impl Schedulers {
+    /// Loads each scheduler's state, re-arms its timers and starts its tasks.
+    pub async fn start(
+        db: Db,
+        bus: Bus,
+        schedulers: Vec<SchedulerConfig>,
+        builders: BTreeMap<String, (i64, bool)>,
+    ) -> Result<Schedulers, Error> {
+        let this = Schedulers {
+            shared: Arc::new(Shared {
+                db,
+                bus,
+                schedulers,
+                builders,
+                timers: Mutex::new(BTreeMap::new()),
+                timers_changed: Notify::new(),
+                writing: Mutex::new(()),
+            }),
+        };
+        this.initialize_cursors().await?;
+        this.rearm_timers().await?;
+        let events = this.shared.bus.subscribe();
+        tokio::spawn(this.clone().follow_changes(events));
+        tokio::spawn(this.clone().run_timers());
+        for (index, scheduler) in this.shared.schedulers.iter().enumerate() {
+            if let SchedulerKind::Nightly(nightly) = &scheduler.kind {
+                tokio::spawn(this.clone().run_nightly(index, nightly.clone()));
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn configs(&self) -> &[SchedulerConfig] {
+        &self.shared.schedulers
+    }
+
+    /// A scheduler that has never run starts after the newest change, rather
+    /// than building the whole history.
+    async fn initialize_cursors(&self) -> Result<(), Error> {
+        let db = &self.shared.db;
+        let last = db.last_changeid().await?;
+        let mut write = SchedulerWrite::default();
+        for scheduler in self.change_driven() {
+            let state = db.scheduler_state(&scheduler.name).await?;
+            if !state.contains_key("last_changeid") {
+                write.state.push((
+                    scheduler.name.clone(),
+                    "last_changeid".into(),
+                    Value::from(last),
+                ));
+            }
+        }
+        if !write.state.is_empty() {
+            db.scheduler_write(write).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-arms the tree-stable timers of the changes stored as waiting.
+    async fn rearm_timers(&self) -> Result<(), Error> {
+        let mut timers = self.shared.timers.lock().await;
+        for scheduler in &self.shared.schedulers {
+            let Some(delay) = tree_stable_timer(scheduler) else {
+                continue;
+            };
+            for change in self.shared.db.classified_changes(&scheduler.name).await? {
+                let key = timer_key(
+                    scheduler,
+                    change.branch,
+                    change.repository,
+                    change.project,
+                    change.codebase,
+                );
+                timers.insert(key, Instant::now() + delay);
+            }
+        }
+        self.shared.timers_changed.notify_one();
+        Ok(())
+    }
+
+    fn change_driven(&self) -> impl Iterator<Item = &SchedulerConfig> {
+        self.shared.schedulers.iter().filter(|s| match &s.kind {
+            SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => true,
+            SchedulerKind::Nightly(nightly) => nightly.only_if_changed,
+            SchedulerKind::Force(_) => false,
+        })
+    }
+
+    async fn follow_changes(self, mut events: broadcast::Receiver<Event>) {
+        // Changes stored while the master was down come first.
+        self.process_changes_logged().await;
+        loop {
+            match events.recv().await {
+                Ok(Event::ChangeAdded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.process_changes_logged().await
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn process_changes_logged(&self) {
+        while let Err(error) = self.process_changes().await {
+            tracing::error!("schedulers cannot process new changes: {error}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Offers every change no scheduler has seen yet to the change-driven
+    /// schedulers, a page at a time.
+    async fn process_changes(&self) -> Result<(), Error> {
+        let _writing = self.shared.writing.lock().await;
+        let db = &self.shared.db;
+        let schedulers: Vec<&SchedulerConfig> = self.change_driven().collect();
+        if schedulers.is_empty() {
+            return Ok(());
+        }
+        let mut cursors = BTreeMap::new();
+        for scheduler in &schedulers {
+            let state = db.scheduler_state(&scheduler.name).await?;
+            let cursor = state
+                .get("last_changeid")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            cursors.insert(scheduler.name.clone(), cursor);
+        }
+        loop {
+            let from = cursors.values().copied().min().unwrap_or(0);
+            let page = db.changes(changes_after(from)).await?;
+            let Some(last) = page.changes.last().map(|c| c.changeid) else {
+                return Ok(());
+            };
+            let mut write = SchedulerWrite::default();
+            let mut timers = Vec::new();
+            for scheduler in &schedulers {
+                let cursor = cursors[&scheduler.name];
+                for change in page.changes.iter().filter(|c| c.changeid > cursor) {
+                    self.offer(scheduler, change, &mut write, &mut timers);
+                }
+                cursors.insert(scheduler.name.clone(), last.max(cursor));
+                write.state.push((
+                    scheduler.name.clone(),
+                    "last_changeid".into(),
+                    Value::from(last.max(cursor)),
+                ));
+            }
+            let added = db.scheduler_write(write).await?;
+            self.announce(&added);
+            let mut armed = self.shared.timers.lock().await;
+            for (key, delay) in timers {
+                armed.insert(key, Instant::now() + delay);
+            }
+            drop(armed);
+            self.shared.timers_changed.notify_one();
+        }
+    }
+
+    /// What a scheduler does with one change it has not seen.
+    fn offer(
+        &self,
+        scheduler: &SchedulerConfig,
+        change: &Change,
+        write: &mut SchedulerWrite,
+        timers: &mut Vec<(TimerKey, Duration)>,
+    ) {
+        let subject = FilterSubject {
+            project: &change.project,
+            branch: change.branch.as_deref(),
+            repository: &change.repository,
+            category: change.category.as_deref(),
+            codebase: &change.codebase,
+        };
+        let (filter, delay) = match &scheduler.kind {
+            SchedulerKind::SingleBranch {
+                filter,
+                tree_stable_timer,
+            }
+            | SchedulerKind::AnyBranch {
+                filter,
+                tree_stable_timer,
+            } => (filter, *tree_stable_timer),
+            SchedulerKind::Nightly(nightly) => (&nightly.filter, None),
+            SchedulerKind::Force(_) => return,
+        };
+        if !filter.matches(&subject) {
+            return;
+        }
+        let waits = delay.is_some() || matches!(scheduler.kind, SchedulerKind::Nightly(_));
+        if waits {
+            write
+                .classify
+                .push((scheduler.name.clone(), change.changeid));
+            if let Some(delay) = delay {
+                let key = timer_key(
+                    scheduler,
+                    change.branch.clone(),
+                    change.repository.clone(),
+                    change.project.clone(),
+                    change.codebase.clone(),
+                );
+                timers.push((key, delay));
+            }
+        } else {
+            write
+                .buildsets
+                .push(self.buildset_for_changes(scheduler, std::slice::from_ref(change)));
+        }
+    }
+
+    /// A buildset of changes: for each codebase, the newest change's source
+    /// stamp; the changes' properties and the scheduler's.
+    fn buildset_for_changes(&self, scheduler: &SchedulerConfig, changes: &[Change]) -> NewBuildset {
+        let mut stamps: BTreeMap<&str, &Change> = BTreeMap::new();
+        let mut properties = Map::new();
+        for change in changes {
+            let newest = stamps.entry(&change.codebase).or_insert(change);
+            if change.changeid > newest.changeid {
+                *newest = change;
+            }
+            properties.extend(change.properties.clone());
+        }
+        let sourcestamps = stamps
+            .values()
+            .map(|change| StampSpec::Existing(change.sourcestamp.ssid))
+            .collect();
+        let class = match scheduler.kind {
+            SchedulerKind::SingleBranch { .. } => "SingleBranchScheduler",
+            SchedulerKind::AnyBranch { .. } => "AnyBranchScheduler",
+            SchedulerKind::Nightly(_) => "Nightly",
+            SchedulerKind::Force(_) => "ForceScheduler",
+        };
+        let reason = format!(
+            "The {class} scheduler named '{}' triggered this build",
+            scheduler.name
+        );
+        self.new_buildset(scheduler, reason, properties, sourcestamps, None)
+    }
+
+    fn new_buildset(
+        &self,
+        scheduler: &SchedulerConfig,
+        reason: String,
+        mut properties: Map<String, Value>,
+        sourcestamps: Vec<StampSpec>,
+        only_builder: Option<i64>,
+    ) -> NewBuildset {
+        for (name, value) in &scheduler.properties {
+            properties.insert(name.clone(), pair(value.clone(), PROPERTY_SOURCE));
+        }
+        properties.insert(
+            "scheduler".into(),
+            pair(Value::from(scheduler.name.clone()), PROPERTY_SOURCE),
+        );
+        let builders = scheduler
+            .builder_names
+            .iter()
+            .filter_map(|name| self.shared.builders.get(name).copied())
+            .filter(|(id, _)| only_builder.is_none_or(|only| only == *id))
+            .collect();
+        NewBuildset {
+            reason,
+            scheduler: scheduler.name.clone(),
+            external_idstring: None,
+            properties,
+            sourcestamps,
+            builders,
+            priority: 0,
+        }
+    }
+
+    /// Publishes the build requests of newly stored buildsets.
+    fn announce(&self, added: &[AddedBuildset]) {
+        for buildset in added {
+            for (&builderid, &brid) in &buildset.requests {
+                self.shared.bus.send(Event::BuildRequestAdded {
+                    brid,
+                    bsid: buildset.bsid,
+                    builderid,
+                });
+            }
+        }
+    }
+
+    /// Fires tree-stable timers as they come due.
+    async fn run_timers(self) {
+        loop {
+            let next = self.shared.timers.lock().await.values().min().copied();
+            let woken = self.shared.timers_changed.notified();
+            match next {
+                Some(when) if when <= Instant::now() => {
+                    if let Err(error) = self.fire_due_timers().await {
+                        tracing::error!("schedulers cannot fire a tree-stable timer: {error}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Some(when) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(when) => {}
+                        _ = woken => {}
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+
+    /// Builds the waiting changes of every timer that is due.
+    async fn fire_due_timers(&self) -> Result<(), Error> {
+        let _writing = self.shared.writing.lock().await;
+        let now = Instant::now();
+        let due: Vec<TimerKey> = self
+            .shared
+            .timers
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, when)| **when <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            let Some(scheduler) = self.shared.schedulers.iter().find(|s| s.name == key.0) else {
+                continue;
+            };
+            let waiting = self.shared.db.classified_changes(&scheduler.name).await?;
+            let ids: Vec<i64> = waiting
+                .into_iter()
+                .filter(|change| {
+                    timer_key(
+                        scheduler,
+                        change.branch.clone(),
+                        change.repository.clone(),
+                        change.project.clone(),
+                        change.codebase.clone(),
+                    ) == key
+                })
+                .map(|change| change.changeid)
+                .collect();
+            let mut write = SchedulerWrite::default();
+            if !ids.is_empty() {
+                let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+                write
+                    .buildsets
+                    .push(self.buildset_for_changes(scheduler, &changes));
+                write.unclassify = ids.iter().map(|&id| (scheduler.name.clone(), id)).collect();
+            }
+            let added = self.shared.db.scheduler_write(write).await?;
+            self.announce(&added);
+            self.shared.timers.lock().await.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Runs a nightly scheduler: sleeps until its next time, builds, and
+    /// records when it ran and when it runs next.
+    async fn run_nightly(self, index: usize, nightly: Nightly) {
+        let name = self.shared.schedulers[index].name.clone();
+        loop {
+            let next = match self.next_nightly(&name, &nightly).await {
+                Ok(Some(next)) => next,
+                Ok(None) => {
+                    tracing::warn!("nightly scheduler {name}: its timetable never matches");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!("nightly scheduler {name}: {error}");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            let wait = next.saturating_sub(epoch_now()).max(0) as u64;
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            if let Err(error) = self.fire_nightly(index, &nightly, next).await {
+                tracing::error!("nightly scheduler {name}: cannot start its builds: {error}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+
+    /// The stored next run (which may be in the past after downtime: it runs
+    /// once at start, as Buildbot's timed schedulers do), or the timetable's
+    /// next time, stored.
+    async fn next_nightly(&self, name: &str, nightly: &Nightly) -> Result<Option<i64>, Error> {
+        let state = self.shared.db.scheduler_state(name).await?;
+        if let Some(next) = state.get("next_build").and_then(Value::as_i64) {
+            return Ok(Some(next));
+        }
+        let Some(next) = nightly.timetable.next_after(epoch_now()) else {
+            return Ok(None);
+        };
+        let mut write = SchedulerWrite::default();
+        write
+            .state
+            .push((name.to_owned(), "next_build".into(), Value::from(next)));
+        self.shared.db.scheduler_write(write).await?;
+        Ok(Some(next))
+    }
+
+    async fn fire_nightly(&self, index: usize, nightly: &Nightly, due: i64) -> Result<(), Error> {
+        let _writing = self.shared.writing.lock().await;
+        let scheduler = &self.shared.schedulers[index];
+        let mut write = SchedulerWrite::default();
+        let waiting = self.shared.db.classified_changes(&scheduler.name).await?;
+        if nightly.only_if_changed {
+            if !waiting.is_empty() {
+                let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
+                let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+                write
+                    .buildsets
+                    .push(self.buildset_for_changes(scheduler, &changes));
+                write.unclassify = ids.iter().map(|&id| (scheduler.name.clone(), id)).collect();
+            }
+        } else {
+            let stamp = StampSpec::New {
+                branch: nightly.branch.clone(),
+                revision: None,
+                repository: nightly.repository.clone(),
+                project: nightly.project.clone(),
+                codebase: nightly.codebase.clone(),
+            };
+            let reason = format!(
+                "The Nightly scheduler named '{}' triggered this build",
+                scheduler.name
+            );
+            write.buildsets.push(self.new_buildset(
+                scheduler,
+                reason,
+                Map::new(),
+                vec![stamp],
+                None,
+            ));
+        }
+        let next = nightly.timetable.next_after(due.max(epoch_now()));
+        write.state.push((
+            scheduler.name.clone(),
+            "last_build".into(),
+            Value::from(due),
+        ));
+        write.state.push((
+            scheduler.name.clone(),
+            "next_build".into(),
+            next.map_or(Value::Null, Value::from),
+        ));
+        let added = self.shared.db.scheduler_write(write).await?;
+        self.announce(&added);
+        Ok(())
+    }
+
+    /// Submits a forced build through the force scheduler `name`, for one of
+    /// its builders or all of them. Returns the buildset id and the build
+    /// request id of each builder.
+    pub async fn force(
+        &self,
+        name: &str,
+        builder: Option<&str>,
+        submitted: &Map<String, Value>,
+    ) -> Result<AddedBuildset, ForceError> {
+        let scheduler = self
+            .shared
+            .schedulers
+            .iter()
+            .find(|s| s.name == name && matches!(s.kind, SchedulerKind::Force(_)))
+            .ok_or_else(|| ForceError::NoSuchScheduler(name.to_owned()))?;
+        let SchedulerKind::Force(form) = &scheduler.kind else {
+            return Err(ForceError::NoSuchScheduler(name.to_owned()));
+        };
+        let only_builder = match builder {
+            None => None,
+            Some(wanted) => {
+                let id = scheduler
+                    .builder_names
+                    .iter()
+                    .filter_map(|n| self.shared.builders.get(n).map(|b| (n, b.0)))
+                    .find(|(n, id)| *n == wanted || id.to_string() == wanted)
+                    .map(|(_, id)| id)
+                    .ok_or_else(|| ForceError::NotItsBuilder(wanted.to_owned()))?;
+                Some(id)
+            }
+        };
+        let forced = form.validate(submitted).map_err(ForceError::Invalid)?;
+        let reason = format!(
+            "A build was forced by '{}': {}",
+            forced.owner, forced.reason
+        );
+        let stamp = StampSpec::New {
+            branch: forced.branch,
+            revision: forced.revision,
+            repository: forced.repository,
+            project: forced.project,
+            codebase: String::new(),
+        };
+        let buildset = self.new_buildset(
+            scheduler,
+            reason,
+            forced.properties,
+            vec![stamp],
+            only_builder,
+        );
+        let mut write = SchedulerWrite::default();
+        write.buildsets.push(buildset);
+        let added = self
+            .shared
+            .db
+            .scheduler_write(write)
+            .await
+            .map_err(|e| ForceError::Storage(e.to_string()))?;
+        self.announce(&added);
+        added
+            .into_iter()
+            .next()
+            .ok_or_else(|| ForceError::Storage("no buildset was stored".into()))
+    }
+}
+
+fn tree_stable_timer(scheduler: &SchedulerConfig) -> Option<Duration> {
+    match &scheduler.kind {
+        SchedulerKind::SingleBranch {
+            tree_stable_timer, ..
+        }
+        | SchedulerKind::AnyBranch {
+            tree_stable_timer, ..
+        } => *tree_stable_timer,
+        _ => None,
+    }
+}
+
+/// `single_branch` has one timer; `any_branch` one per branch, repository,
+/// project and codebase, as Buildbot's schedulers have.
+fn timer_key(
+    scheduler: &SchedulerConfig,
+    branch: Option<String>,
+    repository: String,
+    project: String,
+    codebase: String,
+) -> TimerKey {
+    match scheduler.kind {
+        SchedulerKind::AnyBranch { .. } => (
+            scheduler.name.clone(),
+            Some((branch, repository, project, codebase)),
+        ),
+        _ => (scheduler.name.clone(), None),
+    }
+}
+
+fn changes_after(changeid: i64) -> ChangeQuery {
+    ChangeQuery {
+        filters: vec![Filter {
+            column: Column::ChangeId,
+            operator: Operator::Gt,
+            values: vec![Operand::Integer(changeid)],
+        }],
+        order: vec![Order {
+            column: Column::ChangeId,
+            descending: false,
+        }],
+        limit: Some(PAGE),
+        offset: 0,
+    }
+}
+
+fn changes_in(ids: &[i64]) -> ChangeQuery {
+    ChangeQuery {
+        filters: vec![Filter {
+            column: Column::ChangeId,
+            operator: Operator::In,
+            values: ids.iter().map(|&id| Operand::Integer(id)).collect(),
+        }],
+        order: vec![Order {
+            column: Column::ChangeId,
+            descending: false,
+        }],
+        limit: None,
+        offset: 0,
+    }
+}
+
+fn pair(value: Value, source: &str) -> Value {
+    Value::Array(vec![value, Value::from(source)])
+}
+
+fn epoch_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}

@@ -1,0 +1,197 @@
+//! Workers: where steps run, behind one boundary.
+//!
+//! A builder never touches processes or files itself: it asks a [`Worker`] to
+//! run a command in one of its builder directories, to remove a directory or
+//! to say whether a path exists, the way Buildbot's remote commands do. The
+//! `local` kind runs commands as child processes of the master; a remote kind
+//! implements the same trait over a connection. [`WorkerPool`] tracks which
+//! workers are busy.
+
+mod local;
+pub mod process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+pub use local::LocalWorker;
+pub use process::{Ending, Finished, Stream};
+
+/// A command for a worker: a path relative to a builder's directory on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellCommand {
+    pub builder: String,
+    /// Relative to the builder's directory; never absolute, never with `..`.
+    pub workdir: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, Option<String>)>,
+    pub timeout: Option<std::time::Duration>,
+    pub max_time: Option<std::time::Duration>,
+}
+
+/// What a builder may ask of a worker.
+pub trait Worker: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// The builder's directory as the worker sees it (Buildbot's `builddir`).
+    fn builder_dir(&self, builder: &str) -> String;
+
+    /// Runs a command, streaming its output; `stop` becoming true kills it.
+    fn run(
+        &self,
+        command: ShellCommand,
+        output: mpsc::Sender<(Stream, String)>,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, io::Result<Finished>>;
+
+    /// Removes a directory (relative to the builder's directory) and
+    /// everything in it; a missing directory is fine.
+    fn remove_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<()>>;
+
+    /// Whether a path (relative to the builder's directory) exists.
+    fn exists(&self, builder: &str, path: &str) -> BoxFuture<'static, io::Result<bool>>;
+}
+
+/// Whether a relative path stays inside the directory it is relative to.
+pub fn is_contained(path: &str) -> bool {
+    !path.starts_with('/') && !path.split('/').any(|part| part == "..")
+}
+
+/// A worker with its limits and what it is doing.
+pub struct WorkerSlot {
+    pub id: i64,
+    pub worker: Arc<dyn Worker>,
+    pub max_builds: Option<usize>,
+    /// Name → value, given to builds with source "Worker".
+    pub properties: Map<String, Value>,
+    /// The builders with a build running on this worker. Like Buildbot, a
+    /// builder runs at most one build at a time on one worker.
+    busy: Mutex<BTreeSet<String>>,
+}
+
+/// Every configured worker, by name.
+#[derive(Default)]
+pub struct WorkerPool {
+    slots: BTreeMap<String, Arc<WorkerSlot>>,
+}
+
+/// A worker reserved for one build; dropping it frees the worker.
+pub struct Reservation {
+    pub slot: Arc<WorkerSlot>,
+    builder: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.slot.lock_busy().remove(&self.builder);
+    }
+}
+
+impl WorkerSlot {
+    pub fn new(
+        id: i64,
+        worker: Arc<dyn Worker>,
+        max_builds: Option<usize>,
+        properties: Map<String, Value>,
+    ) -> WorkerSlot {
+        WorkerSlot {
+            id,
+            worker,
+            max_builds,
+            properties,
+            busy: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The set is valid even if a holder panicked.
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many builds run on this worker now.
+    pub fn running(&self) -> usize {
+        self.lock_busy().len()
+    }
+}
+
+impl WorkerPool {
+    pub fn new(slots: impl IntoIterator<Item = WorkerSlot>) -> WorkerPool {
+        WorkerPool {
+            slots: slots
+                .into_iter()
+                .map(|slot| (slot.worker.name().to_owned(), Arc::new(slot)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<WorkerSlot>> {
+        self.slots.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<WorkerSlot>> {
+        self.slots.values()
+    }
+
+    /// Reserves the first of `names` that has room for a build of `builder`.
+    pub fn reserve(&self, names: &[String], builder: &str) -> Option<Reservation> {
+        names.iter().find_map(|name| {
+            let slot = self.slots.get(name)?;
+            let mut busy = slot.lock_busy();
+            let full = slot.max_builds.is_some_and(|max| busy.len() >= max);
+            if full || busy.contains(builder) {
+                return None;
+            }
+            busy.insert(builder.to_owned());
+            drop(busy);
+            Some(Reservation {
+                slot: Arc::clone(slot),
+                builder: builder.to_owned(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_builds: Option<usize>) -> (tempfile::TempDir, WorkerPool) {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = LocalWorker::new("w".into(), dir.path().join("w"));
+        let slot = WorkerSlot::new(1, Arc::new(worker), max_builds, Map::new());
+        (dir, WorkerPool::new([slot]))
+    }
+
+    #[test]
+    fn one_build_per_builder_per_worker_within_max_builds() {
+        let (_dir, pool) = pool(Some(2));
+        let names = ["w".to_owned()];
+        let a = pool.reserve(&names, "a").expect("room for builder a");
+        assert!(pool.reserve(&names, "a").is_none(), "a is already building");
+        let b = pool.reserve(&names, "b").expect("room for builder b");
+        assert!(pool.reserve(&names, "c").is_none(), "max_builds reached");
+        assert_eq!(pool.get("w").unwrap().running(), 2);
+        drop(a);
+        assert!(pool.reserve(&names, "c").is_some());
+        drop(b);
+    }
+
+    #[test]
+    fn unknown_workers_are_never_reserved() {
+        let (_dir, pool) = pool(None);
+        assert!(pool.reserve(&["nope".to_owned()], "a").is_none());
+    }
+
+    #[test]
+    fn containment_refuses_absolute_paths_and_parent_references() {
+        assert!(is_contained("build"));
+        assert!(is_contained("a/b"));
+        assert!(!is_contained("/etc"));
+        assert!(!is_contained("../x"));
+        assert!(!is_contained("a/../../x"));
+    }
+}
