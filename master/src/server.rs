@@ -138,17 +138,22 @@ async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Eng
     let mut slots = Vec::new();
     for worker in &config.workers {
         let dir = workers_dir.join(&worker.name);
-        if let Err(error) = std::fs::create_dir_all(&dir) {
-            tracing::error!(
-                "worker {}: cannot create {}: {error}",
-                worker.name,
-                dir.display()
-            );
-            bus.send(Event::WorkerMissing {
-                name: worker.name.clone(),
-            });
-            continue;
-        }
+        // Absolute, so that logs and the `builddir` property say where it is.
+        let created = std::fs::create_dir_all(&dir).and_then(|()| std::fs::canonicalize(&dir));
+        let dir = match created {
+            Ok(dir) => dir,
+            Err(error) => {
+                tracing::error!(
+                    "worker {}: cannot create {}: {error}",
+                    worker.name,
+                    dir.display()
+                );
+                bus.send(Event::WorkerMissing {
+                    name: worker.name.clone(),
+                });
+                continue;
+            }
+        };
         let local = LocalWorker::new(worker.name.clone(), dir);
         slots.push(WorkerSlot::new(
             worker_ids[&worker.name],

@@ -229,6 +229,33 @@ impl Master {
         json["changes"].as_array().cloned().unwrap_or_default()
     }
 
+    /// POSTs a JSON body (the REST API's JSON-RPC calls).
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        self.send(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Every build, oldest first, with all its properties.
+    pub fn builds(&self) -> Vec<serde_json::Value> {
+        let json = self.get_json("/api/v2/builds?property=*");
+        json["builds"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until build `buildid` is complete and returns it.
+    pub fn wait_for_build(&self, buildid: i64) -> serde_json::Value {
+        wait_until(&format!("build {buildid} to complete"), || {
+            let build = self
+                .builds()
+                .into_iter()
+                .find(|b| b["buildid"] == buildid)?;
+            (build["complete"] == true).then_some(build)
+        })
+    }
+
     /// Sends one request and returns status, headers and body.
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         send(&self.url(path), method, headers, body)
@@ -255,6 +282,18 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
             let _ = child.kill();
             return child.wait().expect("wait for killed master");
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns something, for at most 30 s.
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -366,7 +366,8 @@ impl Engine {
             })
             .collect();
         if let Some(id) = single {
-            rows.retain(|row| row["name"] == id || row["schedulerid"].to_string() == id);
+            let number = id.parse::<u64>().ok();
+            rows.retain(|row| row["name"] == id || row["schedulerid"].as_u64() == number);
         }
         Listing {
             key: "schedulers",

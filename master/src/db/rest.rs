@@ -69,8 +69,11 @@ impl Db {
     }
 }
 
+/// Turns one row of a resource's SELECT into its REST object.
+type ToJson = fn(&Connection, &Row) -> rusqlite::Result<Value>;
+
 fn rows(conn: &Connection, resource: Resource, scope: Option<Scope>) -> Result<Vec<Value>, Error> {
-    let (sql, to_json): (&str, fn(&Connection, &Row) -> rusqlite::Result<Value>) = match resource {
+    let (sql, to_json): (&str, ToJson) = match resource {
         Resource::Builders => ("SELECT id, name, description, tags FROM builders", builder),
         Resource::Workers => ("SELECT id, name, info FROM workers", worker),
         Resource::Buildsets => (
