@@ -217,7 +217,9 @@ pub(super) fn workers(
     raw: Vec<Spanned<RawWorker>>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<WorkerConfig> {
-    let mut built: Vec<(WorkerConfig, Range<usize>)> = Vec::new();
+    let mut built = Vec::new();
+    // Every name seen, valid or not, so a duplicate is reported either way.
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for entry in raw {
         let span = entry.span();
         let RawWorker::Local {
@@ -226,13 +228,14 @@ pub(super) fn workers(
             properties,
         } = entry.into_inner();
         let mut fail = |message: String| errors.push(map.error(span.clone(), message));
-        if let Some((_, first)) = built.iter().find(|(w, _)| w.name == name) {
+        if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
             fail(format!(
                 "worker name '{name}' is already used at {}",
                 map.locate(first.start)
             ));
             continue;
         }
+        seen.push((name.clone(), span.clone()));
         if let Err(message) = check_dir_name(&name) {
             fail(format!("worker name '{name}' {message}"));
             continue;
@@ -247,17 +250,13 @@ pub(super) fn workers(
                 continue;
             }
         };
-        let properties = table_to_json(properties);
-        built.push((
-            WorkerConfig {
-                name,
-                max_builds,
-                properties,
-            },
-            span,
-        ));
+        built.push(WorkerConfig {
+            name,
+            max_builds,
+            properties: table_to_json(properties),
+        });
     }
-    built.into_iter().map(|(worker, _)| worker).collect()
+    built
 }
 
 /// Builds the builders; their workers must be among `workers`.
@@ -267,12 +266,14 @@ pub(super) fn builders(
     workers: &[WorkerConfig],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<BuilderConfig> {
-    let mut built: Vec<(BuilderConfig, Range<usize>)> = Vec::new();
+    let mut built: Vec<BuilderConfig> = Vec::new();
+    // Every name seen, valid or not, so a duplicate is reported either way.
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for entry in raw {
         let span = entry.span();
         let raw = entry.into_inner();
         let name = raw.name.get_ref().clone();
-        if let Some((_, first)) = built.iter().find(|(b, _)| b.name == name) {
+        if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
             let message = format!(
                 "builder name '{name}' is already used at {}",
                 map.locate(first.start)
@@ -280,6 +281,7 @@ pub(super) fn builders(
             errors.push(map.error(raw.name.span(), message));
             continue;
         }
+        seen.push((name.clone(), span.clone()));
         if let Err(message) = check_dir_name(&name) {
             errors.push(map.error(raw.name.span(), format!("builder name '{name}' {message}")));
             continue;
@@ -327,20 +329,17 @@ pub(super) fn builders(
         if errors.len() > before {
             continue;
         }
-        built.push((
-            BuilderConfig {
-                name,
-                workernames,
-                tags: raw.tags,
-                description: raw.description,
-                properties: table_to_json(raw.properties),
-                collapse_requests: raw.collapse_requests.unwrap_or(true),
-                steps,
-            },
-            span,
-        ));
+        built.push(BuilderConfig {
+            name,
+            workernames,
+            tags: raw.tags,
+            description: raw.description,
+            properties: table_to_json(raw.properties),
+            collapse_requests: raw.collapse_requests.unwrap_or(true),
+            steps,
+        });
     }
-    built.into_iter().map(|(builder, _)| builder).collect()
+    built
 }
 
 /// Builds one step from its table: `type` picks the kind, the common options
@@ -558,5 +557,149 @@ pub(super) fn toml_to_json(value: toml::Value) -> Value {
         toml::Value::Datetime(when) => Value::String(when.to_string()),
         toml::Value::Array(items) => Value::Array(items.into_iter().map(toml_to_json).collect()),
         toml::Value::Table(table) => Value::Object(table_to_json(table)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(Path::new("base/master.toml"), text)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    const WORKER: &str = "[[workers]]\ntype = \"local\"\nname = \"w\"\n";
+
+    #[test]
+    fn builders_with_every_step_kind_and_defaults() {
+        let config = parse(&format!(
+            r#"{WORKER}
+[[builders]]
+name = "b"
+workernames = ["w"]
+tags = ["ci"]
+properties = {{ os = "linux" }}
+[[builders.steps]]
+type = "git"
+mode = "full"
+method = "clean"
+[[builders.steps]]
+type = "shell"
+command = ["make", "-j%(prop:jobs:-2)s"]
+env = {{ CI = "1" }}
+timeout = 0
+max_time = 60
+[[builders.steps]]
+type = "shell"
+command = "make check"
+name = "check"
+warn_on_failure = true
+flunk_on_failure = false
+[[builders.steps]]
+type = "shell"
+command = "true"
+[[builders.steps]]
+type = "set_property"
+property = "done"
+value = "%(prop:buildnumber)s"
+"#
+        ))
+        .unwrap();
+        assert_eq!(config.workers[0].name, "w");
+        assert_eq!(config.workers[0].max_builds, None);
+        let builder = &config.builders[0];
+        assert!(builder.collapse_requests);
+        assert_eq!(builder.properties["os"], "linux");
+        let names: Vec<&str> = builder.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["git", "shell", "check", "shell_1", "SetProperty"]);
+        let git = &builder.steps[0];
+        assert!(git.halt_on_failure, "source steps halt on failure");
+        assert!(matches!(&git.kind, StepKind::Git(g) if g.mode == GitMode::FullClean));
+        let StepKind::Shell(make) = &builder.steps[1].kind else {
+            panic!("a shell step");
+        };
+        assert_eq!(make.timeout, None);
+        assert_eq!(make.max_time, Some(Duration::from_secs(60)));
+        assert_eq!(make.workdir.as_literal(), Some("build"));
+        let StepKind::Shell(check) = &builder.steps[2].kind else {
+            panic!("a shell step");
+        };
+        assert_eq!(check.timeout, Some(Duration::from_secs(1200)));
+        assert!(matches!(check.command, CommandLine::Script(_)));
+        assert!(builder.steps[2].warn_on_failure && !builder.steps[2].flunk_on_failure);
+    }
+
+    #[test]
+    fn builder_and_step_mistakes_name_the_line_and_the_builder() {
+        let errors = parse(&format!(
+            r#"{WORKER}
+[[builders]]
+name = "b"
+workernames = ["w", "ghost"]
+[[builders.steps]]
+type = "shell"
+command = "x"
+colour = "red"
+[[builders.steps]]
+type = "compile"
+[[builders.steps]]
+type = "git"
+mode = "full"
+method = "copy"
+[[builders.steps]]
+type = "shell"
+command = "%(kw:x)s"
+[[builders.steps]]
+type = "shell"
+command = "x"
+workdir = "../elsewhere"
+
+[[builders]]
+name = "b"
+workernames = ["w"]
+
+[[builders]]
+name = "nobody"
+"#
+        ))
+        .unwrap_err();
+        let expected = [
+            "base/master.toml:7:15: builder 'b': no worker is named 'ghost'",
+            "base/master.toml:8:1: builder 'b': shell step: unknown field `colour`, expected one of",
+            "base/master.toml:12:1: builder 'b': unknown step type 'compile' (expected shell, git or set_property)",
+            "base/master.toml:14:1: builder 'b': unknown method 'copy' (expected clean, fresh or clobber)",
+            "base/master.toml:18:1: builder 'b': unknown placeholder kind 'kw' in '%(kw:x)s'",
+            "base/master.toml:21:1: builder 'b': workdir '../elsewhere' must be relative to the builder's directory, without '..'",
+            "base/master.toml:27:8: builder name 'b' is already used at base/master.toml:5:1",
+            "base/master.toml:30:1: builder 'nobody' needs workernames, a list of worker names",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(expected),
+                "{error}\n  expected {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn worker_mistakes_are_reported() {
+        let errors = parse("[[workers]]\ntype = \"remote\"\nname = \"r\"\n").unwrap_err();
+        assert_eq!(
+            errors,
+            ["base/master.toml:2:8: unknown variant `remote`, expected `local`"]
+        );
+        let errors = parse(&format!("{WORKER}max_builds = 0\n{WORKER}")).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "base/master.toml:1:1: worker 'w': max_builds must be a positive number",
+                "base/master.toml:5:1: worker name 'w' is already used at base/master.toml:1:1",
+            ]
+        );
     }
 }

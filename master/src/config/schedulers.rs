@@ -116,28 +116,33 @@ pub(super) fn schedulers(
     builders: &[BuilderConfig],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<SchedulerConfig> {
-    let mut built: Vec<(SchedulerConfig, Range<usize>)> = Vec::new();
+    let mut built: Vec<SchedulerConfig> = Vec::new();
+    // Every name seen, valid or not, so a duplicate is reported either way.
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for entry in raw {
         let span = entry.span();
-        let scheduler = match scheduler(entry.into_inner(), builders) {
+        let table = entry.into_inner();
+        if let Some(toml::Value::String(name)) = table.get("name") {
+            if let Some((_, first)) = seen.iter().find(|(seen, _)| seen == name) {
+                let message = format!(
+                    "scheduler name '{name}' is already used at {}",
+                    map.locate(first.start)
+                );
+                errors.push(map.error(span, message));
+                continue;
+            }
+            seen.push((name.clone(), span.clone()));
+        }
+        let scheduler = match scheduler(table, builders) {
             Ok(scheduler) => scheduler,
             Err(messages) => {
                 errors.extend(messages.into_iter().map(|m| map.error(span.clone(), m)));
                 continue;
             }
         };
-        if let Some((_, first)) = built.iter().find(|(s, _)| s.name == scheduler.name) {
-            let message = format!(
-                "scheduler name '{}' is already used at {}",
-                scheduler.name,
-                map.locate(first.start)
-            );
-            errors.push(map.error(span, message));
-            continue;
-        }
-        built.push((scheduler, span));
+        built.push(scheduler);
     }
-    built.into_iter().map(|(scheduler, _)| scheduler).collect()
+    built
 }
 
 fn scheduler(
@@ -285,4 +290,132 @@ fn read<T: serde::de::DeserializeOwned>(table: toml::Table, what: &str) -> Resul
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| format!("{what}: {}", e.message().trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let text = format!(
+            "[[workers]]\ntype = \"local\"\nname = \"w\"\n\
+             [[builders]]\nname = \"b\"\nworkernames = [\"w\"]\n{text}"
+        );
+        Config::parse(Path::new("m.toml"), &text)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn every_scheduler_type() {
+        let config = parse(
+            r#"
+[[schedulers]]
+type = "single_branch"
+name = "main"
+builder_names = ["b"]
+change_filter = { branch = "main", project_re = "^lib" }
+tree_stable_timer = 30
+properties = { owner = "ci" }
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["b"]
+[[schedulers]]
+type = "nightly"
+name = "nightly"
+builder_names = ["b"]
+hour = 3
+day_of_week = [0, 2]
+only_if_changed = true
+branch = "main"
+[[schedulers]]
+type = "force"
+name = "force"
+builder_names = ["b"]
+reason = { default = "because", required = true }
+[[schedulers.properties]]
+type = "boolean"
+name = "clean"
+"#,
+        )
+        .unwrap();
+        let kinds: Vec<&str> = config
+            .schedulers
+            .iter()
+            .map(|s| match s.kind {
+                SchedulerKind::SingleBranch { .. } => "single",
+                SchedulerKind::AnyBranch { .. } => "any",
+                SchedulerKind::Nightly(_) => "nightly",
+                SchedulerKind::Force(_) => "force",
+            })
+            .collect();
+        assert_eq!(kinds, ["single", "any", "nightly", "force"]);
+        let SchedulerKind::SingleBranch {
+            tree_stable_timer, ..
+        } = &config.schedulers[0].kind
+        else {
+            panic!("single_branch");
+        };
+        assert_eq!(*tree_stable_timer, Some(Duration::from_secs(30)));
+        assert_eq!(config.schedulers[0].properties["owner"], "ci");
+        let SchedulerKind::Force(form) = &config.schedulers[3].kind else {
+            panic!("force");
+        };
+        assert_eq!(form.properties[0].name, "clean");
+        assert!(form.reason.required);
+    }
+
+    #[test]
+    fn scheduler_mistakes_are_located_and_named() {
+        let errors = parse(
+            r#"
+[[schedulers]]
+type = "single_branch"
+name = "main"
+builder_names = ["b", "ghost"]
+change_filter = { branch_re = "(" }
+[[schedulers]]
+type = "single_branch"
+name = "nofilter"
+builder_names = ["b"]
+[[schedulers]]
+type = "nightly"
+name = "n"
+builder_names = ["b"]
+hour = 25
+[[schedulers]]
+type = "weekly"
+name = "w"
+builder_names = ["b"]
+[[schedulers]]
+type = "any_branch"
+name = "t"
+builder_names = ["b"]
+treeStableTimer = 3
+[[schedulers]]
+type = "any_branch"
+name = "n"
+builder_names = ["b"]
+"#,
+        )
+        .unwrap_err();
+        let expected = [
+            "m.toml:8:1: scheduler 'main': branch_re: invalid regular expression '('",
+            "m.toml:13:1: scheduler 'nofilter': single_branch needs a change_filter",
+            "m.toml:17:1: scheduler 'n': hour: 25 is out of range 0-23",
+            "m.toml:22:1: scheduler 'w': unknown scheduler type 'weekly'",
+            "m.toml:26:1: scheduler 't': any_branch: unknown field `treeStableTimer`",
+            "m.toml:31:1: scheduler name 'n' is already used at m.toml:17:1",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(expected),
+                "{error}\n  expected {expected}"
+            );
+        }
+    }
 }

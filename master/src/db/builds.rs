@@ -784,3 +784,247 @@ fn slug(name: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::NewChange;
+    use serde_json::json;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        (dir, db)
+    }
+
+    async fn change_stamp(db: &Db, branch: &str, revision: &str) -> i64 {
+        let change: NewChange =
+            serde_json::from_value(json!({"branch": branch, "revision": revision})).unwrap();
+        let id = db.add_changes(vec![change]).await.unwrap()[0];
+        db.change(id).await.unwrap().unwrap().sourcestamp.ssid
+    }
+
+    fn buildset(stamps: Vec<StampSpec>, builders: Vec<(i64, bool)>) -> NewBuildset {
+        NewBuildset {
+            reason: "r".into(),
+            scheduler: "s".into(),
+            external_idstring: None,
+            properties: Map::new(),
+            sourcestamps: stamps,
+            builders,
+            priority: 0,
+        }
+    }
+
+    async fn submit(db: &Db, buildset: NewBuildset) -> AddedBuildset {
+        let write = SchedulerWrite {
+            buildsets: vec![buildset],
+            ..SchedulerWrite::default()
+        };
+        db.scheduler_write(write).await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn newer_requests_collapse_older_pending_ones_for_the_same_sources() {
+        let (_dir, db) = db().await;
+        let ids = db
+            .sync_builders(vec![("b".into(), None, vec![]), ("c".into(), None, vec![])])
+            .await
+            .unwrap();
+        let (b, c) = (ids["b"], ids["c"]);
+        let main1 = change_stamp(&db, "main", "1").await;
+        let main2 = change_stamp(&db, "main", "2").await;
+        let dev = change_stamp(&db, "dev", "3").await;
+        let first = submit(
+            &db,
+            buildset(
+                vec![StampSpec::Existing(main1)],
+                vec![(b, true), (c, false)],
+            ),
+        )
+        .await;
+        let other_branch = submit(
+            &db,
+            buildset(vec![StampSpec::Existing(dev)], vec![(b, true)]),
+        )
+        .await;
+        let second = submit(
+            &db,
+            buildset(
+                vec![StampSpec::Existing(main2)],
+                vec![(b, true), (c, false)],
+            ),
+        )
+        .await;
+        assert_eq!(second.collapsed, vec![first.requests[&b]]);
+        assert!(other_branch.collapsed.is_empty());
+        let pending_b: Vec<i64> = db
+            .pending_requests(b)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.brid)
+            .collect();
+        assert_eq!(pending_b, [other_branch.requests[&b], second.requests[&b]]);
+        // Builder c does not collapse: both of its requests wait.
+        assert_eq!(db.pending_requests(c).await.unwrap().len(), 2);
+        // A forced stamp (no change) collapses only with the same revision.
+        let forced = |revision: &str| StampSpec::New {
+            branch: Some("main".into()),
+            revision: Some(revision.into()),
+            repository: String::new(),
+            project: String::new(),
+            codebase: String::new(),
+        };
+        let f1 = submit(&db, buildset(vec![forced("x")], vec![(b, true)])).await;
+        let f2 = submit(&db, buildset(vec![forced("y")], vec![(b, true)])).await;
+        assert!(f2.collapsed.is_empty(), "{f2:?}");
+        let f3 = submit(&db, buildset(vec![forced("y")], vec![(b, true)])).await;
+        assert_eq!(f3.collapsed, vec![f2.requests[&b]]);
+        assert!(!f3.collapsed.contains(&f1.requests[&b]));
+        let skipped = db
+            .rest_rows(super::super::Resource::BuildRequests, None)
+            .await
+            .unwrap();
+        let first_b = skipped
+            .iter()
+            .find(|r| r["buildrequestid"] == first.requests[&b])
+            .unwrap();
+        assert_eq!(first_b["complete"], true);
+        assert_eq!(first_b["results"], Results::Skipped as i64);
+    }
+
+    #[tokio::test]
+    async fn a_buildset_completes_with_its_worst_result_when_its_last_build_finishes() {
+        let (_dir, db) = db().await;
+        let ids = db
+            .sync_builders(vec![("b".into(), None, vec![]), ("c".into(), None, vec![])])
+            .await
+            .unwrap();
+        let workers = db
+            .sync_workers(vec![("w".into(), json!({}))])
+            .await
+            .unwrap();
+        let stamp = change_stamp(&db, "main", "1").await;
+        let added = submit(
+            &db,
+            buildset(
+                vec![StampSpec::Existing(stamp)],
+                vec![(ids["b"], true), (ids["c"], true)],
+            ),
+        )
+        .await;
+        let mut builds = Vec::new();
+        for builder in ["b", "c"] {
+            let brid = added.requests[&ids[builder]];
+            let started = db
+                .claim_and_start_build(brid, ids[builder], workers["w"], Map::new())
+                .await
+                .unwrap()
+                .expect("claimed");
+            assert_eq!(started.number, 1, "numbers count per builder");
+            assert_eq!(
+                db.claim_and_start_build(brid, ids[builder], workers["w"], Map::new())
+                    .await
+                    .unwrap(),
+                None,
+                "a request is claimed once"
+            );
+            builds.push((started.buildid, brid));
+        }
+        let first = db
+            .finish_build(
+                builds[0].0,
+                builds[0].1,
+                Results::Failure,
+                "failed x".into(),
+                Map::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.buildset_complete, None);
+        let last = db
+            .finish_build(
+                builds[1].0,
+                builds[1].1,
+                Results::Success,
+                "ok".into(),
+                Map::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(last.buildset_complete, Some((added.bsid, Results::Failure)));
+    }
+
+    #[tokio::test]
+    async fn interrupted_builds_finish_as_retry_and_their_requests_wait_again() {
+        let (_dir, db) = db().await;
+        let ids = db
+            .sync_builders(vec![("b".into(), None, vec![])])
+            .await
+            .unwrap();
+        let workers = db
+            .sync_workers(vec![("w".into(), json!({}))])
+            .await
+            .unwrap();
+        let stamp = change_stamp(&db, "main", "1").await;
+        let added = submit(
+            &db,
+            buildset(vec![StampSpec::Existing(stamp)], vec![(ids["b"], true)]),
+        )
+        .await;
+        let brid = added.requests[&ids["b"]];
+        let started = db
+            .claim_and_start_build(brid, ids["b"], workers["w"], Map::new())
+            .await
+            .unwrap()
+            .unwrap();
+        let (stepid, logs) = db
+            .add_step(
+                started.buildid,
+                1,
+                "shell".into(),
+                "'sleep'".into(),
+                vec!["stdio".into()],
+            )
+            .await
+            .unwrap();
+        db.append_log(logs[0], "ohello\n".into(), 1, false)
+            .await
+            .unwrap();
+        assert!(db.pending_requests(ids["b"]).await.unwrap().is_empty());
+
+        let recovered = db.recover_interrupted_builds().await.unwrap();
+        assert_eq!(
+            recovered,
+            Recovered {
+                builds: vec![started.buildid],
+                requests: vec![brid]
+            }
+        );
+        assert_eq!(db.pending_requests(ids["b"]).await.unwrap()[0].brid, brid);
+        let steps = db
+            .rest_rows(super::super::Resource::Steps, None)
+            .await
+            .unwrap();
+        assert_eq!(steps[0]["stepid"], stepid);
+        assert_eq!(steps[0]["results"], Results::Retry as i64);
+        assert_eq!(steps[0]["state_string"], "'sleep' (retry)");
+        let (log, content) = db.log_contents(logs[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (log["complete"].clone(), content.as_str()),
+            (json!(true), "ohello\n")
+        );
+        // Nothing is left to recover the second time.
+        assert_eq!(
+            db.recover_interrupted_builds().await.unwrap(),
+            Recovered::default()
+        );
+    }
+
+    #[test]
+    fn log_slugs_keep_only_safe_characters() {
+        assert_eq!(slug("stdio"), "stdio");
+        assert_eq!(slug("test results.xml"), "test_results_xml");
+    }
+}
