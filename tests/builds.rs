@@ -121,6 +121,9 @@ fn a_failing_step_fails_the_build_and_halt_on_failure_stops_it() {
     let build = master.wait_for_build(1);
     assert_eq!(build["results"], 2, "{build}");
     assert_eq!(build["state_string"], "failed first halting");
+    assert!(master
+        .log()
+        .contains("build b #1 finished: failure (failed first halting)"));
     let steps = steps(&master, 1);
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["first", "second", "halting", "cleanup"]);
@@ -398,6 +401,12 @@ fn a_build_interrupted_by_a_restart_is_retried() {
     assert_eq!(first["results"], 5, "RETRY: {first}");
     let second = master.wait_for_build(2);
     assert_eq!(second["results"], 0, "{second}");
+    wait_until("the second build's log line", || {
+        master
+            .log()
+            .contains("build b #2 finished: success (build successful, was retry)")
+            .then_some(())
+    });
     assert_eq!(second["buildrequestid"], first["buildrequestid"]);
     let request = master.get_json("/api/v2/buildrequests/1");
     assert_eq!(request["buildrequests"][0]["complete"], true);

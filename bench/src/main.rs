@@ -10,11 +10,17 @@
 //! ```text
 //! cargo build --release --workspace
 //! target/release/buildmaster-bench base|github [SECONDS_PER_LEVEL] [CONNECTIONS...]
+//! target/release/buildmaster-bench builds [ROUNDS] [QUEUED] [WORKERS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
 //! three-commit push, signed with HMAC-SHA256 and carrying a fresh
 //! `X-GitHub-Delivery` id, as GitHub sends it (three changes per hook).
+//!
+//! `builds` measures the build engine with a one-step `true` build: the time
+//! from posting a hook to the build being complete (ROUNDS hooks one after
+//! the other, default 20), then how fast QUEUED builds (default 100) queued
+//! at once are completed by WORKERS local workers (default 1).
 
 use std::io::Read;
 
@@ -108,6 +114,13 @@ fn github_push() -> String {
 }
 
 fn start_master(load: Load) -> Master {
+    start_with_config(&format!(
+        "[www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\n{}",
+        load.dialect_config()
+    ))
+}
+
+fn start_with_config(config: &str) -> Master {
     let exe = std::env::current_exe().expect("own path");
     let binary: PathBuf = exe.with_file_name("buildmaster");
     assert!(
@@ -116,10 +129,6 @@ fn start_master(load: Load) -> Master {
         binary.display()
     );
     let basedir = tempfile::tempdir().expect("basedir");
-    let config = format!(
-        "[www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\n{}",
-        load.dialect_config()
-    );
     std::fs::write(basedir.path().join("master.toml"), config).expect("config");
     let log_path = basedir.path().join("master.log");
     let child = Command::new(&binary)
@@ -357,14 +366,129 @@ async fn run_level(addr: &str, load: Load, connections: usize, duration: Duratio
     }
 }
 
+/// A master with `workers` local workers and one builder running `true`
+/// for every change on `main`, without collapsing requests.
+fn build_config(workers: usize) -> String {
+    let mut config =
+        String::from("[www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\nbase = true\n");
+    let names: Vec<String> = (1..=workers).map(|n| format!("\"w{n}\"")).collect();
+    for n in 1..=workers {
+        config.push_str(&format!("[[workers]]\ntype = \"local\"\nname = \"w{n}\"\n"));
+    }
+    config.push_str(&format!(
+        "[[builders]]\nname = \"b\"\nworkernames = [{}]\ncollapse_requests = false\n\
+         [[builders.steps]]\ntype = \"shell\"\ncommand = [\"true\"]\n\
+         [[schedulers]]\ntype = \"single_branch\"\nname = \"main\"\n\
+         change_filter = {{ branch = \"main\" }}\nbuilder_names = [\"b\"]\n",
+        names.join(", ")
+    ));
+    config
+}
+
+/// Whether build `buildid` is complete, asked the cheapest way the API allows.
+async fn build_complete(client: &reqwest::Client, addr: &str, buildid: usize) -> bool {
+    let reply = client
+        .get(format!(
+            "http://{addr}/api/v2/builds/{buildid}?field=complete&field=results"
+        ))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .expect("api");
+    if reply.status() == 404 {
+        return false;
+    }
+    let text = reply.text().await.expect("api body");
+    if text.contains("\"complete\":true") {
+        assert!(
+            text.contains("\"results\":0"),
+            "build {buildid} failed: {text}"
+        );
+        return true;
+    }
+    false
+}
+
+async fn wait_complete(client: &reqwest::Client, addr: &str, buildid: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !build_complete(client, addr, buildid).await {
+        assert!(
+            Instant::now() < deadline,
+            "build {buildid} did not complete"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+async fn post_hook(sender: &mut Sender) {
+    let (status, body) = sender.post().await;
+    assert!(
+        status == 200 && body == "1 change found",
+        "unexpected answer {status}: {body}"
+    );
+}
+
+async fn builds_bench(rounds: usize, queued: usize, workers: usize) {
+    let master = start_with_config(&build_config(workers));
+    let client = reqwest::Client::new();
+    let mut sender = Sender::connect(&master.addr, Load::Base).await;
+    let mut latencies = Vec::with_capacity(rounds);
+    for buildid in 1..=rounds {
+        let started = Instant::now();
+        post_hook(&mut sender).await;
+        wait_complete(&client, &master.addr, buildid).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "hook -> build complete, one `true` step, {rounds} builds one after the other: \
+         median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        ms(latencies[rounds / 2]),
+        ms(latencies[0]),
+        ms(latencies[rounds - 1])
+    );
+    let cpu_before = cpu_time(master.child.id());
+    let started = Instant::now();
+    for _ in 0..queued {
+        post_hook(&mut sender).await;
+    }
+    let queued_after = started.elapsed();
+    wait_complete(&client, &master.addr, rounds + queued).await;
+    for buildid in rounds + 1..rounds + queued {
+        assert!(build_complete(&client, &master.addr, buildid).await);
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(master.child.id()) - cpu_before;
+    println!(
+        "{queued} builds queued in {:.0} ms, all complete after {:.0} ms on {workers} worker(s): \
+         {:.0} builds/s, master CPU {:.2} ms per build",
+        ms(queued_after),
+        ms(elapsed),
+        queued as f64 / elapsed.as_secs_f64(),
+        ms(cpu) / queued as f64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let load = match args.next().as_deref() {
         Some("base") => Load::Base,
         Some("github") => Load::GitHub,
+        Some("builds") => {
+            let mut number = |default: usize| {
+                args.next()
+                    .map(|s| s.parse().expect("a number"))
+                    .unwrap_or(default)
+            };
+            let (rounds, queued, workers) = (number(20), number(100), number(1));
+            builds_bench(rounds, queued, workers).await;
+            return;
+        }
         other => panic!(
-            "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] (got {other:?})"
+            "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] \
+             | builds [ROUNDS] [QUEUED] [WORKERS] (got {other:?})"
         ),
     };
     let seconds: u64 = args

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-use crate::db::SourceStamp;
+use crate::db::{Db, SourceStamp};
 use crate::results::Results;
 
 /// How many events a subscriber may fall behind before it lags.
@@ -164,9 +164,10 @@ impl Bus {
     }
 }
 
-/// Logs one line per build started and finished, and per worker coming and
-/// going, until the bus closes.
-pub async fn log_events(mut events: broadcast::Receiver<Event>) {
+/// Logs one line per build started and finished (saying when a builder's
+/// result changed from its previous build), and per worker coming and going,
+/// until the bus closes.
+pub async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
     loop {
         match events.recv().await {
             Ok(Event::BuildStarted(build)) => tracing::info!(
@@ -176,13 +177,28 @@ pub async fn log_events(mut events: broadcast::Receiver<Event>) {
                 build.worker,
                 build.buildid
             ),
-            Ok(Event::BuildFinished(build)) => tracing::info!(
-                "build {} #{} finished: {} ({})",
-                build.builder.name,
-                build.number,
-                build.results.map_or("unknown", Results::name),
-                build.state_string
-            ),
+            Ok(Event::BuildFinished(build)) => {
+                let results = build.results.map_or("unknown", Results::name);
+                let previous = db
+                    .previous_build(build.builder.builderid, build.number)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|previous| previous["results"].as_i64())
+                    .and_then(Results::from_code);
+                let change = match previous {
+                    Some(previous) if previous.name() != results => {
+                        format!(", was {previous}")
+                    }
+                    _ => String::new(),
+                };
+                tracing::info!(
+                    "build {} #{} finished: {results} ({}{change})",
+                    build.builder.name,
+                    build.number,
+                    build.state_string
+                )
+            }
             Ok(Event::WorkerConnected { name }) => tracing::info!("worker {name} connected"),
             Ok(Event::WorkerMissing { name }) => tracing::warn!("worker {name} is missing"),
             Ok(_) => {}

@@ -225,7 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(purge_deliveries(db.clone(), config.www.delivery_id_window));
     let bus = Bus::new();
-    tokio::spawn(events::log_events(bus.subscribe()));
+    tokio::spawn(events::log_events(db.clone(), bus.subscribe()));
     db.announce_changes_to(bus.clone());
     let engine = start_engine(&config, &db, &bus).await?;
     let change_sources = ChangeSources::start(&config.change_sources, &db);

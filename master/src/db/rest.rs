@@ -45,6 +45,22 @@ impl Db {
         self.read(move |conn| rows(conn, resource, scope)).await
     }
 
+    /// The build of a builder just before build number `number`, if any: what
+    /// reporters compare a finished build with.
+    pub async fn previous_build(&self, builderid: i64, number: i64) -> Result<Option<Value>, Error> {
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(&format!(
+                "{BUILD_COLUMNS} WHERE builderid = ?1 AND number < ?2 ORDER BY number DESC LIMIT 1"
+            ))?;
+            let mut rows = select.query((builderid, number))?;
+            Ok(match rows.next()? {
+                Some(row) => Some(build(conn, row)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
     /// A log and its whole content, in Buildbot's stream format.
     pub async fn log_contents(&self, logid: i64) -> Result<Option<(Value, String)>, Error> {
         self.read(move |conn| {
@@ -69,6 +85,10 @@ impl Db {
     }
 }
 
+const BUILD_COLUMNS: &str = "SELECT id, number, builderid, buildrequestid, workerid, started_at,
+        complete_at, state_string, results, properties
+    FROM builds";
+
 /// Turns one row of a resource's SELECT into its REST object.
 type ToJson = fn(&Connection, &Row) -> rusqlite::Result<Value>;
 
@@ -87,12 +107,7 @@ fn rows(conn: &Connection, resource: Resource, scope: Option<Scope>) -> Result<V
              FROM buildrequests",
             buildrequest,
         ),
-        Resource::Builds => (
-            "SELECT id, number, builderid, buildrequestid, workerid, started_at, complete_at,
-                 state_string, results, properties
-             FROM builds",
-            build,
-        ),
+        Resource::Builds => (BUILD_COLUMNS, build),
         Resource::Steps => (
             "SELECT id, number, name, buildid, started_at, complete_at, state_string, results
              FROM steps",

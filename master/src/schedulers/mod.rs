@@ -657,3 +657,208 @@ fn epoch_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::changes::NewChange;
+    use crate::config::Config;
+    use crate::db::Resource;
+    use serde_json::json;
+
+    /// A database with builder `b`, and schedulers from `toml`.
+    async fn setup(
+        toml: &str,
+    ) -> (
+        tempfile::TempDir,
+        Db,
+        Bus,
+        Vec<SchedulerConfig>,
+        BTreeMap<String, (i64, bool)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let bus = Bus::new();
+        db.announce_changes_to(bus.clone());
+        let text = format!(
+            "[[workers]]\ntype = \"local\"\nname = \"w\"\n\
+             [[builders]]\nname = \"b\"\nworkernames = [\"w\"]\n{toml}"
+        );
+        let config = Config::parse(Path::new("m.toml"), &text).unwrap();
+        let ids = db
+            .sync_builders(vec![("b".into(), None, vec![])])
+            .await
+            .unwrap();
+        let builders = [("b".to_owned(), (ids["b"], false))].into();
+        (dir, db, bus, config.schedulers, builders)
+    }
+
+    async fn add_change(db: &Db, branch: &str, revision: &str) {
+        let change: NewChange =
+            serde_json::from_value(json!({"branch": branch, "revision": revision})).unwrap();
+        db.add_changes(vec![change]).await.unwrap();
+    }
+
+    async fn buildsets(db: &Db) -> Vec<Value> {
+        db.rest_rows(Resource::Buildsets, None).await.unwrap()
+    }
+
+    /// Waits (up to 10 s) for `count` buildsets.
+    async fn wait_for_buildsets(db: &Db, count: usize) -> Vec<Value> {
+        for _ in 0..500 {
+            let found = buildsets(db).await;
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "expected {count} buildsets, found {:?}",
+            buildsets(db).await
+        );
+    }
+
+    #[tokio::test]
+    async fn any_branch_keeps_one_timer_per_branch_and_builds_the_newest_change() {
+        let (_dir, db, bus, schedulers, builders) = setup(
+            "[[schedulers]]\ntype = \"any_branch\"\nname = \"all\"\nbuilder_names = [\"b\"]\n\
+             tree_stable_timer = 1\nchange_filter = { branch_re = \"(main|dev)$\" }\n",
+        )
+        .await;
+        Schedulers::start(db.clone(), bus, schedulers, builders)
+            .await
+            .unwrap();
+        add_change(&db, "main", "m1").await;
+        add_change(&db, "dev", "d1").await;
+        add_change(&db, "main", "m2").await;
+        add_change(&db, "feature", "f1").await;
+        let found = wait_for_buildsets(&db, 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(buildsets(&db).await.len(), 2, "{found:?}");
+        let mut revisions: Vec<&str> = found
+            .iter()
+            .map(|bs| bs["sourcestamps"][0]["revision"].as_str().unwrap())
+            .collect();
+        revisions.sort();
+        assert_eq!(revisions, ["d1", "m2"]);
+        assert_eq!(
+            found[0]["reason"],
+            "The AnyBranchScheduler scheduler named 'all' triggered this build"
+        );
+        assert!(db.classified_changes("all").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_scheduler_does_not_build_changes_older_than_itself() {
+        let (_dir, db, bus, schedulers, builders) = setup(
+            "[[schedulers]]\ntype = \"single_branch\"\nname = \"main\"\nbuilder_names = [\"b\"]\n\
+             change_filter = { branch = \"main\" }\n",
+        )
+        .await;
+        add_change(&db, "main", "old").await;
+        Schedulers::start(db.clone(), bus, schedulers, builders)
+            .await
+            .unwrap();
+        add_change(&db, "main", "new").await;
+        let found = wait_for_buildsets(&db, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(buildsets(&db).await.len(), 1);
+        assert_eq!(found[0]["sourcestamps"][0]["revision"], "new");
+        let state = db.scheduler_state("main").await.unwrap();
+        assert_eq!(state["last_changeid"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_nightly_run_missed_while_the_master_was_down_runs_once_at_start() {
+        let (_dir, db, bus, schedulers, builders) = setup(
+            "[[schedulers]]\ntype = \"nightly\"\nname = \"n\"\nbuilder_names = [\"b\"]\n\
+             hour = 3\nbranch = \"main\"\nrepository = \"repo\"\n",
+        )
+        .await;
+        let missed = epoch_now() - 3600;
+        let write = SchedulerWrite {
+            state: vec![("n".into(), "next_build".into(), Value::from(missed))],
+            ..SchedulerWrite::default()
+        };
+        db.scheduler_write(write).await.unwrap();
+        Schedulers::start(db.clone(), bus, schedulers, builders)
+            .await
+            .unwrap();
+        let found = wait_for_buildsets(&db, 1).await;
+        assert_eq!(
+            found[0]["reason"],
+            "The Nightly scheduler named 'n' triggered this build"
+        );
+        assert_eq!(found[0]["sourcestamps"][0]["branch"], "main");
+        assert_eq!(found[0]["sourcestamps"][0]["repository"], "repo");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let state = db.scheduler_state("n").await.unwrap();
+        assert_eq!(state["last_build"], missed);
+        assert!(state["next_build"].as_i64().unwrap() > epoch_now());
+        assert_eq!(
+            buildsets(&db).await.len(),
+            1,
+            "one catch-up run, not one per missed day"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nightly_run_with_only_if_changed_builds_only_after_changes() {
+        let (_dir, db, bus, schedulers, builders) = setup(
+            "[[schedulers]]\ntype = \"nightly\"\nname = \"n\"\nbuilder_names = [\"b\"]\n\
+             only_if_changed = true\nchange_filter = { branch = \"main\" }\n",
+        )
+        .await;
+        let write = SchedulerWrite {
+            state: vec![(
+                "n".into(),
+                "next_build".into(),
+                Value::from(epoch_now() - 10),
+            )],
+            ..SchedulerWrite::default()
+        };
+        db.scheduler_write(write).await.unwrap();
+        let schedulers = Schedulers::start(db.clone(), bus, schedulers, builders)
+            .await
+            .unwrap();
+        // The catch-up run finds no change and builds nothing.
+        for _ in 0..100 {
+            let state = db.scheduler_state("n").await.unwrap();
+            if state.contains_key("last_build") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(buildsets(&db).await.is_empty());
+        add_change(&db, "main", "m1").await;
+        add_change(&db, "dev", "d1").await;
+        for _ in 0..100 {
+            if !db.classified_changes("n").await.unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waiting: Vec<i64> = db
+            .classified_changes("n")
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.changeid)
+            .collect();
+        assert_eq!(waiting, [1], "only the change that passes the filter waits");
+        let nightly = match &schedulers.configs()[0].kind {
+            SchedulerKind::Nightly(nightly) => nightly.clone(),
+            _ => unreachable!(),
+        };
+        schedulers
+            .fire_nightly(0, &nightly, epoch_now())
+            .await
+            .unwrap();
+        let found = buildsets(&db).await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["sourcestamps"][0]["revision"], "m1");
+        assert!(db.classified_changes("n").await.unwrap().is_empty());
+    }
+}
