@@ -419,7 +419,9 @@ fn a_build_interrupted_by_a_restart_is_retried() {
 #[test]
 fn rest_collections_answer_with_buildbot_shapes_and_query_options() {
     let master = Master::start(&config(&shell(r#""true""#, ""), "", ""));
+    // One after the other: a second request still pending would collapse the first.
     hook(&master, "main", "r1");
+    master.wait_for_build(1);
     hook(&master, "main", "r2");
     master.wait_for_build(2);
     let builders = master.get_json("/api/v2/builders");
