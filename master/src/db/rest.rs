@@ -47,7 +47,11 @@ impl Db {
 
     /// The build of a builder just before build number `number`, if any: what
     /// reporters compare a finished build with.
-    pub async fn previous_build(&self, builderid: i64, number: i64) -> Result<Option<Value>, Error> {
+    pub async fn previous_build(
+        &self,
+        builderid: i64,
+        number: i64,
+    ) -> Result<Option<Value>, Error> {
         self.read(move |conn| {
             let mut select = conn.prepare_cached(&format!(
                 "{BUILD_COLUMNS} WHERE builderid = ?1 AND number < ?2 ORDER BY number DESC LIMIT 1"
