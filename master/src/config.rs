@@ -136,6 +136,8 @@ pub struct RawMaster {
     pub plugin_dirs: Option<Vec<Spanned<String>>>,
     /// Directory of secret files for `{ from_secret = "name" }` values.
     pub secrets_dir: Option<String>,
+    /// Reload when master.toml or a plugin library changes (default true).
+    pub reload_on_change: Option<bool>,
 }
 
 /// `[db]`
@@ -190,6 +192,8 @@ pub struct Config {
     pub title_url: String,
     pub buildbot_url: String,
     pub plugin_dirs: Vec<PluginDir>,
+    /// Whether a change to master.toml or a plugin library reloads the master.
+    pub reload_on_change: bool,
     pub db_path: PathBuf,
     pub www: WwwConfig,
     /// The polling change sources, in configuration order.
@@ -394,6 +398,7 @@ impl Builder<'_> {
                 .buildbot_url
                 .unwrap_or_else(|| format!("http://localhost:{}/", listen.port())),
             plugin_dirs,
+            reload_on_change: raw.master.reload_on_change.unwrap_or(true),
             db_path,
             www: WwwConfig {
                 listen,

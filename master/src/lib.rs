@@ -16,6 +16,7 @@ pub mod db;
 pub mod events;
 pub mod host;
 pub mod plugins;
+pub mod reconfig;
 pub mod registry;
 pub mod results;
 pub mod schedulers;

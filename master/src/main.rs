@@ -50,6 +50,13 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Make the running master reload master.toml and its plugins, and say
+    /// how it went: applied, unchanged, or the errors (the old configuration
+    /// then stays).
+    Reconfig {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Send a change to a master's `base` change hook.
     Sendchange(Box<Sendchange>),
 }
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         Command::Start { dir, daemon: false } => start(&dir),
         Command::Start { dir, daemon: true } => start_daemon(&dir),
         Command::Stop { dir } => stop(&dir),
+        Command::Reconfig { dir } => reconfig(&dir),
         Command::Sendchange(args) => sendchange(*args),
     };
     match result {
@@ -179,7 +187,7 @@ fn checkconfig(path: &Path) -> ExitCode {
         }
     };
     let loader = Loader::new(cache.path().to_path_buf());
-    let (registry, problems) = registry::prepare(&config, &loader);
+    let (registry, problems) = registry::prepare(&config, &loader, None);
     for problem in &problems {
         eprintln!("{problem}");
     }
@@ -207,23 +215,27 @@ fn checkconfig(path: &Path) -> ExitCode {
 }
 
 fn start(dir: &Path) -> anyhow::Result<()> {
-    let file = config_file(dir);
-    let config = match Config::load(&file) {
-        Ok(config) => config,
-        Err(errors) => {
-            print_config_errors(&errors);
-            bail!(
-                "{} has {} error(s); not starting",
-                file.display(),
-                errors.len()
-            );
-        }
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(server::run(config))
+    runtime.block_on(async {
+        // First of all, so that an early SIGHUP does not end the process.
+        let signals = server::Signals::install()?;
+        let file = config_file(dir);
+        let config = match Config::load(&file) {
+            Ok(config) => config,
+            Err(errors) => {
+                print_config_errors(&errors);
+                bail!(
+                    "{} has {} error(s); not starting",
+                    file.display(),
+                    errors.len()
+                );
+            }
+        };
+        server::run(config, signals).await
+    })
 }
 
 /// The log file of a master started with `--daemon`.
@@ -327,6 +339,74 @@ fn stop(dir: &Path) -> anyhow::Result<()> {
     }
     println!("master (pid {pid}) stopped");
     Ok(())
+}
+
+/// The pid of the master running in `dir`.
+fn running_pid(dir: &Path) -> anyhow::Result<i32> {
+    let pid_file = dir.join(server::PID_FILE);
+    let Some(pid) = server::read_pid(&pid_file) else {
+        bail!(
+            "no master is running in {} (no {})",
+            dir.display(),
+            pid_file.display()
+        );
+    };
+    if !server::process_alive(pid) {
+        bail!(
+            "no master is running in {} (stale pid {pid})",
+            dir.display()
+        );
+    }
+    Ok(pid)
+}
+
+fn reconfig(dir: &Path) -> anyhow::Result<()> {
+    use buildmaster::reconfig::Status;
+    let pid = running_pid(dir)?;
+    let before = Status::read(dir).map_or(0, |status| status.attempts);
+    // SAFETY: sending SIGHUP to a pid read from our own pid file.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = Status::read(dir).filter(|s| s.attempts > before) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            bail!("the master (pid {pid}) did not report a reconfig within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    match status.result.as_str() {
+        "applied" => {
+            println!(
+                "reconfig applied: generation {}; {}",
+                status.generation,
+                status.changes.join(", ")
+            );
+            Ok(())
+        }
+        "unchanged" => {
+            println!(
+                "configuration unchanged: generation {} stays",
+                status.generation
+            );
+            Ok(())
+        }
+        _ => {
+            for error in &status.errors {
+                eprintln!("{error}");
+            }
+            bail!(
+                "reconfig failed; the running configuration (generation {}) stays",
+                status.generation
+            )
+        }
+    }
 }
 
 fn sendchange(args: Sendchange) -> anyhow::Result<()> {

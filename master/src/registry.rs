@@ -41,6 +41,10 @@ pub struct DialectInstance {
     /// The name in the URL.
     pub name: String,
     pub library: Arc<Library>,
+    /// The dialect kind and the options it was constructed with, which tell
+    /// whether a new configuration can keep this instance.
+    kind: String,
+    options: serde_json::Value,
     instance: DialectBox,
 }
 
@@ -79,7 +83,13 @@ pub struct Registry {
 }
 
 /// Builds a [`Registry`] for `config`, loading libraries through `loader`.
-pub fn prepare(config: &Config, loader: &Loader) -> (Registry, Vec<Problem>) {
+/// A dialect of `previous` whose library, kind and options are unchanged is
+/// kept as it is rather than constructed again.
+pub fn prepare(
+    config: &Config,
+    loader: &Loader,
+    previous: Option<&Registry>,
+) -> (Registry, Vec<Problem>) {
     let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
     let (mut libraries, refused) = loader.scan(&dirs);
     let mut problems: Vec<Problem> = refused.into_iter().map(Problem::Refused).collect();
@@ -109,7 +119,8 @@ pub fn prepare(config: &Config, loader: &Loader) -> (Registry, Vec<Problem>) {
     }
     let mut dialects = HashMap::new();
     for dialect in &config.www.dialects {
-        let slot = match build_dialect(dialect, &libraries, &by_file) {
+        let kept = previous.and_then(|registry| registry.dialects.get(&dialect.name));
+        let slot = match build_dialect(dialect, &libraries, &by_file, kept) {
             Ok(slot) => slot,
             Err(message) => {
                 problems.push(Problem::Dialect {
@@ -135,6 +146,7 @@ fn build_dialect(
     dialect: &DialectConfig,
     libraries: &[Arc<Library>],
     by_file: &HashMap<PathBuf, Result<Arc<Library>, LoadError>>,
+    previous: Option<&DialectSlot>,
 ) -> Result<DialectSlot, String> {
     let name = &dialect.name;
     let library = match &dialect.plugin {
@@ -176,12 +188,22 @@ fn build_dialect(
             library.dialects.join(", ")
         ));
     }
+    if let Some(DialectSlot::Ready(instance)) = previous {
+        let unchanged = instance.library.hash == library.hash
+            && instance.kind == dialect.kind
+            && instance.options == dialect.options;
+        if unchanged {
+            return Ok(DialectSlot::Ready(Arc::clone(instance)));
+        }
+    }
     let instance = library
         .new_dialect(&dialect.kind, name, &dialect.options)
         .map_err(|e| format!("dialect '{name}' (plugin {}): {e}", library.name))?;
     Ok(DialectSlot::Ready(Arc::new(DialectInstance {
         name: name.clone(),
         library,
+        kind: dialect.kind.clone(),
+        options: dialect.options.clone(),
         instance,
     })))
 }

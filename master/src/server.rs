@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{signal, SignalKind};
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::api::Engine;
 use crate::builds::Botmaster;
@@ -17,9 +22,10 @@ use crate::db::Db;
 use crate::events::{self, Bus, Event};
 use crate::host::HostServices;
 use crate::plugins::Loader;
+use crate::reconfig::watch::FileWatch;
+use crate::reconfig::{self, Live, Reconfigurer, SharedStatus, Trigger};
 use crate::registry;
 use crate::schedulers::Schedulers;
-use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
 use crate::www::{self, AppState};
 
 /// The pid file inside a basedir.
@@ -95,9 +101,84 @@ async fn purge_deliveries(db: Db, window: u64) {
     }
 }
 
+/// The signals a master answers, installed first thing at start-up so that
+/// an early `SIGHUP` asks for a reload instead of ending the process.
+pub struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+            terminate: signal(SignalKind::terminate())
+                .context("cannot install the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt())
+                .context("cannot install the SIGINT handler")?,
+        })
+    }
+}
+
+/// The HTTP server, which a reconfiguration can move to another address.
+pub struct HttpServer {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
+        let address = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(www::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(HttpServer {
+            address,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Serves on `listener` from now on; the old socket stops accepting and
+    /// its requests in flight finish in the background.
+    pub fn replace(
+        &mut self,
+        listener: TcpListener,
+        state: AppState,
+    ) -> std::io::Result<SocketAddr> {
+        let new = HttpServer::spawn(listener, state)?;
+        let mut old = std::mem::replace(self, new);
+        if let Some(stop) = old.stop.take() {
+            let _ = stop.send(());
+        }
+        Ok(self.address)
+    }
+
+    /// Stops accepting and waits (up to [`DRAIN_TIMEOUT`]) for the requests in flight.
+    async fn drain(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
+            Ok(_) => tracing::info!("stopped cleanly"),
+            Err(_) => {
+                tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway")
+            }
+        }
+    }
+}
+
 /// Records the configured builders and workers, finishes builds an earlier
 /// run left behind, and starts the workers, builders and schedulers.
-async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Engine> {
+async fn start_engine(
+    config: &Config,
+    db: &Db,
+    bus: &Bus,
+    status: Arc<SharedStatus>,
+) -> anyhow::Result<Engine> {
     let recovered = db
         .recover_interrupted_builds()
         .await
@@ -114,12 +195,7 @@ async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Eng
             config
                 .workers
                 .iter()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        serde_json::Value::Object(w.properties.clone()),
-                    )
-                })
+                .map(|w| (w.name.clone(), Value::Object(w.properties.clone())))
                 .collect(),
         )
         .await
@@ -134,35 +210,11 @@ async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Eng
         )
         .await
         .context("cannot record the builders")?;
-    let workers_dir = config.basedir.join("workers");
-    let mut slots = Vec::new();
-    for worker in &config.workers {
-        let dir = workers_dir.join(&worker.name);
-        // Absolute, so that logs and the `builddir` property say where it is.
-        let created = std::fs::create_dir_all(&dir).and_then(|()| std::fs::canonicalize(&dir));
-        let dir = match created {
-            Ok(dir) => dir,
-            Err(error) => {
-                tracing::error!(
-                    "worker {}: cannot create {}: {error}",
-                    worker.name,
-                    dir.display()
-                );
-                bus.send(Event::WorkerMissing {
-                    name: worker.name.clone(),
-                });
-                continue;
-            }
-        };
-        let local = LocalWorker::new(worker.name.clone(), dir);
-        slots.push(WorkerSlot::new(
-            worker_ids[&worker.name],
-            Arc::new(local),
-            worker.max_builds,
-            worker.properties.clone(),
-        ));
+    let pool = reconfig::worker_pool(&config.basedir, &config.workers, &worker_ids, None)
+        .map_err(anyhow::Error::msg)?;
+    for worker in pool.iter() {
         bus.send(Event::WorkerConnected {
-            name: worker.name.clone(),
+            name: worker.worker.name().to_owned(),
         });
     }
     let builders: Vec<(i64, BuilderConfig)> = config
@@ -175,12 +227,7 @@ async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Eng
         .iter()
         .map(|b| (b.name.clone(), (builder_ids[&b.name], b.collapse_requests)))
         .collect();
-    let botmaster = Botmaster::start(
-        db.clone(),
-        bus.clone(),
-        builders,
-        Arc::new(WorkerPool::new(slots)),
-    );
+    let botmaster = Botmaster::start(db.clone(), bus.clone(), builders, pool);
     let schedulers = Schedulers::start(
         db.clone(),
         bus.clone(),
@@ -193,15 +240,29 @@ async fn start_engine(config: &Config, db: &Db, bus: &Bus) -> anyhow::Result<Eng
         db: db.clone(),
         botmaster,
         schedulers,
+        reconfig: status,
     })
 }
 
-/// Runs the master of `config` in the foreground until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+/// Watches the files of `config` when it asks for that; a failure to watch
+/// is logged and leaves the signal and `buildmaster reconfig`.
+fn watch_files(config: &Config, triggers: &mpsc::UnboundedSender<Trigger>) -> Option<FileWatch> {
+    if !config.reload_on_change {
+        return None;
+    }
+    let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
+    match reconfig::watch::start(&config.file, &dirs, triggers.clone()) {
+        Ok(watch) => Some(watch),
+        Err(error) => {
+            tracing::warn!("cannot watch the configuration for changes: {error}");
+            None
+        }
+    }
+}
+
+/// Runs the master of `config` in the foreground until SIGTERM or SIGINT,
+/// reloading its configuration on SIGHUP and when its files change.
+pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
     let _pid_file = PidFile::create(&config.basedir)?;
 
     let db_path = config.db_path.clone();
@@ -210,7 +271,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
 
     let loader = Loader::new(plugin_cache(&config.basedir));
-    let (registry, problems) = registry::prepare(&config, &loader);
+    let (registry, problems) = registry::prepare(&config, &loader, None);
     for problem in &problems {
         tracing::error!("{problem}");
     }
@@ -227,7 +288,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bus = Bus::new();
     tokio::spawn(events::log_events(db.clone(), bus.subscribe()));
     db.announce_changes_to(bus.clone());
-    let engine = start_engine(&config, &db, &bus).await?;
+    let status = Arc::new(SharedStatus::default());
+    let engine = start_engine(&config, &db, &bus, Arc::clone(&status)).await?;
     let change_sources = ChangeSources::start(&config.change_sources, &db);
     let state = AppState {
         registry: Arc::new(ArcSwap::from_pointee(registry)),
@@ -236,27 +298,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
     };
 
-    let listener = tokio::net::TcpListener::bind(config.www.listen)
+    let listener = TcpListener::bind(config.www.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.www.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!("{} listening on http://{address}/", config.title);
+    let server = HttpServer::spawn(listener, state.clone())?;
+    tracing::info!("{} listening on http://{}/", config.title, server.address);
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(www::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
-    let signal_name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let (triggers, mut triggered) = mpsc::unbounded_channel();
+    let mut watch = watch_files(&config, &triggers);
+    let live = Live {
+        state,
+        engine: engine.clone(),
+        loader,
+        server,
+    };
+    let mut reconfigurer = Reconfigurer::new(live, config, status);
+    tokio::spawn(follow_change_sources(
+        Arc::clone(&change_sources),
+        reconfigurer.subscribe(),
+    ));
+    let signal_name = loop {
+        let trigger = tokio::select! {
+            _ = signals.terminate.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.hangup.recv() => Trigger::Signal,
+            Some(trigger) = triggered.recv() => trigger,
+        };
+        reconfigurer.reload(trigger).await;
+        // A new set of plugin directories needs a new watch.
+        let config = reconfigurer.config();
+        let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
+        let watched = watch.as_ref().map(|w| &w.dirs[1..]);
+        let current: Vec<_> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        if config.reload_on_change != watch.is_some() || watched.is_some_and(|w| w != current) {
+            watch = watch_files(config, &triggers);
+        }
     };
     tracing::info!("{signal_name} received: finishing the requests in flight");
     change_sources.stop().await;
     engine.botmaster.shutdown().await;
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(_) => tracing::info!("stopped cleanly"),
-        Err(_) => tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"),
-    }
+    reconfigurer.into_server().drain().await;
     Ok(())
+}
+
+/// Applies the change sources of each new configuration: only the sources
+/// whose settings changed restart.
+async fn follow_change_sources(
+    sources: Arc<ChangeSources>,
+    mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+) {
+    while configs.changed().await.is_ok() {
+        let config = Arc::clone(&configs.borrow_and_update());
+        sources.apply(&config.change_sources);
+    }
 }

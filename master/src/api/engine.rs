@@ -3,6 +3,8 @@
 //! options; and its JSON-RPC actions: force a build, stop a build, cancel a
 //! build request.
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 
 use super::query::{FieldKind, Query};
@@ -10,6 +12,7 @@ use super::ApiResponse;
 use crate::builds::Botmaster;
 use crate::config::SchedulerKind;
 use crate::db::{Db, Resource, Scope, MASTER_ID};
+use crate::reconfig::SharedStatus;
 use crate::schedulers::{ForceError, Schedulers};
 
 use FieldKind::{Boolean, Integer, Structured, Text};
@@ -20,6 +23,8 @@ pub struct Engine {
     pub db: Db,
     pub botmaster: Botmaster,
     pub schedulers: Schedulers,
+    /// The outcome of the last reconfiguration.
+    pub reconfig: Arc<SharedStatus>,
 }
 
 const BUILDER_FIELDS: &[(&str, FieldKind)] = &[
@@ -166,6 +171,7 @@ impl Engine {
         }
         let result = match path {
             ["logs", id, "contents"] => self.log_contents(id).await,
+            ["reconfig"] => Ok(json!({"reconfig": self.reconfig.get(), "meta": {}})),
             _ => match self.listing(path).await? {
                 Ok(listing) => answer(listing, query),
                 Err(failure) => Err(failure),
@@ -318,6 +324,7 @@ impl Engine {
         let builders: Vec<(i64, Vec<String>)> = self
             .botmaster
             .builders()
+            .into_iter()
             .map(|(id, config)| (id, config.workernames.clone()))
             .collect();
         let pool = self.botmaster.workers();

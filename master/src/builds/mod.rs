@@ -3,7 +3,9 @@
 //!
 //! One task per builder waits to be woken (a request was added, a worker was
 //! freed) and starts every build it can. Running builds are kept by id so a
-//! user can stop one.
+//! user can stop one. A reconfiguration ([`Botmaster::apply`]) adds and
+//! retires builders and changes their settings in place; a build always
+//! finishes with the settings it started with.
 
 mod build;
 pub mod interpolate;
@@ -13,9 +15,10 @@ mod steps;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -33,8 +36,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A builder as the botmaster runs it.
 struct Builder {
     id: i64,
-    config: Arc<BuilderConfig>,
+    config: ArcSwap<BuilderConfig>,
     wake: Notify,
+    /// Set when a reconfiguration removes the builder: its task ends, its
+    /// running builds finish, its pending requests wait for it to return.
+    retired: AtomicBool,
 }
 
 struct RunningBuild {
@@ -45,8 +51,8 @@ struct RunningBuild {
 struct Shared {
     db: Db,
     bus: Bus,
-    builders: BTreeMap<i64, Builder>,
-    workers: Arc<WorkerPool>,
+    builders: RwLock<BTreeMap<i64, Arc<Builder>>>,
+    workers: ArcSwap<WorkerPool>,
     running: Mutex<BTreeMap<i64, RunningBuild>>,
     /// Set at shutdown: no build starts any more.
     closing: AtomicBool,
@@ -72,46 +78,82 @@ impl Botmaster {
         db: Db,
         bus: Bus,
         builders: Vec<(i64, BuilderConfig)>,
-        workers: Arc<WorkerPool>,
+        workers: WorkerPool,
     ) -> Botmaster {
-        let builders = builders
-            .into_iter()
-            .map(|(id, config)| {
-                let builder = Builder {
-                    id,
-                    config: Arc::new(config),
-                    wake: Notify::new(),
-                };
-                (id, builder)
-            })
-            .collect();
         let botmaster = Botmaster {
             shared: Arc::new(Shared {
                 db,
                 bus,
-                builders,
-                workers,
+                builders: RwLock::new(BTreeMap::new()),
+                workers: ArcSwap::from_pointee(workers),
                 running: Mutex::new(BTreeMap::new()),
                 closing: AtomicBool::new(false),
             }),
         };
-        for &id in botmaster.shared.builders.keys() {
-            tokio::spawn(botmaster.clone().builder_loop(id));
-            // Requests left pending by an earlier run start now.
-            botmaster.wake(id);
-        }
+        botmaster.apply(builders, None);
         tokio::spawn(botmaster.clone().listen(botmaster.shared.bus.subscribe()));
         botmaster
     }
 
+    /// Makes `builders` the configured builders: new ones start, removed ones
+    /// retire (their running builds finish), changed ones apply their new
+    /// settings to the builds they start from now on. `workers`, when given,
+    /// replaces the worker pool. Returns how many were added, changed and
+    /// removed.
+    pub fn apply(
+        &self,
+        builders: Vec<(i64, BuilderConfig)>,
+        workers: Option<WorkerPool>,
+    ) -> (usize, usize, usize) {
+        if let Some(workers) = workers {
+            self.shared.workers.store(Arc::new(workers));
+        }
+        let mut current = self.write_builders();
+        let wanted: BTreeMap<i64, BuilderConfig> = builders.into_iter().collect();
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        current.retain(|id, builder| {
+            if wanted.contains_key(id) {
+                return true;
+            }
+            builder.retired.store(true, Ordering::SeqCst);
+            builder.wake.notify_one();
+            removed += 1;
+            false
+        });
+        for (id, config) in wanted {
+            match current.get(&id) {
+                Some(builder) if **builder.config.load() == config => {}
+                Some(builder) => {
+                    builder.config.store(Arc::new(config));
+                    changed += 1;
+                }
+                None => {
+                    let builder = Arc::new(Builder {
+                        id,
+                        config: ArcSwap::from_pointee(config),
+                        wake: Notify::new(),
+                        retired: AtomicBool::new(false),
+                    });
+                    tokio::spawn(self.clone().builder_loop(Arc::clone(&builder)));
+                    current.insert(id, builder);
+                    added += 1;
+                }
+            }
+        }
+        drop(current);
+        // Pending requests may now find a builder or a worker.
+        self.wake_all();
+        (added, changed, removed)
+    }
+
     fn wake(&self, builderid: i64) {
-        if let Some(builder) = self.shared.builders.get(&builderid) {
+        if let Some(builder) = self.read_builders().get(&builderid) {
             builder.wake.notify_one();
         }
     }
 
     fn wake_all(&self) {
-        for builder in self.shared.builders.values() {
+        for builder in self.read_builders().values() {
             builder.wake.notify_one();
         }
     }
@@ -128,16 +170,16 @@ impl Botmaster {
         }
     }
 
-    async fn builder_loop(self, builderid: i64) {
-        let Some(builder) = self.shared.builders.get(&builderid) else {
-            return;
-        };
+    async fn builder_loop(self, builder: Arc<Builder>) {
         loop {
             builder.wake.notified().await;
-            if let Err(error) = self.start_builds(builder).await {
+            if builder.retired.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(error) = self.start_builds(&builder).await {
                 tracing::error!(
                     "builder {}: cannot start builds: {error}",
-                    builder.config.name
+                    builder.config.load().name
                 );
                 // Try again later rather than spinning on a failing database.
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -150,20 +192,23 @@ impl Botmaster {
     async fn start_builds(&self, builder: &Builder) -> Result<(), Error> {
         let db = &self.shared.db;
         for request in db.pending_requests(builder.id).await? {
-            if self.shared.closing.load(Ordering::SeqCst) {
+            if self.shared.closing.load(Ordering::SeqCst) || builder.retired.load(Ordering::SeqCst)
+            {
                 return Ok(());
             }
+            let config = builder.config.load_full();
             let Some(reservation) = self
                 .shared
                 .workers
-                .reserve(&builder.config.workernames, &builder.config.name)
+                .load()
+                .reserve(&config.workernames, &config.name)
             else {
                 return Ok(());
             };
             let Some(details) = db.buildset_details(request.buildsetid).await? else {
                 continue;
             };
-            self.start_build(builder, request, details, reservation)
+            self.start_build(builder.id, config, request, details, reservation)
                 .await?;
         }
         Ok(())
@@ -171,7 +216,8 @@ impl Botmaster {
 
     async fn start_build(
         &self,
-        builder: &Builder,
+        builderid: i64,
+        config: Arc<BuilderConfig>,
         request: PendingRequest,
         details: BuildsetDetails,
         reservation: Reservation,
@@ -180,14 +226,10 @@ impl Botmaster {
         let workername = slot.worker.name().to_owned();
         let mut properties = Properties::new(details.sourcestamps.clone(), workername.clone());
         properties.update(&details.properties);
-        for (name, value) in &builder.config.properties {
+        for (name, value) in &config.properties {
             properties.set(name, value.clone(), "Builder");
         }
-        properties.set(
-            "buildername",
-            Value::from(builder.config.name.clone()),
-            "Builder",
-        );
+        properties.set("buildername", Value::from(config.name.clone()), "Builder");
         if let Some(stamp) = details.sourcestamps.first() {
             properties.set("branch", Value::from(stamp.branch.clone()), "Build");
             properties.set("revision", Value::from(stamp.revision.clone()), "Build");
@@ -196,20 +238,15 @@ impl Botmaster {
             properties.set("codebase", Value::from(stamp.codebase.clone()), "Build");
         }
         properties.set("workername", Value::from(workername.clone()), "Worker");
-        for (name, value) in &slot.properties {
+        for (name, value) in &slot.properties() {
             properties.set(name, value.clone(), "Worker");
         }
-        let builddir = slot.worker.builder_dir(&builder.config.name);
+        let builddir = slot.worker.builder_dir(&config.name);
         properties.set("builddir", Value::from(builddir), "Worker");
         let Some(started) = self
             .shared
             .db
-            .claim_and_start_build(
-                request.brid,
-                builder.id,
-                slot.id,
-                properties.pairs().clone(),
-            )
+            .claim_and_start_build(request.brid, builderid, slot.id, properties.pairs().clone())
             .await?
         else {
             return Ok(());
@@ -224,10 +261,10 @@ impl Botmaster {
             results: None,
             state_string: "starting".into(),
             builder: BuilderInfo {
-                builderid: builder.id,
-                name: builder.config.name.clone(),
-                description: builder.config.description.clone(),
-                tags: builder.config.tags.clone(),
+                builderid,
+                name: config.name.clone(),
+                description: config.description.clone(),
+                tags: config.tags.clone(),
             },
             worker: workername,
             workerid: slot.id,
@@ -242,17 +279,12 @@ impl Botmaster {
             properties: properties.pairs().clone(),
         };
         let (stop, stop_receiver) = watch::channel(None);
-        self.lock_running().insert(
-            started.buildid,
-            RunningBuild {
-                builderid: builder.id,
-                stop,
-            },
-        );
+        self.lock_running()
+            .insert(started.buildid, RunningBuild { builderid, stop });
         let run = build::Run {
             db: self.shared.db.clone(),
             bus: self.shared.bus.clone(),
-            builder: Arc::clone(&builder.config),
+            builder: config,
             worker: Arc::clone(&slot.worker),
             info,
             properties,
@@ -308,15 +340,29 @@ impl Botmaster {
     }
 
     /// The builder ids with their configurations.
-    pub fn builders(&self) -> impl Iterator<Item = (i64, &BuilderConfig)> {
-        self.shared
-            .builders
+    pub fn builders(&self) -> Vec<(i64, Arc<BuilderConfig>)> {
+        self.read_builders()
             .values()
-            .map(|builder| (builder.id, builder.config.as_ref()))
+            .map(|builder| (builder.id, builder.config.load_full()))
+            .collect()
     }
 
-    pub fn workers(&self) -> &WorkerPool {
-        &self.shared.workers
+    pub fn workers(&self) -> Arc<WorkerPool> {
+        self.shared.workers.load_full()
+    }
+
+    fn read_builders(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<i64, Arc<Builder>>> {
+        self.shared
+            .builders
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_builders(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<i64, Arc<Builder>>> {
+        self.shared
+            .builders
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, RunningBuild>> {

@@ -10,7 +10,9 @@
 mod git;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -23,20 +25,28 @@ use git::GitPoller;
 
 /// The running change sources of a master. Dropping it stops them.
 pub struct ChangeSources {
+    db: Db,
     wakers: Arc<Wakers>,
-    tasks: Vec<JoinHandle<()>>,
+    running: std::sync::Mutex<Vec<Running>>,
 }
 
-/// Each source's name and the signal that makes it poll now.
-struct Wakers(Vec<(String, Arc<Notify>)>);
+struct Running {
+    config: GitPollerConfig,
+    task: JoinHandle<()>,
+}
+
+/// Each source's name and the signal that makes it poll now; replaced whole
+/// when the sources change.
+#[derive(Default)]
+struct Wakers(ArcSwap<Vec<(String, Arc<Notify>)>>);
 
 impl Pollers for Wakers {
     fn names(&self) -> Vec<String> {
-        self.0.iter().map(|(name, _)| name.clone()).collect()
+        self.0.load().iter().map(|(name, _)| name.clone()).collect()
     }
 
     fn force(&self, names: &[String]) {
-        for (name, wake) in &self.0 {
+        for (name, wake) in self.0.load().iter() {
             if names.contains(name) {
                 // Stores one permit if the task is busy: repeated requests
                 // during a poll make a single poll after it.
@@ -49,10 +59,44 @@ impl Pollers for Wakers {
 impl ChangeSources {
     /// Starts one task per source, in configuration order. Must be called
     /// within a tokio runtime.
-    pub fn start(configs: &[GitPollerConfig], db: &Db) -> ChangeSources {
+    pub fn start(configs: &[GitPollerConfig], db: &Db) -> Arc<ChangeSources> {
+        let sources = ChangeSources {
+            db: db.clone(),
+            wakers: Arc::new(Wakers::default()),
+            running: std::sync::Mutex::new(Vec::new()),
+        };
+        sources.apply(configs);
+        Arc::new(sources)
+    }
+
+    /// Makes `configs` the running sources: a source whose settings did not
+    /// change keeps running (and its place in a poll); the others stop or
+    /// start. Returns how many were added, changed and removed.
+    pub fn apply(&self, configs: &[GitPollerConfig]) -> (usize, usize, usize) {
+        let mut running = self.lock();
+        let mut old: Vec<Running> = std::mem::take(&mut *running);
         let mut wakers = Vec::with_capacity(configs.len());
-        let mut tasks = Vec::with_capacity(configs.len());
+        let (mut added, mut changed) = (0, 0);
         for config in configs {
+            if let Some(at) = old.iter().position(|r| &r.config == config) {
+                let kept = old.swap_remove(at);
+                let wake = self
+                    .wakers
+                    .0
+                    .load()
+                    .iter()
+                    .find(|(name, _)| *name == config.name)
+                    .map(|(_, wake)| Arc::clone(wake))
+                    .unwrap_or_default();
+                wakers.push((config.name.clone(), wake));
+                running.push(kept);
+                continue;
+            }
+            if old.iter().any(|r| r.config.name == config.name) {
+                changed += 1;
+            } else {
+                added += 1;
+            }
             tracing::info!(
                 "change source '{}' polls {} every {} s",
                 config.name,
@@ -61,13 +105,27 @@ impl ChangeSources {
             );
             let wake = Arc::new(Notify::new());
             let poller = GitPoller::new(config.clone());
-            tasks.push(tokio::spawn(run(poller, db.clone(), Arc::clone(&wake))));
+            let task = tokio::spawn(run(poller, self.db.clone(), Arc::clone(&wake)));
             wakers.push((config.name.clone(), wake));
+            running.push(Running {
+                config: config.clone(),
+                task,
+            });
         }
-        ChangeSources {
-            wakers: Arc::new(Wakers(wakers)),
-            tasks,
+        let removed = old
+            .iter()
+            .filter(|r| !configs.iter().any(|c| c.name == r.config.name))
+            .count();
+        // What is left was removed or replaced.
+        for stale in old {
+            stale.task.abort();
         }
+        self.wakers.0.store(Arc::new(wakers));
+        (added, changed, removed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What plugins see of the sources: their names, and a way to make them poll.
@@ -78,21 +136,21 @@ impl ChangeSources {
     /// Stops every source and waits until they have stopped. A poll in
     /// progress is abandoned: its git process is killed and nothing of it is
     /// stored unless its single write had already been handed to the database.
-    pub async fn stop(mut self) {
-        let tasks = std::mem::take(&mut self.tasks);
-        for task in &tasks {
-            task.abort();
+    pub async fn stop(&self) {
+        let running = std::mem::take(&mut *self.lock());
+        for source in &running {
+            source.task.abort();
         }
-        for task in tasks {
-            let _ = task.await;
+        for source in running {
+            let _ = source.task.await;
         }
     }
 }
 
 impl Drop for ChangeSources {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for source in self.lock().iter() {
+            source.task.abort();
         }
     }
 }
@@ -176,17 +234,18 @@ mod tests {
 
     #[tokio::test]
     async fn forcing_wakes_only_the_named_sources_once() {
-        let wakers = Wakers(vec![
+        let wakers = Wakers(ArcSwap::from_pointee(vec![
             ("a".into(), Arc::new(Notify::new())),
             ("b".into(), Arc::new(Notify::new())),
-        ]);
+        ]));
         assert_eq!(wakers.names(), ["a", "b"]);
         wakers.force(&["b".into(), "unknown".into()]);
         wakers.force(&["b".into()]);
-        assert!(!has_permit(&wakers.0[0].1).await);
-        assert!(has_permit(&wakers.0[1].1).await, "a forced source polls");
+        let list = wakers.0.load();
+        assert!(!has_permit(&list[0].1).await);
+        assert!(has_permit(&list[1].1).await, "a forced source polls");
         assert!(
-            !has_permit(&wakers.0[1].1).await,
+            !has_permit(&list[1].1).await,
             "two requests while busy make one more poll"
         );
     }

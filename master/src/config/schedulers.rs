@@ -22,6 +22,9 @@ use crate::schedulers::force::{ForceForm, RawFixed, RawParameter};
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub name: String,
+    /// The entry as written (normalized), which tells a changed scheduler
+    /// from an unchanged one on a reconfiguration.
+    pub source: String,
     pub builder_names: Vec<String>,
     /// Name → value; buildsets get them with source "Scheduler".
     pub properties: Map<String, Value>,
@@ -133,7 +136,8 @@ pub(super) fn schedulers(
             }
             seen.push((name.clone(), span.clone()));
         }
-        let scheduler = match scheduler(table, builders) {
+        let source = toml::to_string(&table).unwrap_or_default();
+        let scheduler = match scheduler(table, source, builders) {
             Ok(scheduler) => scheduler,
             Err(messages) => {
                 errors.extend(messages.into_iter().map(|m| map.error(span.clone(), m)));
@@ -147,6 +151,7 @@ pub(super) fn schedulers(
 
 fn scheduler(
     mut table: toml::Table,
+    source: String,
     builders: &[BuilderConfig],
 ) -> Result<SchedulerConfig, Vec<String>> {
     let mut common = toml::Table::new();
@@ -279,6 +284,7 @@ fn scheduler(
     }
     Ok(SchedulerConfig {
         name,
+        source,
         builder_names: common.builder_names,
         properties,
         kind,

@@ -62,6 +62,9 @@ pub struct SchedulerWrite {
     pub classify: Vec<(String, i64)>,
     /// (scheduler, change id) no longer waiting.
     pub unclassify: Vec<(String, i64)>,
+    /// Schedulers removed from the configuration: their state and waiting
+    /// changes are forgotten, so one added again later starts afresh.
+    pub forget: Vec<String>,
     pub buildsets: Vec<NewBuildset>,
 }
 
@@ -293,6 +296,12 @@ impl Db {
     ) -> Result<Vec<AddedBuildset>, Error> {
         self.transact(move |conn| {
             let now = now();
+            for scheduler in &write.forget {
+                conn.prepare_cached("DELETE FROM scheduler_state WHERE scheduler = ?1")?
+                    .execute([scheduler])?;
+                conn.prepare_cached("DELETE FROM scheduler_changes WHERE scheduler = ?1")?
+                    .execute([scheduler])?;
+            }
             for (scheduler, name, value) in &write.state {
                 conn.prepare_cached(
                     "INSERT INTO scheduler_state (scheduler, name, value) VALUES (?1, ?2, ?3)

@@ -7,17 +7,22 @@
 //! change seen — in one transaction. Timers live in memory; the changes they
 //! wait for are stored, so a restart re-arms them. Nightly schedulers keep
 //! their next run time in the database and catch up once on a missed run.
+//!
+//! A reconfiguration ([`Schedulers::apply`]) leaves unchanged schedulers
+//! alone, starts new ones after the newest change, forgets removed ones, and
+//! re-checks the waiting changes of a changed one against its new filter.
 
 pub mod change_filter;
 pub mod cron;
 pub mod force;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, Mutex, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::changes::Change;
@@ -52,12 +57,34 @@ pub enum ForceError {
     Storage(String),
 }
 
+/// The configured schedulers and the builders they may name.
+struct SchedulerSet {
+    schedulers: Arc<Vec<SchedulerConfig>>,
+    /// Builder name → (id, collapse_requests).
+    builders: BTreeMap<String, (i64, bool)>,
+}
+
+impl SchedulerSet {
+    fn find(&self, name: &str) -> Option<&SchedulerConfig> {
+        self.schedulers.iter().find(|s| s.name == name)
+    }
+
+    /// The schedulers that look at changes.
+    fn change_driven(&self) -> Vec<SchedulerConfig> {
+        self.schedulers
+            .iter()
+            .filter(|s| is_change_driven(s))
+            .cloned()
+            .collect()
+    }
+}
+
 struct Shared {
     db: Db,
     bus: Bus,
-    schedulers: Vec<SchedulerConfig>,
-    /// Builder name → (id, collapse_requests).
-    builders: BTreeMap<String, (i64, bool)>,
+    set: RwLock<Arc<SchedulerSet>>,
+    /// The task of each nightly scheduler, by name.
+    nightly: std::sync::Mutex<BTreeMap<String, JoinHandle<()>>>,
     /// Tree-stable timers: when each fires.
     timers: Mutex<BTreeMap<TimerKey, Instant>>,
     timers_changed: Notify,
@@ -84,8 +111,11 @@ impl Schedulers {
             shared: Arc::new(Shared {
                 db,
                 bus,
-                schedulers,
-                builders,
+                set: RwLock::new(Arc::new(SchedulerSet {
+                    schedulers: Arc::new(schedulers),
+                    builders,
+                })),
+                nightly: std::sync::Mutex::new(BTreeMap::new()),
                 timers: Mutex::new(BTreeMap::new()),
                 timers_changed: Notify::new(),
                 writing: Mutex::new(()),
@@ -96,16 +126,52 @@ impl Schedulers {
         let events = this.shared.bus.subscribe();
         tokio::spawn(this.clone().follow_changes(events));
         tokio::spawn(this.clone().run_timers());
-        for (index, scheduler) in this.shared.schedulers.iter().enumerate() {
-            if let SchedulerKind::Nightly(nightly) = &scheduler.kind {
-                tokio::spawn(this.clone().run_nightly(index, nightly.clone()));
-            }
+        for scheduler in this.set().schedulers.iter() {
+            this.spawn_nightly(scheduler);
         }
         Ok(this)
     }
 
-    pub fn configs(&self) -> &[SchedulerConfig] {
-        &self.shared.schedulers
+    fn set(&self) -> Arc<SchedulerSet> {
+        Arc::clone(
+            &self
+                .shared
+                .set
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    pub fn configs(&self) -> Arc<Vec<SchedulerConfig>> {
+        Arc::clone(&self.set().schedulers)
+    }
+
+    fn spawn_nightly(&self, scheduler: &SchedulerConfig) {
+        if let SchedulerKind::Nightly(nightly) = &scheduler.kind {
+            let task = tokio::spawn(
+                self.clone()
+                    .run_nightly(scheduler.name.clone(), nightly.clone()),
+            );
+            let mut tasks = self
+                .shared
+                .nightly
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(old) = tasks.insert(scheduler.name.clone(), task) {
+                old.abort();
+            }
+        }
+    }
+
+    fn stop_nightly(&self, name: &str) {
+        let mut tasks = self
+            .shared
+            .nightly
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = tasks.remove(name) {
+            task.abort();
+        }
     }
 
     /// A scheduler that has never run starts after the newest change, rather
@@ -114,7 +180,7 @@ impl Schedulers {
         let db = &self.shared.db;
         let last = db.last_changeid().await?;
         let mut write = SchedulerWrite::default();
-        for scheduler in self.change_driven() {
+        for scheduler in self.set().change_driven() {
             let state = db.scheduler_state(&scheduler.name).await?;
             if !state.contains_key("last_changeid") {
                 write.state.push((
@@ -133,7 +199,7 @@ impl Schedulers {
     /// Re-arms the tree-stable timers of the changes stored as waiting.
     async fn rearm_timers(&self) -> Result<(), Error> {
         let mut timers = self.shared.timers.lock().await;
-        for scheduler in &self.shared.schedulers {
+        for scheduler in self.set().schedulers.iter() {
             let Some(delay) = tree_stable_timer(scheduler) else {
                 continue;
             };
@@ -150,14 +216,6 @@ impl Schedulers {
         }
         self.shared.timers_changed.notify_one();
         Ok(())
-    }
-
-    fn change_driven(&self) -> impl Iterator<Item = &SchedulerConfig> {
-        self.shared.schedulers.iter().filter(|s| match &s.kind {
-            SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => true,
-            SchedulerKind::Nightly(nightly) => nightly.only_if_changed,
-            SchedulerKind::Force(_) => false,
-        })
     }
 
     async fn follow_changes(self, mut events: broadcast::Receiver<Event>) {
@@ -186,7 +244,8 @@ impl Schedulers {
     async fn process_changes(&self) -> Result<(), Error> {
         let _writing = self.shared.writing.lock().await;
         let db = &self.shared.db;
-        let schedulers: Vec<&SchedulerConfig> = self.change_driven().collect();
+        let set = self.set();
+        let schedulers = set.change_driven();
         if schedulers.is_empty() {
             return Ok(());
         }
@@ -210,7 +269,7 @@ impl Schedulers {
             for scheduler in &schedulers {
                 let cursor = cursors[&scheduler.name];
                 for change in page.changes.iter().filter(|c| c.changeid > cursor) {
-                    self.offer(scheduler, change, &mut write, &mut timers);
+                    self.offer(&set, scheduler, change, &mut write, &mut timers);
                 }
                 cursors.insert(scheduler.name.clone(), last.max(cursor));
                 write.state.push((
@@ -233,6 +292,7 @@ impl Schedulers {
     /// What a scheduler does with one change it has not seen.
     fn offer(
         &self,
+        set: &SchedulerSet,
         scheduler: &SchedulerConfig,
         change: &Change,
         write: &mut SchedulerWrite,
@@ -276,70 +336,11 @@ impl Schedulers {
                 timers.push((key, delay));
             }
         } else {
-            write
-                .buildsets
-                .push(self.buildset_for_changes(scheduler, std::slice::from_ref(change)));
-        }
-    }
-
-    /// A buildset of changes: for each codebase, the newest change's source
-    /// stamp; the changes' properties and the scheduler's.
-    fn buildset_for_changes(&self, scheduler: &SchedulerConfig, changes: &[Change]) -> NewBuildset {
-        let mut stamps: BTreeMap<&str, &Change> = BTreeMap::new();
-        let mut properties = Map::new();
-        for change in changes {
-            let newest = stamps.entry(&change.codebase).or_insert(change);
-            if change.changeid > newest.changeid {
-                *newest = change;
-            }
-            properties.extend(change.properties.clone());
-        }
-        let sourcestamps = stamps
-            .values()
-            .map(|change| StampSpec::Existing(change.sourcestamp.ssid))
-            .collect();
-        let class = match scheduler.kind {
-            SchedulerKind::SingleBranch { .. } => "SingleBranchScheduler",
-            SchedulerKind::AnyBranch { .. } => "AnyBranchScheduler",
-            SchedulerKind::Nightly(_) => "Nightly",
-            SchedulerKind::Force(_) => "ForceScheduler",
-        };
-        let reason = format!(
-            "The {class} scheduler named '{}' triggered this build",
-            scheduler.name
-        );
-        self.new_buildset(scheduler, reason, properties, sourcestamps, None)
-    }
-
-    fn new_buildset(
-        &self,
-        scheduler: &SchedulerConfig,
-        reason: String,
-        mut properties: Map<String, Value>,
-        sourcestamps: Vec<StampSpec>,
-        only_builder: Option<i64>,
-    ) -> NewBuildset {
-        for (name, value) in &scheduler.properties {
-            properties.insert(name.clone(), pair(value.clone(), PROPERTY_SOURCE));
-        }
-        properties.insert(
-            "scheduler".into(),
-            pair(Value::from(scheduler.name.clone()), PROPERTY_SOURCE),
-        );
-        let builders = scheduler
-            .builder_names
-            .iter()
-            .filter_map(|name| self.shared.builders.get(name).copied())
-            .filter(|(id, _)| only_builder.is_none_or(|only| only == *id))
-            .collect();
-        NewBuildset {
-            reason,
-            scheduler: scheduler.name.clone(),
-            external_idstring: None,
-            properties,
-            sourcestamps,
-            builders,
-            priority: 0,
+            write.buildsets.push(buildset_for_changes(
+                set,
+                scheduler,
+                std::slice::from_ref(change),
+            ));
         }
     }
 
@@ -392,8 +393,10 @@ impl Schedulers {
             .filter(|(_, when)| **when <= now)
             .map(|(key, _)| key.clone())
             .collect();
+        let set = self.set();
         for key in due {
-            let Some(scheduler) = self.shared.schedulers.iter().find(|s| s.name == key.0) else {
+            let Some(scheduler) = set.find(&key.0) else {
+                self.shared.timers.lock().await.remove(&key);
                 continue;
             };
             let waiting = self.shared.db.classified_changes(&scheduler.name).await?;
@@ -415,7 +418,7 @@ impl Schedulers {
                 let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
                 write
                     .buildsets
-                    .push(self.buildset_for_changes(scheduler, &changes));
+                    .push(buildset_for_changes(&set, scheduler, &changes));
                 write.unclassify = ids.iter().map(|&id| (scheduler.name.clone(), id)).collect();
             }
             let added = self.shared.db.scheduler_write(write).await?;
@@ -427,8 +430,7 @@ impl Schedulers {
 
     /// Runs a nightly scheduler: sleeps until its next time, builds, and
     /// records when it ran and when it runs next.
-    async fn run_nightly(self, index: usize, nightly: Nightly) {
-        let name = self.shared.schedulers[index].name.clone();
+    async fn run_nightly(self, name: String, nightly: Nightly) {
         loop {
             let next = match self.next_nightly(&name, &nightly).await {
                 Ok(Some(next)) => next,
@@ -444,7 +446,7 @@ impl Schedulers {
             };
             let wait = next.saturating_sub(epoch_now()).max(0) as u64;
             tokio::time::sleep(Duration::from_secs(wait)).await;
-            if let Err(error) = self.fire_nightly(index, &nightly, next).await {
+            if let Err(error) = self.fire_nightly(&name, &nightly, next).await {
                 tracing::error!("nightly scheduler {name}: cannot start its builds: {error}");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -470,9 +472,12 @@ impl Schedulers {
         Ok(Some(next))
     }
 
-    async fn fire_nightly(&self, index: usize, nightly: &Nightly, due: i64) -> Result<(), Error> {
+    async fn fire_nightly(&self, name: &str, nightly: &Nightly, due: i64) -> Result<(), Error> {
         let _writing = self.shared.writing.lock().await;
-        let scheduler = &self.shared.schedulers[index];
+        let set = self.set();
+        let Some(scheduler) = set.find(name) else {
+            return Ok(());
+        };
         let mut write = SchedulerWrite::default();
         let waiting = self.shared.db.classified_changes(&scheduler.name).await?;
         if nightly.only_if_changed {
@@ -481,7 +486,7 @@ impl Schedulers {
                 let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
                 write
                     .buildsets
-                    .push(self.buildset_for_changes(scheduler, &changes));
+                    .push(buildset_for_changes(&set, scheduler, &changes));
                 write.unclassify = ids.iter().map(|&id| (scheduler.name.clone(), id)).collect();
             }
         } else {
@@ -496,7 +501,8 @@ impl Schedulers {
                 "The Nightly scheduler named '{}' triggered this build",
                 scheduler.name
             );
-            write.buildsets.push(self.new_buildset(
+            write.buildsets.push(new_buildset(
+                &set,
                 scheduler,
                 reason,
                 Map::new(),
@@ -520,6 +526,156 @@ impl Schedulers {
         Ok(())
     }
 
+    /// Makes `schedulers` the configured schedulers (see the module comment).
+    /// Returns how many were added, changed and removed.
+    pub async fn apply(
+        &self,
+        schedulers: Vec<SchedulerConfig>,
+        builders: BTreeMap<String, (i64, bool)>,
+    ) -> Result<(usize, usize, usize), Error> {
+        let _writing = self.shared.writing.lock().await;
+        let db = &self.shared.db;
+        let old = self.set();
+        let new = Arc::new(SchedulerSet {
+            schedulers: Arc::new(schedulers),
+            builders,
+        });
+        let mut write = SchedulerWrite::default();
+        let mut timers = self.shared.timers.lock().await;
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        let mut restart_nightly = Vec::new();
+        for scheduler in old.schedulers.iter() {
+            match new.find(&scheduler.name) {
+                Some(same) if same.source == scheduler.source => {}
+                Some(replacement) => {
+                    changed += 1;
+                    self.stop_nightly(&scheduler.name);
+                    restart_nightly.push(replacement.name.clone());
+                    if matches!(replacement.kind, SchedulerKind::Nightly(_)) {
+                        // The next run comes from the new timetable.
+                        write.state.push((
+                            replacement.name.clone(),
+                            "next_build".into(),
+                            Value::Null,
+                        ));
+                    }
+                    self.recheck_waiting(&new, scheduler, replacement, &mut timers, &mut write)
+                        .await?;
+                }
+                None => {
+                    removed += 1;
+                    self.stop_nightly(&scheduler.name);
+                    timers.retain(|key, _| key.0 != scheduler.name);
+                    write.forget.push(scheduler.name.clone());
+                }
+            }
+        }
+        let last = db.last_changeid().await?;
+        for scheduler in new.schedulers.iter() {
+            if old.find(&scheduler.name).is_some() {
+                continue;
+            }
+            added += 1;
+            restart_nightly.push(scheduler.name.clone());
+            if is_change_driven(scheduler) {
+                write.state.push((
+                    scheduler.name.clone(),
+                    "last_changeid".into(),
+                    Value::from(last),
+                ));
+            }
+        }
+        drop(timers);
+        let stored = db.scheduler_write(write).await?;
+        self.announce(&stored);
+        *self
+            .shared
+            .set
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
+        for name in restart_nightly {
+            if let Some(scheduler) = new.find(&name) {
+                self.spawn_nightly(scheduler);
+            }
+        }
+        self.shared.timers_changed.notify_one();
+        Ok((added, changed, removed))
+    }
+
+    /// Keeps the waiting changes of a changed scheduler that its new filter
+    /// still accepts, with their timers; builds them now if it has no timer
+    /// any more; forgets them if it no longer waits for changes at all.
+    async fn recheck_waiting(
+        &self,
+        set: &SchedulerSet,
+        old: &SchedulerConfig,
+        new: &SchedulerConfig,
+        timers: &mut BTreeMap<TimerKey, Instant>,
+        write: &mut SchedulerWrite,
+    ) -> Result<(), Error> {
+        let previous: BTreeMap<TimerKey, Instant> = timers
+            .iter()
+            .filter(|(key, _)| key.0 == old.name)
+            .map(|(key, when)| (key.clone(), *when))
+            .collect();
+        timers.retain(|key, _| key.0 != old.name);
+        let waiting = self.shared.db.classified_changes(&old.name).await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
+        let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+        let filter = match &new.kind {
+            SchedulerKind::SingleBranch { filter, .. }
+            | SchedulerKind::AnyBranch { filter, .. } => Some(filter),
+            SchedulerKind::Nightly(nightly) if nightly.only_if_changed => Some(&nightly.filter),
+            _ => None,
+        };
+        let mut kept = Vec::new();
+        for change in changes {
+            let accepted = filter.is_some_and(|filter| {
+                filter.matches(&FilterSubject {
+                    project: &change.project,
+                    branch: change.branch.as_deref(),
+                    repository: &change.repository,
+                    category: change.category.as_deref(),
+                    codebase: &change.codebase,
+                })
+            });
+            if accepted {
+                kept.push(change);
+            } else {
+                write.unclassify.push((old.name.clone(), change.changeid));
+            }
+        }
+        let delay = tree_stable_timer(new);
+        let nightly = matches!(new.kind, SchedulerKind::Nightly(_));
+        if delay.is_none() && !nightly && !kept.is_empty() {
+            for change in &kept {
+                write.unclassify.push((old.name.clone(), change.changeid));
+            }
+            write.buildsets.push(buildset_for_changes(set, new, &kept));
+            return Ok(());
+        }
+        if let Some(delay) = delay {
+            for change in &kept {
+                let key = timer_key(
+                    new,
+                    change.branch.clone(),
+                    change.repository.clone(),
+                    change.project.clone(),
+                    change.codebase.clone(),
+                );
+                let when = previous
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_else(|| Instant::now() + delay);
+                timers.insert(key, when);
+            }
+        }
+        Ok(())
+    }
+
     /// Submits a forced build through the force scheduler `name`, for one of
     /// its builders or all of them. Returns the buildset id and the build
     /// request id of each builder.
@@ -529,8 +685,8 @@ impl Schedulers {
         builder: Option<&str>,
         submitted: &Map<String, Value>,
     ) -> Result<AddedBuildset, ForceError> {
-        let scheduler = self
-            .shared
+        let set = self.set();
+        let scheduler = set
             .schedulers
             .iter()
             .find(|s| s.name == name && matches!(s.kind, SchedulerKind::Force(_)))
@@ -544,7 +700,7 @@ impl Schedulers {
                 let id = scheduler
                     .builder_names
                     .iter()
-                    .filter_map(|n| self.shared.builders.get(n).map(|b| (n, b.0)))
+                    .filter_map(|n| set.builders.get(n).map(|b| (n, b.0)))
                     .find(|(n, id)| *n == wanted || id.to_string() == wanted)
                     .map(|(_, id)| id)
                     .ok_or_else(|| ForceError::NotItsBuilder(wanted.to_owned()))?;
@@ -563,7 +719,8 @@ impl Schedulers {
             project: forced.project,
             codebase: String::new(),
         };
-        let buildset = self.new_buildset(
+        let buildset = new_buildset(
+            &set,
             scheduler,
             reason,
             forced.properties,
@@ -583,6 +740,79 @@ impl Schedulers {
             .into_iter()
             .next()
             .ok_or_else(|| ForceError::Storage("no buildset was stored".into()))
+    }
+}
+
+/// A buildset of changes: for each codebase, the newest change's source
+/// stamp; the changes' properties and the scheduler's.
+fn buildset_for_changes(
+    set: &SchedulerSet,
+    scheduler: &SchedulerConfig,
+    changes: &[Change],
+) -> NewBuildset {
+    let mut stamps: BTreeMap<&str, &Change> = BTreeMap::new();
+    let mut properties = Map::new();
+    for change in changes {
+        let newest = stamps.entry(&change.codebase).or_insert(change);
+        if change.changeid > newest.changeid {
+            *newest = change;
+        }
+        properties.extend(change.properties.clone());
+    }
+    let sourcestamps = stamps
+        .values()
+        .map(|change| StampSpec::Existing(change.sourcestamp.ssid))
+        .collect();
+    let class = match scheduler.kind {
+        SchedulerKind::SingleBranch { .. } => "SingleBranchScheduler",
+        SchedulerKind::AnyBranch { .. } => "AnyBranchScheduler",
+        SchedulerKind::Nightly(_) => "Nightly",
+        SchedulerKind::Force(_) => "ForceScheduler",
+    };
+    let reason = format!(
+        "The {class} scheduler named '{}' triggered this build",
+        scheduler.name
+    );
+    new_buildset(set, scheduler, reason, properties, sourcestamps, None)
+}
+
+fn new_buildset(
+    set: &SchedulerSet,
+    scheduler: &SchedulerConfig,
+    reason: String,
+    mut properties: Map<String, Value>,
+    sourcestamps: Vec<StampSpec>,
+    only_builder: Option<i64>,
+) -> NewBuildset {
+    for (name, value) in &scheduler.properties {
+        properties.insert(name.clone(), pair(value.clone(), PROPERTY_SOURCE));
+    }
+    properties.insert(
+        "scheduler".into(),
+        pair(Value::from(scheduler.name.clone()), PROPERTY_SOURCE),
+    );
+    let builders = scheduler
+        .builder_names
+        .iter()
+        .filter_map(|name| set.builders.get(name).copied())
+        .filter(|(id, _)| only_builder.is_none_or(|only| only == *id))
+        .collect();
+    NewBuildset {
+        reason,
+        scheduler: scheduler.name.clone(),
+        external_idstring: None,
+        properties,
+        sourcestamps,
+        builders,
+        priority: 0,
+    }
+}
+
+fn is_change_driven(scheduler: &SchedulerConfig) -> bool {
+    match &scheduler.kind {
+        SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => true,
+        SchedulerKind::Nightly(nightly) => nightly.only_if_changed,
+        SchedulerKind::Force(_) => false,
     }
 }
 
@@ -853,7 +1083,7 @@ mod tests {
             _ => unreachable!(),
         };
         schedulers
-            .fire_nightly(0, &nightly, epoch_now())
+            .fire_nightly("n", &nightly, epoch_now())
             .await
             .unwrap();
         let found = buildsets(&db).await;

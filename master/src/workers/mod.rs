@@ -65,15 +65,21 @@ pub fn is_contained(path: &str) -> bool {
 pub struct WorkerSlot {
     pub id: i64,
     pub worker: Arc<dyn Worker>,
-    pub max_builds: Option<usize>,
-    /// Name → value, given to builds with source "Worker".
-    pub properties: Map<String, Value>,
-    /// The builders with a build running on this worker. Like Buildbot, a
-    /// builder runs at most one build at a time on one worker.
-    busy: Mutex<BTreeSet<String>>,
+    state: Mutex<SlotState>,
 }
 
-/// Every configured worker, by name.
+struct SlotState {
+    max_builds: Option<usize>,
+    /// Name → value, given to builds with source "Worker".
+    properties: Map<String, Value>,
+    /// The builders with a build running on this worker. Like Buildbot, a
+    /// builder runs at most one build at a time on one worker.
+    busy: BTreeSet<String>,
+}
+
+/// Every configured worker, by name. A reconfiguration builds a new pool
+/// that keeps the slots of unchanged workers, so their running builds stay
+/// counted.
 #[derive(Default)]
 pub struct WorkerPool {
     slots: BTreeMap<String, Arc<WorkerSlot>>,
@@ -87,7 +93,7 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.slot.lock_busy().remove(&self.builder);
+        self.slot.lock().busy.remove(&self.builder);
     }
 }
 
@@ -101,29 +107,42 @@ impl WorkerSlot {
         WorkerSlot {
             id,
             worker,
-            max_builds,
-            properties,
-            busy: Mutex::new(BTreeSet::new()),
+            state: Mutex::new(SlotState {
+                max_builds,
+                properties,
+                busy: BTreeSet::new(),
+            }),
         }
     }
 
-    /// The set is valid even if a holder panicked.
-    fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The state is valid even if a holder panicked.
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many builds run on this worker now.
     pub fn running(&self) -> usize {
-        self.lock_busy().len()
+        self.lock().busy.len()
+    }
+
+    pub fn properties(&self) -> Map<String, Value> {
+        self.lock().properties.clone()
+    }
+
+    /// Applies new settings; running builds are not affected.
+    pub fn update(&self, max_builds: Option<usize>, properties: Map<String, Value>) {
+        let mut state = self.lock();
+        state.max_builds = max_builds;
+        state.properties = properties;
     }
 }
 
 impl WorkerPool {
-    pub fn new(slots: impl IntoIterator<Item = WorkerSlot>) -> WorkerPool {
+    pub fn new(slots: impl IntoIterator<Item = Arc<WorkerSlot>>) -> WorkerPool {
         WorkerPool {
             slots: slots
                 .into_iter()
-                .map(|slot| (slot.worker.name().to_owned(), Arc::new(slot)))
+                .map(|slot| (slot.worker.name().to_owned(), slot))
                 .collect(),
         }
     }
@@ -140,13 +159,13 @@ impl WorkerPool {
     pub fn reserve(&self, names: &[String], builder: &str) -> Option<Reservation> {
         names.iter().find_map(|name| {
             let slot = self.slots.get(name)?;
-            let mut busy = slot.lock_busy();
-            let full = slot.max_builds.is_some_and(|max| busy.len() >= max);
-            if full || busy.contains(builder) {
+            let mut state = slot.lock();
+            let full = state.max_builds.is_some_and(|max| state.busy.len() >= max);
+            if full || state.busy.contains(builder) {
                 return None;
             }
-            busy.insert(builder.to_owned());
-            drop(busy);
+            state.busy.insert(builder.to_owned());
+            drop(state);
             Some(Reservation {
                 slot: Arc::clone(slot),
                 builder: builder.to_owned(),
@@ -163,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let worker = LocalWorker::new("w".into(), dir.path().join("w"));
         let slot = WorkerSlot::new(1, Arc::new(worker), max_builds, Map::new());
-        (dir, WorkerPool::new([slot]))
+        (dir, WorkerPool::new([Arc::new(slot)]))
     }
 
     #[test]
@@ -178,6 +197,12 @@ mod tests {
         drop(a);
         assert!(pool.reserve(&names, "c").is_some());
         drop(b);
+        // A reconfiguration may lower the limit; running builds keep going.
+        let c = pool.reserve(&names, "c").unwrap();
+        pool.get("w").unwrap().update(Some(1), Map::new());
+        assert!(pool.reserve(&names, "d").is_none());
+        drop(c);
+        assert!(pool.reserve(&names, "d").is_some());
     }
 
     #[test]

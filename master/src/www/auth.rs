@@ -14,14 +14,15 @@ use subtle::ConstantTimeEq;
 /// The header value of every 401 answer, as Buildbot sends it.
 pub const CHALLENGE: &str = "basic realm=\"Protected area\"";
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Secret {
     Sha256([u8; 32]),
     Bcrypt(String),
 }
 
-/// The accepted users and how to check their passwords.
-#[derive(Clone, Default)]
+/// The accepted users and how to check their passwords. Equality compares
+/// the stored digests, to tell whether a new configuration changed them.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     users: Vec<(String, Secret)>,
 }
