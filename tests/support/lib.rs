@@ -82,6 +82,30 @@ pub fn fixtures_dir() -> &'static Path {
     })
 }
 
+/// The second version of `libfixture_versioned.so`, built with its `v2`
+/// feature into `target/fixtures-v2`: same plugin, different answers.
+pub fn versioned_v2() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        fixtures_dir();
+        let target = target_dir().join("fixtures-v2");
+        run_cargo_build(
+            &[
+                "--manifest-path",
+                "tests/plugins/Cargo.toml",
+                "-p",
+                "fixture-versioned",
+                "--features",
+                "v2",
+                "--target-dir",
+                &target.to_string_lossy(),
+            ],
+            "fixture-versioned v2",
+        );
+        target.join("debug/libfixture_versioned.so")
+    })
+}
+
 /// The path of fixture library `name` (e.g. `fixture_panicking`).
 pub fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(format!("lib{name}.so"))
@@ -111,6 +135,12 @@ impl Basedir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Replaces a file inside the basedir the way editors and `install` do:
+    /// written beside it, then renamed over it.
+    pub fn replace(&self, name: &str, content: impl AsRef<[u8]>) {
+        replace_file(&self.dir.path().join(name), content);
     }
 
     /// Writes a file inside the basedir.
@@ -172,6 +202,18 @@ impl Master {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until the master logs that it listens on another address (after
+    /// a reconfiguration), and talks to that one from now on.
+    pub fn follow_new_address(&mut self) {
+        let old = self.addr.clone();
+        self.addr = wait_until("a new listening address", || {
+            let log = self.log();
+            let last = log.rsplit(" listening on http://").next()?;
+            let addr = last.split('/').next()?.to_string();
+            (log.contains(" listening on http://") && addr != old).then_some(addr)
+        });
     }
 
     /// Everything the master has logged so far.
@@ -239,6 +281,19 @@ impl Master {
         )
     }
 
+    /// The outcome of the last reconfiguration (`/api/v2/reconfig`).
+    pub fn reconfig(&self) -> serde_json::Value {
+        self.get_json("/api/v2/reconfig")["reconfig"].clone()
+    }
+
+    /// Waits until the master runs configuration generation `generation`.
+    pub fn wait_for_generation(&self, generation: u64) -> serde_json::Value {
+        wait_until(&format!("generation {generation}"), || {
+            let status = self.reconfig();
+            (status["generation"].as_u64() >= Some(generation)).then_some(status)
+        })
+    }
+
     /// Every build, oldest first, with all its properties.
     pub fn builds(&self) -> Vec<serde_json::Value> {
         let json = self.get_json("/api/v2/builds?property=*");
@@ -284,6 +339,14 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Writes `content` beside `path` and renames it over `path`.
+pub fn replace_file(path: &Path, content: impl AsRef<[u8]>) {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    std::fs::write(&temporary, content).expect("write the new file");
+    std::fs::rename(&temporary, path).expect("rename it into place");
 }
 
 /// Polls `probe` every 20 ms until it returns something, for at most 30 s.

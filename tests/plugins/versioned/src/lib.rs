@@ -1,0 +1,49 @@
+//! A dialect built in two versions (the `v2` feature) that differ only in
+//! their answer, for plugin upgrades by reload. `?sleep_ms=N` holds the
+//! request for N milliseconds, so a request can be in flight during an
+//! upgrade. Every request stores one change whose comment names the version.
+
+use std::time::Duration;
+
+use buildmaster_plugin_api::{
+    export_plugin, serde_json, Change, Dialect, HookError, HookOutcome, Host, Request, Response,
+};
+
+const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
+
+pub struct Versioned;
+
+impl Dialect for Versioned {
+    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+        Ok(Versioned)
+    }
+
+    fn handle(&self, request: &Request, _host: &Host<'_>) -> Result<HookOutcome, HookError> {
+        let args = request.args();
+        if let Some(ms) = args.first("sleep_ms") {
+            let ms = ms
+                .parse()
+                .map_err(|_| HookError::bad_request("sleep_ms must be a number"))?;
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let change = Change {
+            comments: Some(format!("stored by {VERSION}")),
+            ..Change::default()
+        };
+        Ok(HookOutcome {
+            changes: vec![change],
+            response: Some(Response {
+                status: 200,
+                content_type: "text/plain".into(),
+                body: format!("answered by {VERSION}").into_bytes(),
+            }),
+        })
+    }
+}
+
+export_plugin! {
+    name: "versioned",
+    version: "0.1.0",
+    dialects: { "versioned" => Versioned },
+    reporters: {},
+}
