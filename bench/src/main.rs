@@ -11,11 +11,18 @@
 //! cargo build --release --workspace
 //! target/release/buildmaster-bench base|github [SECONDS_PER_LEVEL] [CONNECTIONS...]
 //! target/release/buildmaster-bench builds [ROUNDS] [QUEUED] [WORKERS]
+//! target/release/buildmaster-bench reload [ROUNDS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
 //! three-commit push, signed with HMAC-SHA256 and carrying a fresh
 //! `X-GitHub-Delivery` id, as GitHub sends it (three changes per hook).
+//!
+//! `reload` measures reconfiguration: SIGHUP to the new generation being
+//! live (`/api/v2/reconfig`), ROUNDS times with a configuration change only
+//! and ROUNDS times with a plugin upgrade (a new version of the `base`
+//! plugin library each time), the memory each distinct plugin version
+//! costs, and the latency of hooks posted during a storm of 50 reloads.
 //!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
@@ -121,6 +128,10 @@ fn start_master(load: Load) -> Master {
 }
 
 fn start_with_config(config: &str) -> Master {
+    start_in(tempfile::tempdir().expect("basedir"), config)
+}
+
+fn start_in(basedir: tempfile::TempDir, config: &str) -> Master {
     let exe = std::env::current_exe().expect("own path");
     let binary: PathBuf = exe.with_file_name("buildmaster");
     assert!(
@@ -128,7 +139,6 @@ fn start_with_config(config: &str) -> Master {
         "build the workspace first: {} is missing",
         binary.display()
     );
-    let basedir = tempfile::tempdir().expect("basedir");
     std::fs::write(basedir.path().join("master.toml"), config).expect("config");
     let log_path = basedir.path().join("master.log");
     let child = Command::new(&binary)
@@ -470,12 +480,138 @@ async fn builds_bench(rounds: usize, queued: usize, workers: usize) {
     );
 }
 
+/// The master's current configuration generation.
+async fn generation(client: &reqwest::Client, addr: &str) -> u64 {
+    let text = client
+        .get(format!("http://{addr}/api/v2/reconfig"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .expect("api")
+        .text()
+        .await
+        .expect("api body");
+    let marker = "\"generation\":";
+    let start = text.find(marker).expect("generation") + marker.len();
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("generation")
+}
+
+/// Sends SIGHUP and waits until generation `after + 1` is live.
+async fn reload_once(master: &Master, client: &reqwest::Client, after: u64) -> Duration {
+    let started = Instant::now();
+    // SAFETY: signalling the master this benchmark started.
+    unsafe { libc::kill(master.child.id() as i32, libc::SIGHUP) };
+    let deadline = started + Duration::from_secs(30);
+    while generation(client, &master.addr).await <= after {
+        assert!(Instant::now() < deadline, "generation {} did not come", after + 1);
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    started.elapsed()
+}
+
+fn reload_config(title: &str) -> String {
+    format!(
+        "[master]\ntitle = \"{title}\"\nplugin_dirs = [\"plugins\"]\nreload_on_change = false\n\
+         [www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\nbase = true\n"
+    )
+}
+
+/// Writes a file the way `install` does: aside, then renamed into place.
+fn install(path: &std::path::Path, content: &[u8]) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, content).expect("write");
+    std::fs::rename(&temporary, path).expect("rename");
+}
+
+fn summary(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "median {:.2} ms, min {:.2} ms, max {:.2} ms",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    )
+}
+
+async fn reload_bench(rounds: usize) {
+    let exe = std::env::current_exe().expect("own path");
+    let plugin = std::fs::read(exe.with_file_name("libbuildmaster_dialect_base.so"))
+        .expect("the base plugin beside the benchmark: build the workspace first");
+    let basedir = tempfile::tempdir().expect("basedir");
+    std::fs::create_dir(basedir.path().join("plugins")).expect("plugins dir");
+    let library = basedir.path().join("plugins/libbuildmaster_dialect_base.so");
+    install(&library, &plugin);
+    let config_file = basedir.path().join("master.toml");
+    install(&config_file, reload_config("t0").as_bytes());
+    let master = start_in(basedir, &reload_config("t0"));
+    let client = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut live = generation(&client, &master.addr).await;
+    let mut config_only = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        install(&config_file, reload_config(&format!("c{round}")).as_bytes());
+        config_only.push(reload_once(&master, &client, live).await);
+        live += 1;
+    }
+    println!("SIGHUP -> new configuration live, config change only ({rounds}): {}", summary(config_only));
+    let before = (memory_kib(master.child.id(), "VmRSS"), memory_kib(master.child.id(), "RssAnon"));
+    let mut upgrades = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        // A distinct library each round: the same code with other trailing bytes.
+        let mut version = plugin.clone();
+        version.extend_from_slice(format!("version {round}").as_bytes());
+        install(&library, &version);
+        install(&config_file, reload_config(&format!("p{round}")).as_bytes());
+        upgrades.push(reload_once(&master, &client, live).await);
+        live += 1;
+    }
+    println!("SIGHUP -> new configuration live, with a plugin upgrade ({rounds}): {}", summary(upgrades));
+    let after = (memory_kib(master.child.id(), "VmRSS"), memory_kib(master.child.id(), "RssAnon"));
+    println!(
+        "memory per plugin version loaded: {:.0} KiB RSS, {:.0} KiB anonymous ({} versions)",
+        after.0.saturating_sub(before.0) as f64 / rounds as f64,
+        after.1.saturating_sub(before.1) as f64 / rounds as f64,
+        rounds
+    );
+    let storm = {
+        let addr = master.addr.clone();
+        tokio::spawn(async move { run_level(&addr, Load::Base, 4, Duration::from_secs(5)).await })
+    };
+    let started = Instant::now();
+    let mut reloads = 0;
+    while started.elapsed() < Duration::from_secs(4) && reloads < 50 {
+        install(&config_file, reload_config(&format!("s{reloads}")).as_bytes());
+        reload_once(&master, &client, live).await;
+        live += 1;
+        reloads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let level = storm.await.expect("load");
+    println!(
+        "hooks during {reloads} reloads (4 connections): {} answered, all 200; p50 {:.2} ms, p99 {:.2} ms",
+        level.requests,
+        level.p50.as_secs_f64() * 1e3,
+        level.p99.as_secs_f64() * 1e3
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let load = match args.next().as_deref() {
         Some("base") => Load::Base,
         Some("github") => Load::GitHub,
+        Some("reload") => {
+            let rounds = args.next().map_or(20, |s| s.parse().expect("rounds"));
+            reload_bench(rounds).await;
+            return;
+        }
         Some("builds") => {
             let mut number = |default: usize| {
                 args.next()
