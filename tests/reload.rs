@@ -194,6 +194,31 @@ fn a_bad_configuration_leaves_the_old_one_serving_and_says_why() {
 }
 
 #[test]
+fn an_incompatible_plugin_dropped_in_fails_the_reload_until_it_is_removed() {
+    let base = Basedir::new(
+        "[master]\nplugin_dirs = [\"plugins\", \"@builtin\"]\nreload_on_change = false\n\
+         [www.change_hook_dialects]\nbase = true\n",
+    );
+    std::fs::create_dir(base.path().join("plugins")).unwrap();
+    let master = base.start();
+    let dropped = master.basedir.path().join("plugins/libold.so");
+    replace_file(&dropped, std::fs::read(fixture("fixture_old_api")).unwrap());
+    let output = reconfig_cli(&master);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("libold.so"), "{stderr}");
+    assert!(stderr.contains("built against plugin API"), "{stderr}");
+    assert_eq!(
+        master.post_form("/change_hook/base", "comments=x").status,
+        200
+    );
+    std::fs::remove_file(&dropped).unwrap();
+    let output = reconfig_cli(&master);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(master.reconfig()["result"], "unchanged");
+}
+
+#[test]
 fn fifty_reloads_under_steady_load_fail_no_request_and_lose_no_change() {
     let rest = |title: &str, gitorious: bool| {
         config(&format!(
@@ -376,4 +401,41 @@ builder_names = ["b"]
     master.wait_for_build(2);
     let steps = master.get_json("/api/v2/builds/2/steps")["steps"].clone();
     assert_eq!(steps[1]["name"], "added");
+    // A removed builder finishes its running build and starts no other.
+    std::fs::remove_file(build_dir.join("go")).unwrap();
+    std::fs::remove_file(build_dir.join("started")).unwrap();
+    assert_eq!(
+        master.post_form("/change_hook/base", "branch=z").status,
+        200
+    );
+    wait_until("build 3 to start", || {
+        build_dir.join("started").exists().then_some(())
+    });
+    // Waits: the builder's one worker is busy with build 3.
+    assert_eq!(
+        master.post_form("/change_hook/base", "branch=v").status,
+        200
+    );
+    wait_until("the request for branch v", || {
+        let requests = master.get_json("/api/v2/buildrequests?complete=false");
+        (requests["meta"]["total"] == 2).then_some(())
+    });
+    let without_builder =
+        config("[master]\nreload_on_change = false\n[www.change_hook_dialects]\nbase = true\n");
+    replace_file(&master.basedir.path().join("master.toml"), without_builder);
+    let output = reconfig_cli(&master);
+    assert!(
+        text(&output.stdout).contains("builders +0 ~0 -1"),
+        "{}",
+        text(&output.stdout)
+    );
+    std::fs::write(build_dir.join("go"), "").unwrap();
+    assert_eq!(master.wait_for_build(3)["results"], 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(master.builds().len(), 3, "a removed builder starts nothing");
+    let pending = master.get_json("/api/v2/buildrequests?complete=false");
+    assert_eq!(
+        pending["meta"]["total"], 1,
+        "its request waits for it to come back"
+    );
 }

@@ -508,7 +508,11 @@ async fn reload_once(master: &Master, client: &reqwest::Client, after: u64) -> D
     unsafe { libc::kill(master.child.id() as i32, libc::SIGHUP) };
     let deadline = started + Duration::from_secs(30);
     while generation(client, &master.addr).await <= after {
-        assert!(Instant::now() < deadline, "generation {} did not come", after + 1);
+        assert!(
+            Instant::now() < deadline,
+            "generation {} did not come",
+            after + 1
+        );
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     started.elapsed()
@@ -545,7 +549,9 @@ async fn reload_bench(rounds: usize) {
         .expect("the base plugin beside the benchmark: build the workspace first");
     let basedir = tempfile::tempdir().expect("basedir");
     std::fs::create_dir(basedir.path().join("plugins")).expect("plugins dir");
-    let library = basedir.path().join("plugins/libbuildmaster_dialect_base.so");
+    let library = basedir
+        .path()
+        .join("plugins/libbuildmaster_dialect_base.so");
     install(&library, &plugin);
     let config_file = basedir.path().join("master.toml");
     install(&config_file, reload_config("t0").as_bytes());
@@ -559,8 +565,14 @@ async fn reload_bench(rounds: usize) {
         config_only.push(reload_once(&master, &client, live).await);
         live += 1;
     }
-    println!("SIGHUP -> new configuration live, config change only ({rounds}): {}", summary(config_only));
-    let before = (memory_kib(master.child.id(), "VmRSS"), memory_kib(master.child.id(), "RssAnon"));
+    println!(
+        "SIGHUP -> new configuration live, config change only ({rounds}): {}",
+        summary(config_only)
+    );
+    let before = (
+        memory_kib(master.child.id(), "VmRSS"),
+        memory_kib(master.child.id(), "RssAnon"),
+    );
     let mut upgrades = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // A distinct library each round: the same code with other trailing bytes.
@@ -571,8 +583,14 @@ async fn reload_bench(rounds: usize) {
         upgrades.push(reload_once(&master, &client, live).await);
         live += 1;
     }
-    println!("SIGHUP -> new configuration live, with a plugin upgrade ({rounds}): {}", summary(upgrades));
-    let after = (memory_kib(master.child.id(), "VmRSS"), memory_kib(master.child.id(), "RssAnon"));
+    println!(
+        "SIGHUP -> new configuration live, with a plugin upgrade ({rounds}): {}",
+        summary(upgrades)
+    );
+    let after = (
+        memory_kib(master.child.id(), "VmRSS"),
+        memory_kib(master.child.id(), "RssAnon"),
+    );
     println!(
         "memory per plugin version loaded: {:.0} KiB RSS, {:.0} KiB anonymous ({} versions)",
         after.0.saturating_sub(before.0) as f64 / rounds as f64,
@@ -586,7 +604,10 @@ async fn reload_bench(rounds: usize) {
     let started = Instant::now();
     let mut reloads = 0;
     while started.elapsed() < Duration::from_secs(4) && reloads < 50 {
-        install(&config_file, reload_config(&format!("s{reloads}")).as_bytes());
+        install(
+            &config_file,
+            reload_config(&format!("s{reloads}")).as_bytes(),
+        );
         reload_once(&master, &client, live).await;
         live += 1;
         reloads += 1;

@@ -113,4 +113,31 @@ mod tests {
         let second = tokio::time::timeout(QUIET * 3, received.recv()).await;
         assert!(second.is_err(), "one burst, one reload");
     }
+
+    #[tokio::test]
+    async fn a_kubernetes_data_link_swap_triggers_one_reload() {
+        use std::os::unix::fs::symlink;
+        // A ConfigMap volume: master.toml -> ..data/master.toml, ..data -> ..v1.
+        let dir = tempfile::tempdir().unwrap();
+        let version = |name: &str, text: &str| {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("master.toml"), text).unwrap();
+        };
+        version("..v1", "a");
+        symlink("..v1", dir.path().join("..data")).unwrap();
+        symlink("..data/master.toml", dir.path().join("master.toml")).unwrap();
+        let (triggers, mut received) = mpsc::unbounded_channel();
+        let _watch = start(&dir.path().join("master.toml"), &[], triggers).unwrap();
+        // The kubelet writes the new version aside and swaps the link by rename.
+        version("..v2", "b");
+        symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("..v1")).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), received.recv()).await;
+        assert_eq!(first.unwrap(), Some(Trigger::FileChange));
+        let second = tokio::time::timeout(QUIET * 3, received.recv()).await;
+        assert!(second.is_err(), "one swap, one reload");
+        let text = std::fs::read_to_string(dir.path().join("master.toml")).unwrap();
+        assert_eq!(text, "b");
+    }
 }
