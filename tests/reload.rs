@@ -25,6 +25,42 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn a_sighup_during_start_up_does_not_end_the_master() {
+    let base = Basedir::new("[www.change_hook_dialects]\nbase = true\n");
+    let log = std::fs::File::create(base.path().join("early.log")).unwrap();
+    let mut child = std::process::Command::new(buildmaster_e2e::binary())
+        .arg("start")
+        .arg(base.path())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // As soon as the master catches SIGHUP (bit 0 of SigCgt), which is
+    // before it reads its configuration, loads plugins or listens.
+    let status = format!("/proc/{}/status", child.id());
+    wait_until("the SIGHUP handler", || {
+        let text = std::fs::read_to_string(&status).ok()?;
+        let caught = text.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+        let mask = u64::from_str_radix(caught.trim(), 16).ok()?;
+        (mask & 1 == 1).then_some(())
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let log_path = base.path().join("early.log");
+    wait_until("the master to listen", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains(" listening on ").then_some(())
+    });
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    wait_until("the early SIGHUP's reload", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("reconfig (SIGHUP)").then_some(())
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn editing_master_toml_enables_and_disables_a_dialect_without_a_signal() {
     let base = Basedir::new("[www.change_hook_dialects]\nbase = true\n");
     let master = base.start();
@@ -68,7 +104,8 @@ fn editing_master_toml_enables_and_disables_a_dialect_without_a_signal() {
 fn a_save_that_changes_nothing_is_a_no_op_and_reconfig_says_so() {
     let master = Master::start("[www.change_hook_dialects]\nbase = true\n");
     let file = master.basedir.path().join("master.toml");
-    let same = std::fs::read(&file).unwrap();
+    // The same settings, with a comment that moves every line down.
+    let same = format!("# comment\n{}", std::fs::read_to_string(&file).unwrap());
     replace_file(&file, &same);
     let status = wait_until("the reload of an identical file", || {
         let status = master.reconfig();

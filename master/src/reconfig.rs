@@ -397,8 +397,14 @@ fn worker_dir(basedir: &Path, name: &str) -> Result<PathBuf, String> {
 /// `change_hook_auth` passwords are compared apart) and the content hashes of
 /// its plugin libraries. Only ever compared, never shown.
 fn fingerprint(config: &Config, registry: &Registry) -> String {
+    // Where a table starts only serves messages: an edit that moves lines
+    // without changing a setting is no change.
+    let mut settings = config.clone();
+    for dialect in &mut settings.www.dialects {
+        dialect.location.clear();
+    }
     let mut hasher = blake3::Hasher::new();
-    hasher.update(format!("{config:?}").as_bytes());
+    hasher.update(format!("{settings:?}").as_bytes());
     let mut hashes: Vec<&str> = registry.libraries.iter().map(|l| l.hash.as_str()).collect();
     hashes.sort_unstable();
     for hash in hashes {

@@ -1092,3 +1092,113 @@ mod tests {
         assert!(db.classified_changes("n").await.unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod reconfiguration_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::changes::NewChange;
+    use crate::config::Config;
+    use crate::db::Resource;
+    use serde_json::json;
+
+    fn schedulers_of(toml: &str) -> Vec<SchedulerConfig> {
+        let text = format!(
+            "[[workers]]\ntype = \"local\"\nname = \"w\"\n\
+             [[builders]]\nname = \"b\"\nworkernames = [\"w\"]\n{toml}"
+        );
+        Config::parse(Path::new("m.toml"), &text)
+            .unwrap()
+            .schedulers
+    }
+
+    fn main_scheduler(filter: &str, timer: &str) -> String {
+        format!(
+            "[[schedulers]]\ntype = \"single_branch\"\nname = \"main\"\nbuilder_names = [\"b\"]\n\
+             change_filter = {filter}\n{timer}\n"
+        )
+    }
+
+    async fn waiting(db: &Db) -> Vec<String> {
+        let ids: Vec<i64> = db
+            .classified_changes("main")
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.changeid)
+            .collect();
+        let changes = db.changes(changes_in(&ids)).await.unwrap().changes;
+        changes.iter().filter_map(|c| c.branch.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_changed_filter_keeps_only_the_waiting_changes_it_still_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let bus = Bus::new();
+        db.announce_changes_to(bus.clone());
+        let ids = db
+            .sync_builders(vec![("b".into(), None, vec![])])
+            .await
+            .unwrap();
+        let builders: BTreeMap<String, (i64, bool)> = [("b".to_owned(), (ids["b"], false))].into();
+        let wide = main_scheduler(
+            "{ branch = [\"main\", \"dev\"] }",
+            "tree_stable_timer = 600",
+        );
+        let schedulers = Schedulers::start(db.clone(), bus, schedulers_of(&wide), builders.clone())
+            .await
+            .unwrap();
+        for branch in ["main", "dev"] {
+            let change: NewChange = serde_json::from_value(json!({"branch": branch})).unwrap();
+            db.add_changes(vec![change]).await.unwrap();
+        }
+        for _ in 0..250 {
+            if waiting(&db).await.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting(&db).await, ["main", "dev"]);
+
+        // Unchanged: nothing moves.
+        let counts = schedulers
+            .apply(schedulers_of(&wide), builders.clone())
+            .await
+            .unwrap();
+        assert_eq!(counts, (0, 0, 0));
+        assert_eq!(waiting(&db).await, ["main", "dev"]);
+
+        // A narrower filter drops what it no longer accepts; the timer stays.
+        let narrow = main_scheduler("{ branch = \"main\" }", "tree_stable_timer = 600");
+        let counts = schedulers
+            .apply(schedulers_of(&narrow), builders.clone())
+            .await
+            .unwrap();
+        assert_eq!(counts, (0, 1, 0));
+        assert_eq!(waiting(&db).await, ["main"]);
+        assert_eq!(schedulers.shared.timers.lock().await.len(), 1);
+        assert!(db
+            .rest_rows(Resource::Buildsets, None)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Without a timer there is nothing to wait for: it builds now.
+        let immediate = main_scheduler("{ branch = \"main\" }", "");
+        schedulers
+            .apply(schedulers_of(&immediate), builders.clone())
+            .await
+            .unwrap();
+        assert!(waiting(&db).await.is_empty());
+        assert!(schedulers.shared.timers.lock().await.is_empty());
+        let buildsets = db.rest_rows(Resource::Buildsets, None).await.unwrap();
+        assert_eq!(buildsets.len(), 1);
+
+        // Removed: its state is forgotten, so it would start afresh.
+        let counts = schedulers.apply(Vec::new(), builders).await.unwrap();
+        assert_eq!(counts, (0, 0, 1));
+        assert!(db.scheduler_state("main").await.unwrap().is_empty());
+    }
+}
