@@ -221,14 +221,22 @@ async fn stored_total(client: &reqwest::Client, addr: &str) -> u64 {
         .text()
         .await
         .expect("api body");
-    let marker = "\"total\":";
-    let start = text.find(marker).expect("meta.total") + marker.len();
+    number_after(&text, "total")
+}
+
+/// The unsigned number of the first `"key":` in a compact JSON answer.
+fn number_after(text: &str, key: &str) -> u64 {
+    let marker = format!("\"{key}\":");
+    let start = text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {key}: {text}"))
+        + marker.len();
     text[start..]
         .chars()
         .take_while(char::is_ascii_digit)
         .collect::<String>()
         .parse()
-        .expect("total")
+        .unwrap_or_else(|_| panic!("{key} is not a number: {text}"))
 }
 
 struct Level {
@@ -491,14 +499,7 @@ async fn generation(client: &reqwest::Client, addr: &str) -> u64 {
         .text()
         .await
         .expect("api body");
-    let marker = "\"generation\":";
-    let start = text.find(marker).expect("generation") + marker.len();
-    text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("generation")
+    number_after(&text, "generation")
 }
 
 /// Sends SIGHUP and waits until generation `after + 1` is live.

@@ -308,21 +308,13 @@ fn start_daemon(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn stop(dir: &Path) -> anyhow::Result<()> {
-    let pid_file = dir.join(server::PID_FILE);
-    let Some(pid) = server::read_pid(&pid_file) else {
-        bail!(
-            "no master is running in {} (no {})",
-            dir.display(),
-            pid_file.display()
-        );
-    };
-    if !server::process_alive(pid) {
-        let _ = std::fs::remove_file(&pid_file);
-        bail!(
-            "no master is running in {} (stale pid {pid} removed)",
-            dir.display()
-        );
-    }
+    let pid = running_pid(dir).inspect_err(|_| {
+        // A stale pid file is of no use to anyone.
+        let pid_file = dir.join(server::PID_FILE);
+        if server::read_pid(&pid_file).is_some_and(|pid| !server::process_alive(pid)) {
+            let _ = std::fs::remove_file(&pid_file);
+        }
+    })?;
     // SAFETY: sending SIGTERM to a pid read from our own pid file.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
         bail!(

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::api::Engine;
 use crate::config::{Config, WorkerConfig};
+use crate::db::Db;
 use crate::plugins::Loader;
 use crate::registry::{self, DialectSlot, Registry};
 use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
@@ -261,28 +262,9 @@ impl Reconfigurer {
             None
         };
         let engine = &self.live.engine;
-        let worker_ids = engine
-            .db
-            .sync_workers(
-                config
-                    .workers
-                    .iter()
-                    .map(|w| (w.name.clone(), Value::Object(w.properties.clone())))
-                    .collect(),
-            )
+        let (worker_ids, builder_ids) = record_engine(&engine.db, &config)
             .await
-            .map_err(|e| vec![format!("cannot record the workers: {e}")])?;
-        let builder_ids = engine
-            .db
-            .sync_builders(
-                config
-                    .builders
-                    .iter()
-                    .map(|b| (b.name.clone(), b.description.clone(), b.tags.clone()))
-                    .collect(),
-            )
-            .await
-            .map_err(|e| vec![format!("cannot record the builders: {e}")])?;
+            .map_err(|e| vec![e])?;
         let workers = worker_pool(
             &config.basedir,
             &config.workers,
@@ -354,6 +336,33 @@ impl Reconfigurer {
         self.configs.send_replace(Arc::clone(new));
         Ok(changes)
     }
+}
+
+/// Gives every configured worker and builder its database row (they keep
+/// their ids across restarts and reloads) and returns the ids by name.
+pub async fn record_engine(
+    db: &Db,
+    config: &Config,
+) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>), String> {
+    let workers = config
+        .workers
+        .iter()
+        .map(|w| (w.name.clone(), Value::Object(w.properties.clone())))
+        .collect();
+    let worker_ids = db
+        .sync_workers(workers)
+        .await
+        .map_err(|e| format!("cannot record the workers: {e}"))?;
+    let builders = config
+        .builders
+        .iter()
+        .map(|b| (b.name.clone(), b.description.clone(), b.tags.clone()))
+        .collect();
+    let builder_ids = db
+        .sync_builders(builders)
+        .await
+        .map_err(|e| format!("cannot record the builders: {e}"))?;
+    Ok((worker_ids, builder_ids))
 }
 
 /// The workers of a configuration, keeping the slot (and so the count of

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use serde_json::Value;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -190,26 +189,9 @@ async fn start_engine(
             recovered.requests.len()
         );
     }
-    let worker_ids = db
-        .sync_workers(
-            config
-                .workers
-                .iter()
-                .map(|w| (w.name.clone(), Value::Object(w.properties.clone())))
-                .collect(),
-        )
+    let (worker_ids, builder_ids) = reconfig::record_engine(db, config)
         .await
-        .context("cannot record the workers")?;
-    let builder_ids = db
-        .sync_builders(
-            config
-                .builders
-                .iter()
-                .map(|b| (b.name.clone(), b.description.clone(), b.tags.clone()))
-                .collect(),
-        )
-        .await
-        .context("cannot record the builders")?;
+        .map_err(anyhow::Error::msg)?;
     let pool = reconfig::worker_pool(&config.basedir, &config.workers, &worker_ids, None)
         .map_err(anyhow::Error::msg)?;
     for worker in pool.iter() {

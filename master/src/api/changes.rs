@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use super::query::grouped;
 use crate::changes::FIELDS;
 use crate::db::{ChangeQuery, Column, Db, Filter, Operand, Operator, Order};
 
@@ -152,18 +153,6 @@ fn parse(query: &[(String, String)]) -> Result<Spec, Failure> {
         }
     }
     Ok(spec)
-}
-
-/// The query pairs grouped by name, in the order the names first appear.
-fn grouped(query: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
-    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (name, value) in query {
-        match groups.iter_mut().find(|(seen, _)| seen == name) {
-            Some((_, values)) => values.push(value),
-            None => groups.push((name, vec![value])),
-        }
-    }
-    groups
 }
 
 /// A filter parameter: `field=value` means equality; `in` and `notin` also take

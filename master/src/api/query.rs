@@ -239,7 +239,7 @@ impl Query {
 
 /// The query pairs grouped by name, in the order the names first appear;
 /// every group has at least one value.
-fn grouped(pairs: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+pub(super) fn grouped(pairs: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     for (name, value) in pairs {
         match groups.iter_mut().find(|(seen, _)| seen == name) {
