@@ -22,7 +22,8 @@
 //! live (`/api/v2/reconfig`), ROUNDS times with a configuration change only
 //! and ROUNDS times with a plugin upgrade (a new version of the `base`
 //! plugin library each time), the memory each distinct plugin version
-//! costs, and the latency of hooks posted during a storm of 50 reloads.
+//! costs, the latency of hooks posted during a storm of 50 reloads, and
+//! ROUNDS saves picked up by the file watch alone.
 //!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
@@ -520,8 +521,12 @@ async fn reload_once(master: &Master, client: &reqwest::Client, after: u64) -> D
 }
 
 fn reload_config(title: &str) -> String {
+    watched_config(title, false)
+}
+
+fn watched_config(title: &str, watch: bool) -> String {
     format!(
-        "[master]\ntitle = \"{title}\"\nplugin_dirs = [\"plugins\"]\nreload_on_change = false\n\
+        "[master]\ntitle = \"{title}\"\nplugin_dirs = [\"plugins\"]\nreload_on_change = {watch}\n\
          [www]\nport = \"127.0.0.1:0\"\n[www.change_hook_dialects]\nbase = true\n"
     )
 }
@@ -620,6 +625,36 @@ async fn reload_bench(rounds: usize) {
         level.requests,
         level.p50.as_secs_f64() * 1e3,
         level.p99.as_secs_f64() * 1e3
+    );
+    // With the file watch on, a save alone reloads.
+    install(&config_file, watched_config("w", true).as_bytes());
+    reload_once(&master, &client, live).await;
+    live += 1;
+    // The watch starts just after the generation that asks for it is live.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut saves = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let started = Instant::now();
+        install(
+            &config_file,
+            watched_config(&format!("w{round}"), true).as_bytes(),
+        );
+        let deadline = started + Duration::from_secs(30);
+        while generation(&client, &master.addr).await <= live {
+            assert!(
+                Instant::now() < deadline,
+                "the save was not picked up; the master's log:\n{}",
+                std::fs::read_to_string(master._basedir.path().join("master.log"))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        saves.push(started.elapsed());
+        live += 1;
+    }
+    println!(
+        "save by rename -> new configuration live through the file watch ({rounds}): {}",
+        summary(saves)
     );
 }
 
