@@ -11,6 +11,8 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::db::Operator;
+
 /// The type of a resource field, which decides how query values parse and compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
@@ -32,45 +34,14 @@ pub struct Query {
     offset: u64,
 }
 
-/// How a filter compares a field with its values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operator {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Contains,
-    In,
-    NotIn,
-}
-
-impl Operator {
-    fn from_name(name: &str) -> Option<Operator> {
-        Some(match name {
-            "eq" => Operator::Eq,
-            "ne" => Operator::Ne,
-            "lt" => Operator::Lt,
-            "le" => Operator::Le,
-            "gt" => Operator::Gt,
-            "ge" => Operator::Ge,
-            "contains" => Operator::Contains,
-            "in" => Operator::In,
-            "notin" => Operator::NotIn,
-            _ => return None,
-        })
-    }
-
-    /// Whether a row comparing as `ordering` to a value passes an ordering operator.
-    fn accepts(self, ordering: Ordering) -> bool {
-        match self {
-            Operator::Lt => ordering.is_lt(),
-            Operator::Le => ordering.is_le(),
-            Operator::Gt => ordering.is_gt(),
-            Operator::Ge => ordering.is_ge(),
-            _ => false,
-        }
+/// Whether a row comparing as `ordering` to a value passes an ordering operator.
+fn accepts(operator: Operator, ordering: Ordering) -> bool {
+    match operator {
+        Operator::Lt => ordering.is_lt(),
+        Operator::Le => ordering.is_le(),
+        Operator::Gt => ordering.is_gt(),
+        Operator::Ge => ordering.is_ge(),
+        _ => false,
     }
 }
 
@@ -141,7 +112,7 @@ impl Filter {
                     self.values.iter().all(|bound| {
                         value
                             .compare(bound)
-                            .is_some_and(|ordering| self.operator.accepts(ordering))
+                            .is_some_and(|ordering| accepts(self.operator, ordering))
                     })
                 })
             }
