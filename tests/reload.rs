@@ -461,11 +461,12 @@ builder_names = ["b"]
         config("[master]\nreload_on_change = false\n[www.change_hook_dialects]\nbase = true\n");
     replace_file(&master.basedir.path().join("master.toml"), without_builder);
     let output = reconfig_cli(&master);
-    assert!(
-        text(&output.stdout).contains("builders +0 ~0 -1"),
-        "{}",
-        text(&output.stdout)
-    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("builders +0 ~0 -1"), "{stdout}");
+    assert!(stdout.contains("workers +0 ~0 -1"), "{stdout}");
+    wait_until("the removed worker to be announced", || {
+        master.log().contains("worker w is missing").then_some(())
+    });
     std::fs::write(build_dir.join("go"), "").unwrap();
     assert_eq!(master.wait_for_build(3)["results"], 0);
     std::thread::sleep(Duration::from_millis(300));

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Engine;
 use crate::config::{Config, WorkerConfig};
@@ -34,6 +35,7 @@ use crate::plugins::Loader;
 use crate::registry::{self, DialectSlot, Registry};
 use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
 use crate::www::AppState;
+use watch::FileWatch;
 
 /// The status file inside a basedir.
 pub const STATUS_FILE: &str = "reconfig.json";
@@ -116,6 +118,10 @@ pub struct Reconfigurer {
     fingerprint: String,
     status: Arc<SharedStatus>,
     configs: tokio::sync::watch::Sender<Arc<Config>>,
+    /// Where the file watch sends its triggers.
+    triggers: UnboundedSender<Trigger>,
+    /// The file watch, when the configuration asks for one.
+    watch: Option<FileWatch>,
 }
 
 /// A configuration built to one side, ready to be applied.
@@ -129,17 +135,25 @@ struct Prepared {
 }
 
 impl Reconfigurer {
-    pub fn new(live: Live, config: Config, status: Arc<SharedStatus>) -> Reconfigurer {
+    pub fn new(
+        live: Live,
+        config: Config,
+        status: Arc<SharedStatus>,
+        triggers: UnboundedSender<Trigger>,
+    ) -> Reconfigurer {
         let fingerprint = fingerprint(&config, &live.state.registry.load());
         let config = Arc::new(config);
         let (configs, _) = tokio::sync::watch::channel(Arc::clone(&config));
-        let reconfigurer = Reconfigurer {
+        let mut reconfigurer = Reconfigurer {
             live,
             config,
             fingerprint,
             status,
             configs,
+            triggers,
+            watch: None,
         };
+        reconfigurer.update_watch();
         reconfigurer.record(Status {
             generation: 1,
             result: "started".into(),
@@ -154,8 +168,31 @@ impl Reconfigurer {
         self.configs.subscribe()
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    /// Starts, stops or moves the file watch to match the configuration.
+    /// The new watch starts before the old one stops, so no change between
+    /// them goes unseen.
+    fn update_watch(&mut self) {
+        let config = &self.config;
+        if !config.reload_on_change {
+            self.watch = None;
+            return;
+        }
+        let dirs: Vec<PathBuf> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
+        let existing: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        let same = self
+            .watch
+            .as_ref()
+            .is_some_and(|watch| watch.dirs[1..] == existing[..]);
+        if same {
+            return;
+        }
+        match watch::start(&config.file, &dirs, self.triggers.clone()) {
+            Ok(watch) => self.watch = Some(watch),
+            Err(error) => {
+                tracing::warn!("cannot watch the configuration for changes: {error}");
+                self.watch = None;
+            }
+        }
     }
 
     /// The HTTP server, for the final drain at shutdown.
@@ -333,6 +370,7 @@ impl Reconfigurer {
         }
         self.config = Arc::clone(new);
         self.fingerprint = prepared.fingerprint;
+        self.update_watch();
         self.configs.send_replace(Arc::clone(new));
         Ok(changes)
     }

@@ -21,7 +21,6 @@ use crate::db::Db;
 use crate::events::{self, Bus, Event};
 use crate::host::HostServices;
 use crate::plugins::Loader;
-use crate::reconfig::watch::FileWatch;
 use crate::reconfig::{self, Live, Reconfigurer, SharedStatus, Trigger};
 use crate::registry;
 use crate::schedulers::Schedulers;
@@ -226,22 +225,6 @@ async fn start_engine(
     })
 }
 
-/// Watches the files of `config` when it asks for that; a failure to watch
-/// is logged and leaves the signal and `buildmaster reconfig`.
-fn watch_files(config: &Config, triggers: &mpsc::UnboundedSender<Trigger>) -> Option<FileWatch> {
-    if !config.reload_on_change {
-        return None;
-    }
-    let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
-    match reconfig::watch::start(&config.file, &dirs, triggers.clone()) {
-        Ok(watch) => Some(watch),
-        Err(error) => {
-            tracing::warn!("cannot watch the configuration for changes: {error}");
-            None
-        }
-    }
-}
-
 /// Runs the master of `config` in the foreground until SIGTERM or SIGINT,
 /// reloading its configuration on SIGHUP and when its files change.
 pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
@@ -287,14 +270,13 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
     tracing::info!("{} listening on http://{}/", config.title, server.address);
 
     let (triggers, mut triggered) = mpsc::unbounded_channel();
-    let mut watch = watch_files(&config, &triggers);
     let live = Live {
         state,
         engine: engine.clone(),
         loader,
         server,
     };
-    let mut reconfigurer = Reconfigurer::new(live, config, status);
+    let mut reconfigurer = Reconfigurer::new(live, config, status, triggers);
     tokio::spawn(follow_change_sources(
         Arc::clone(&change_sources),
         reconfigurer.subscribe(),
@@ -307,14 +289,6 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
             Some(trigger) = triggered.recv() => trigger,
         };
         reconfigurer.reload(trigger).await;
-        // A new set of plugin directories needs a new watch.
-        let config = reconfigurer.config();
-        let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
-        let watched = watch.as_ref().map(|w| &w.dirs[1..]);
-        let current: Vec<_> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
-        if config.reload_on_change != watch.is_some() || watched.is_some_and(|w| w != current) {
-            watch = watch_files(config, &triggers);
-        }
     };
     tracing::info!("{signal_name} received: finishing the requests in flight");
     change_sources.stop().await;

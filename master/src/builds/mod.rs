@@ -98,15 +98,30 @@ impl Botmaster {
     /// Makes `builders` the configured builders: new ones start, removed ones
     /// retire (their running builds finish), changed ones apply their new
     /// settings to the builds they start from now on. `workers`, when given,
-    /// replaces the worker pool. Returns how many were added, changed and
-    /// removed.
+    /// replaces the worker pool; workers that come or go are announced.
+    /// Returns how many builders were added, changed and removed.
     pub fn apply(
         &self,
         builders: Vec<(i64, BuilderConfig)>,
         workers: Option<WorkerPool>,
     ) -> (usize, usize, usize) {
         if let Some(workers) = workers {
-            self.shared.workers.store(Arc::new(workers));
+            let before = self.shared.workers.swap(Arc::new(workers));
+            let after = self.shared.workers.load();
+            let names = |pool: &WorkerPool| -> Vec<String> {
+                pool.iter()
+                    .map(|slot| slot.worker.name().to_owned())
+                    .collect()
+            };
+            let (before, after) = (names(&before), names(&after));
+            for name in after.iter().filter(|n| !before.contains(n)) {
+                self.shared
+                    .bus
+                    .send(Event::WorkerConnected { name: name.clone() });
+            }
+            for name in before.into_iter().filter(|n| !after.contains(n)) {
+                self.shared.bus.send(Event::WorkerMissing { name });
+            }
         }
         let mut current = self.write_builders();
         let wanted: BTreeMap<i64, BuilderConfig> = builders.into_iter().collect();
