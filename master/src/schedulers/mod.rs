@@ -85,6 +85,9 @@ struct Shared {
     set: RwLock<Arc<SchedulerSet>>,
     /// The task of each nightly scheduler, by name.
     nightly: std::sync::Mutex<BTreeMap<String, JoinHandle<()>>>,
+    /// The last change each change-driven scheduler has seen, as stored, so
+    /// a pass over new changes needs no read of the schedulers' state.
+    cursors: std::sync::Mutex<BTreeMap<String, i64>>,
     /// Tree-stable timers: when each fires.
     timers: Mutex<BTreeMap<TimerKey, Instant>>,
     timers_changed: Notify,
@@ -116,6 +119,7 @@ impl Schedulers {
                     builders,
                 })),
                 nightly: std::sync::Mutex::new(BTreeMap::new()),
+                cursors: std::sync::Mutex::new(BTreeMap::new()),
                 timers: Mutex::new(BTreeMap::new()),
                 timers_changed: Notify::new(),
                 writing: Mutex::new(()),
@@ -180,25 +184,44 @@ impl Schedulers {
         let db = &self.shared.db;
         let last = db.last_changeid().await?;
         let mut write = SchedulerWrite::default();
+        let mut cursors = BTreeMap::new();
         for scheduler in self.set().change_driven() {
             let state = db.scheduler_state(&scheduler.name).await?;
-            if !state.contains_key("last_changeid") {
-                write.state.push((
-                    scheduler.name.clone(),
-                    "last_changeid".into(),
-                    Value::from(last),
-                ));
-            }
+            let cursor = match state.get("last_changeid").and_then(Value::as_i64) {
+                Some(cursor) => cursor,
+                None => {
+                    write.state.push((
+                        scheduler.name.clone(),
+                        "last_changeid".into(),
+                        Value::from(last),
+                    ));
+                    last
+                }
+            };
+            cursors.insert(scheduler.name, cursor);
         }
         if !write.state.is_empty() {
             db.scheduler_write(write).await?;
         }
+        *self.lock_cursors() = cursors;
         Ok(())
+    }
+
+    /// The last change each change-driven scheduler has seen, as stored.
+    fn cursors(&self) -> BTreeMap<String, i64> {
+        self.lock_cursors().clone()
+    }
+
+    fn lock_cursors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
+        self.shared
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Re-arms the tree-stable timers of the changes stored as waiting.
     async fn rearm_timers(&self) -> Result<(), Error> {
-        let mut timers = self.shared.timers.lock().await;
+        let mut timers = Vec::new();
         for scheduler in self.set().schedulers.iter() {
             let Some(delay) = tree_stable_timer(scheduler) else {
                 continue;
@@ -211,9 +234,10 @@ impl Schedulers {
                     change.project,
                     change.codebase,
                 );
-                timers.insert(key, Instant::now() + delay);
+                timers.push((key, Instant::now() + delay));
             }
         }
+        self.shared.timers.lock().await.extend(timers);
         self.shared.timers_changed.notify_one();
         Ok(())
     }
@@ -249,17 +273,13 @@ impl Schedulers {
         if schedulers.is_empty() {
             return Ok(());
         }
-        let mut cursors = BTreeMap::new();
-        for scheduler in &schedulers {
-            let state = db.scheduler_state(&scheduler.name).await?;
-            let cursor = state
-                .get("last_changeid")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            cursors.insert(scheduler.name.clone(), cursor);
-        }
+        let mut cursors = self.cursors();
         loop {
-            let from = cursors.values().copied().min().unwrap_or(0);
+            let from = schedulers
+                .iter()
+                .filter_map(|s| cursors.get(&s.name).copied())
+                .min()
+                .unwrap_or(0);
             let page = db.changes(changes_after(from)).await?;
             let Some(last) = page.changes.last().map(|c| c.changeid) else {
                 return Ok(());
@@ -267,7 +287,7 @@ impl Schedulers {
             let mut write = SchedulerWrite::default();
             let mut timers = Vec::new();
             for scheduler in &schedulers {
-                let cursor = cursors[&scheduler.name];
+                let cursor = cursors.get(&scheduler.name).copied().unwrap_or(last);
                 for change in page.changes.iter().filter(|c| c.changeid > cursor) {
                     self.offer(&set, scheduler, change, &mut write, &mut timers);
                 }
@@ -280,6 +300,7 @@ impl Schedulers {
             }
             let added = db.scheduler_write(write).await?;
             self.announce(&added);
+            *self.lock_cursors() = cursors.clone();
             let mut armed = self.shared.timers.lock().await;
             for (key, delay) in timers {
                 armed.insert(key, Instant::now() + delay);
@@ -540,17 +561,19 @@ impl Schedulers {
             schedulers: Arc::new(schedulers),
             builders,
         });
+        // Worked on aside and installed only once the state is stored.
+        let mut timers = self.shared.timers.lock().await.clone();
+        let mut cursors = self.cursors();
         let mut write = SchedulerWrite::default();
-        let mut timers = self.shared.timers.lock().await;
         let (mut added, mut changed, mut removed) = (0, 0, 0);
-        let mut restart_nightly = Vec::new();
+        let mut restart = Vec::new();
+        let last = db.last_changeid().await?;
         for scheduler in old.schedulers.iter() {
             match new.find(&scheduler.name) {
                 Some(same) if same.source == scheduler.source => {}
                 Some(replacement) => {
                     changed += 1;
-                    self.stop_nightly(&scheduler.name);
-                    restart_nightly.push(replacement.name.clone());
+                    restart.push(replacement.name.clone());
                     if matches!(replacement.kind, SchedulerKind::Nightly(_)) {
                         // The next run comes from the new timetable.
                         write.state.push((
@@ -564,20 +587,23 @@ impl Schedulers {
                 }
                 None => {
                     removed += 1;
-                    self.stop_nightly(&scheduler.name);
+                    restart.push(scheduler.name.clone());
                     timers.retain(|key, _| key.0 != scheduler.name);
+                    cursors.remove(&scheduler.name);
                     write.forget.push(scheduler.name.clone());
                 }
             }
         }
-        let last = db.last_changeid().await?;
         for scheduler in new.schedulers.iter() {
-            if old.find(&scheduler.name).is_some() {
-                continue;
+            if old.find(&scheduler.name).is_none() {
+                added += 1;
+                restart.push(scheduler.name.clone());
             }
-            added += 1;
-            restart_nightly.push(scheduler.name.clone());
-            if is_change_driven(scheduler) {
+            if !is_change_driven(scheduler) {
+                cursors.remove(&scheduler.name);
+            } else if !cursors.contains_key(&scheduler.name) {
+                // A scheduler that starts looking at changes starts after the newest.
+                cursors.insert(scheduler.name.clone(), last);
                 write.state.push((
                     scheduler.name.clone(),
                     "last_changeid".into(),
@@ -585,7 +611,6 @@ impl Schedulers {
                 ));
             }
         }
-        drop(timers);
         let stored = db.scheduler_write(write).await?;
         self.announce(&stored);
         *self
@@ -593,7 +618,10 @@ impl Schedulers {
             .set
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
-        for name in restart_nightly {
+        *self.shared.timers.lock().await = timers;
+        *self.lock_cursors() = cursors;
+        for name in restart {
+            self.stop_nightly(&name);
             if let Some(scheduler) = new.find(&name) {
                 self.spawn_nightly(scheduler);
             }
@@ -1195,6 +1223,25 @@ mod reconfiguration_tests {
         assert!(schedulers.shared.timers.lock().await.is_empty());
         let buildsets = db.rest_rows(Resource::Buildsets, None).await.unwrap();
         assert_eq!(buildsets.len(), 1);
+
+        // Turned into a force scheduler, it stops looking at changes, and a
+        // pass over new ones neither waits for it nor builds for it.
+        let force = "[[schedulers]]\ntype = \"force\"\nname = \"main\"\nbuilder_names = [\"b\"]\n";
+        let counts = schedulers
+            .apply(schedulers_of(force), builders.clone())
+            .await
+            .unwrap();
+        assert_eq!(counts, (0, 1, 0));
+        let change: NewChange = serde_json::from_value(json!({"branch": "main"})).unwrap();
+        db.add_changes(vec![change]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), schedulers.process_changes())
+            .await
+            .expect("the pass ends")
+            .unwrap();
+        assert_eq!(
+            db.rest_rows(Resource::Buildsets, None).await.unwrap().len(),
+            1
+        );
 
         // Removed: its state is forgotten, so it would start afresh.
         let counts = schedulers.apply(Vec::new(), builders).await.unwrap();
