@@ -181,13 +181,19 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident and anonymous memory in KiB.
+fn resident(pid: u32) -> (u64, u64) {
+    (memory_kib(pid, "VmRSS"), memory_kib(pid, "RssAnon"))
+}
+
 /// Resident memory, and the part of it that is the process's own (heap and
 /// stacks) rather than shared, clean pages of the executable and libraries.
 fn memory(pid: u32) -> String {
+    let (rss, anonymous) = resident(pid);
     format!(
         "{:.1} MiB RSS, of which {:.1} MiB anonymous",
-        memory_kib(pid, "VmRSS") as f64 / 1024.0,
-        memory_kib(pid, "RssAnon") as f64 / 1024.0
+        rss as f64 / 1024.0,
+        anonymous as f64 / 1024.0
     )
 }
 
@@ -575,10 +581,7 @@ async fn reload_bench(rounds: usize) {
         "SIGHUP -> new configuration live, config change only ({rounds}): {}",
         summary(config_only)
     );
-    let before = (
-        memory_kib(master.child.id(), "VmRSS"),
-        memory_kib(master.child.id(), "RssAnon"),
-    );
+    let before = resident(master.child.id());
     let mut upgrades = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // A distinct library each round: the same code with other trailing bytes.
@@ -593,10 +596,7 @@ async fn reload_bench(rounds: usize) {
         "SIGHUP -> new configuration live, with a plugin upgrade ({rounds}): {}",
         summary(upgrades)
     );
-    let after = (
-        memory_kib(master.child.id(), "VmRSS"),
-        memory_kib(master.child.id(), "RssAnon"),
-    );
+    let after = resident(master.child.id());
     println!(
         "memory per plugin version loaded: {:.0} KiB RSS, {:.0} KiB anonymous ({} versions)",
         after.0.saturating_sub(before.0) as f64 / rounds as f64,

@@ -236,6 +236,7 @@ fn select(mut change: Value, fields: Option<&[String]>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::query::pairs;
     use super::*;
     use crate::changes::NewChange;
 
@@ -264,17 +265,6 @@ mod tests {
     fn epoch_now() -> i64 {
         let elapsed = std::time::UNIX_EPOCH.elapsed().unwrap();
         i64::try_from(elapsed.as_secs()).unwrap()
-    }
-
-    fn pairs(query: &str) -> Vec<(String, String)> {
-        query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (name.to_owned(), value.to_owned())
-            })
-            .collect()
     }
 
     async fn get(db: &Db, id: Option<&str>, query: &str) -> (u16, Value) {

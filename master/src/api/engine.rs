@@ -181,87 +181,21 @@ impl Engine {
     }
 
     async fn listing(&self, path: &[&str]) -> Option<Result<Listing, Failure>> {
+        use Resource::{BuildRequests, Builders, Builds, Buildsets, Logs, Steps};
         Some(match path {
-            ["builders"] => self.rows("builders", Resource::Builders, None, None).await,
-            ["builders", id] => match self.builder_id(id).await {
-                Ok(builderid) => {
-                    let scope = scope("id", builderid);
-                    self.rows("builders", Resource::Builders, scope, Some(id))
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["builders", id, "builds"] => match self.builder_id(id).await {
-                Ok(builderid) => {
-                    let scope = scope("builderid", builderid);
-                    self.rows("builds", Resource::Builds, scope, None).await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["builds"] => self.rows("builds", Resource::Builds, None, None).await,
-            ["builds", id] => match integer(id, "build") {
-                Ok(buildid) => {
-                    self.rows("builds", Resource::Builds, scope("id", buildid), Some(id))
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["builds", id, "steps"] => match integer(id, "build") {
-                Ok(buildid) => {
-                    self.rows("steps", Resource::Steps, scope("buildid", buildid), None)
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["steps", id] => match integer(id, "step") {
-                Ok(stepid) => {
-                    self.rows("steps", Resource::Steps, scope("id", stepid), Some(id))
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["steps", id, "logs"] => match integer(id, "step") {
-                Ok(stepid) => {
-                    self.rows("logs", Resource::Logs, scope("stepid", stepid), None)
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["logs", id] => match integer(id, "log") {
-                Ok(logid) => {
-                    self.rows("logs", Resource::Logs, scope("id", logid), Some(id))
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["buildrequests"] => {
-                self.rows("buildrequests", Resource::BuildRequests, None, None)
-                    .await
-            }
-            ["buildrequests", id] => match integer(id, "build request") {
-                Ok(brid) => {
-                    let scope = scope("id", brid);
-                    self.rows("buildrequests", Resource::BuildRequests, scope, Some(id))
-                        .await
-                }
-                Err(failure) => Err(failure),
-            },
-            ["buildsets"] => {
-                self.rows("buildsets", Resource::Buildsets, None, None)
-                    .await
-            }
-            ["buildsets", id] => match integer(id, "buildset") {
-                Ok(bsid) => {
-                    self.rows(
-                        "buildsets",
-                        Resource::Buildsets,
-                        scope("id", bsid),
-                        Some(id),
-                    )
-                    .await
-                }
-                Err(failure) => Err(failure),
-            },
+            ["builders"] => self.rows(Builders, None, None).await,
+            ["builders", id] => self.builder(id, false).await,
+            ["builders", id, "builds"] => self.builder(id, true).await,
+            ["builds"] => self.rows(Builds, None, None).await,
+            ["builds", id] => self.one(Builds, id).await,
+            ["builds", id, "steps"] => self.children(Steps, "buildid", id, "build").await,
+            ["steps", id] => self.one(Steps, id).await,
+            ["steps", id, "logs"] => self.children(Logs, "stepid", id, "step").await,
+            ["logs", id] => self.one(Logs, id).await,
+            ["buildrequests"] => self.rows(BuildRequests, None, None).await,
+            ["buildrequests", id] => self.one(BuildRequests, id).await,
+            ["buildsets"] => self.rows(Buildsets, None, None).await,
+            ["buildsets", id] => self.one(Buildsets, id).await,
             ["workers"] => self.workers(None).await,
             ["workers", id] => self.workers(Some(id)).await,
             ["schedulers"] => Ok(self.scheduler_listing(None)),
@@ -272,22 +206,55 @@ impl Engine {
         })
     }
 
+    /// One object of a resource by its numeric id.
+    async fn one(&self, resource: Resource, id: &str) -> Result<Listing, Failure> {
+        let number = integer(id, noun(resource))?;
+        self.rows(resource, scope("id", number), Some(id)).await
+    }
+
+    /// The objects of a resource whose `column` is the parent's id.
+    async fn children(
+        &self,
+        resource: Resource,
+        column: &'static str,
+        parent: &str,
+        what: &str,
+    ) -> Result<Listing, Failure> {
+        let parent = integer(parent, what)?;
+        self.rows(resource, scope(column, parent), None).await
+    }
+
+    /// A builder, named by id or name, or (`builds`) its builds.
+    async fn builder(&self, id: &str, builds: bool) -> Result<Listing, Failure> {
+        let builderid = self.builder_id(id).await?;
+        if builds {
+            self.rows(Resource::Builds, scope("builderid", builderid), None)
+                .await
+        } else {
+            self.rows(Resource::Builders, scope("id", builderid), Some(id))
+                .await
+        }
+    }
+
     async fn rows(
         &self,
-        key: &'static str,
         resource: Resource,
         scope: Option<Scope>,
         single: Option<&str>,
     ) -> Result<Listing, Failure> {
         let rows = self.db.rest_rows(resource, scope).await.map_err(internal)?;
-        let (fields, default_order): (_, &'static [(&str, bool)]) = match resource {
-            Resource::Builders => (BUILDER_FIELDS, &[("builderid", false)]),
-            Resource::Workers => (WORKER_FIELDS, &[("workerid", false)]),
-            Resource::Buildsets => (BUILDSET_FIELDS, &[("bsid", false)]),
-            Resource::BuildRequests => (BUILDREQUEST_FIELDS, &[("buildrequestid", false)]),
-            Resource::Builds => (BUILD_FIELDS, &[("buildid", false)]),
-            Resource::Steps => (STEP_FIELDS, &[("number", false)]),
-            Resource::Logs => (LOG_FIELDS, &[("logid", false)]),
+        let (key, fields, default_order): (_, _, &'static [(&str, bool)]) = match resource {
+            Resource::Builders => ("builders", BUILDER_FIELDS, &[("builderid", false)]),
+            Resource::Workers => ("workers", WORKER_FIELDS, &[("workerid", false)]),
+            Resource::Buildsets => ("buildsets", BUILDSET_FIELDS, &[("bsid", false)]),
+            Resource::BuildRequests => (
+                "buildrequests",
+                BUILDREQUEST_FIELDS,
+                &[("buildrequestid", false)],
+            ),
+            Resource::Builds => ("builds", BUILD_FIELDS, &[("buildid", false)]),
+            Resource::Steps => ("steps", STEP_FIELDS, &[("number", false)]),
+            Resource::Logs => ("logs", LOG_FIELDS, &[("logid", false)]),
         };
         Ok(Listing {
             key,
@@ -592,6 +559,19 @@ enum Target {
 
 fn scope(column: &'static str, id: i64) -> Option<Scope> {
     Some(Scope { column, id })
+}
+
+/// What one object of a resource is called in messages.
+fn noun(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Builders => "builder",
+        Resource::Workers => "worker",
+        Resource::Buildsets => "buildset",
+        Resource::BuildRequests => "build request",
+        Resource::Builds => "build",
+        Resource::Steps => "step",
+        Resource::Logs => "log",
+    }
 }
 
 fn integer(id: &str, what: &str) -> Result<i64, Failure> {

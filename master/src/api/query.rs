@@ -360,6 +360,19 @@ fn compare_keys(a: &[Option<Scalar>], b: &[Option<Scalar>], keys: &[(&str, bool)
         .unwrap_or(Ordering::Equal)
 }
 
+/// Splits `a=1&b=2` into pairs, undecoded, as the tests write query strings.
+#[cfg(test)]
+pub(super) fn pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,17 +406,6 @@ mod tests {
                    "state_string": "Build successful", "workerid": 12, "started_at": 1000,
                    "properties": {}}),
         ]
-    }
-
-    fn pairs(query: &str) -> Vec<(String, String)> {
-        query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (name.to_owned(), value.to_owned())
-            })
-            .collect()
     }
 
     fn parse(query: &str) -> Query {

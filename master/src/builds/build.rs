@@ -16,8 +16,9 @@ use crate::workers::Worker;
 /// Why a build is asked to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
-    /// A user stopped it: the build finishes CANCELLED.
-    Cancelled(String),
+    /// A user stopped it (the reason is logged where it was asked): the
+    /// build finishes CANCELLED.
+    Cancelled,
     /// The master is shutting down: the build is left for the next start to
     /// finish as RETRY and build again.
     Shutdown,
@@ -132,7 +133,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
         let reason = watcher.borrow_and_update().clone();
         match reason {
             Some(StopReason::Shutdown) => return Ok(()),
-            Some(StopReason::Cancelled(_)) if !stopped => {
+            Some(StopReason::Cancelled) if !stopped => {
                 stopped = true;
                 progress.terminate = true;
                 progress.results = worst(progress.results, Results::Cancelled);
@@ -190,7 +191,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             },
         });
     }
-    if let Some(StopReason::Cancelled(_)) = &*run.stop.borrow() {
+    if *run.stop.borrow() == Some(StopReason::Cancelled) {
         progress.results = worst(progress.results, Results::Cancelled);
     }
     let summary = progress.summary();

@@ -329,9 +329,7 @@ impl Botmaster {
             "build {buildid} on builder {} stopped: {reason}",
             build.builderid
         );
-        build
-            .stop
-            .send_replace(Some(StopReason::Cancelled(reason.to_owned())));
+        build.stop.send_replace(Some(StopReason::Cancelled));
         Ok(())
     }
 

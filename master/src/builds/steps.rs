@@ -169,7 +169,7 @@ async fn run_shell(
         timeout: shell.timeout,
         max_time: shell.max_time,
     };
-    Ok(execute(command, context, log, None).await?.0)
+    execute(command, context, log, None).await
 }
 
 /// Renders a step's workdir and checks it stays inside the builder's directory.
@@ -190,13 +190,14 @@ async fn workdir(
 }
 
 /// Runs one command on the worker, writing its output and its ending to the
-/// log. Returns the result and, when `capture` is set, the stdout lines.
+/// log, and returns its result; `capture`, when given, also receives the
+/// stdout lines.
 async fn execute(
     command: ShellCommand,
     context: &StepContext<'_>,
     log: &mut LogWriter,
-    capture: Option<&mut Vec<String>>,
-) -> Result<(Results, Option<i32>), Error> {
+    mut capture: Option<&mut Vec<String>>,
+) -> Result<Results, Error> {
     log.header(&shell_quote(&command.argv)).await?;
     log.header(&format!(
         " in dir {}/{}",
@@ -204,22 +205,15 @@ async fn execute(
         command.workdir
     ))
     .await?;
-    let timeout = command.timeout;
     let (output, mut lines) = mpsc::channel(256);
     let running = context.worker.run(command, output, context.stop.clone());
     tokio::pin!(running);
     let mut flush = tokio::time::interval(LOG_FLUSH_INTERVAL);
-    let mut captured = capture;
     let mut open = true;
     let finished = loop {
         tokio::select! {
             line = lines.recv(), if open => match line {
-                Some((stream, line)) => {
-                    if let (Stream::Stdout, Some(captured)) = (stream, captured.as_mut()) {
-                        captured.push(line.clone());
-                    }
-                    log.output(stream, &line).await?;
-                }
+                Some((stream, line)) => record(log, capture.as_deref_mut(), stream, line).await?,
                 None => open = false,
             },
             finished = &mut running => break finished,
@@ -227,51 +221,43 @@ async fn execute(
         }
     };
     while let Ok((stream, line)) = lines.try_recv() {
-        if let (Stream::Stdout, Some(captured)) = (stream, captured.as_mut()) {
-            captured.push(line.clone());
-        }
-        log.output(stream, &line).await?;
+        record(log, capture.as_deref_mut(), stream, line).await?;
     }
     let finished = match finished {
         Ok(finished) => finished,
         Err(error) => {
             log.header(&error.to_string()).await?;
-            return Ok((Results::Failure, None));
+            return Ok(Results::Failure);
         }
     };
-    let (results, code, ending) = match finished.ending {
-        Ending::Exited(0) => (
-            Results::Success,
-            Some(0),
-            "program finished with exit code 0".to_owned(),
-        ),
-        Ending::Exited(code) => (
-            Results::Failure,
-            Some(code),
-            format!("program finished with exit code {code}"),
-        ),
+    let (results, ending) = match finished.ending {
+        Ending::Exited(code) => {
+            let results = if code == 0 {
+                Results::Success
+            } else {
+                Results::Failure
+            };
+            (results, format!("program finished with exit code {code}"))
+        }
         Ending::Signalled(signal) => (
             Results::Failure,
-            None,
             format!("process killed by signal {signal}"),
         ),
         Ending::TimedOut(after) => (
             Results::Failure,
-            None,
             format!(
                 "command timed out: {} seconds without output, attempting to kill",
-                timeout.unwrap_or(after).as_secs()
+                after.as_secs()
             ),
         ),
         Ending::MaxTimeExceeded(after) => (
             Results::Failure,
-            None,
             format!(
                 "command timed out: {} seconds elapsed, attempting to kill",
                 after.as_secs()
             ),
         ),
-        Ending::Cancelled => (Results::Cancelled, None, "command interrupted".to_owned()),
+        Ending::Cancelled => (Results::Cancelled, "command interrupted".to_owned()),
     };
     log.header(&ending).await?;
     log.header(&format!(
@@ -279,7 +265,21 @@ async fn execute(
         finished.elapsed.as_secs_f64()
     ))
     .await?;
-    Ok((results, code))
+    Ok(results)
+}
+
+/// Logs one line of output, and keeps it when it is stdout being captured.
+async fn record(
+    log: &mut LogWriter,
+    capture: Option<&mut Vec<String>>,
+    stream: Stream,
+    line: String,
+) -> Result<(), Error> {
+    log.output(stream, &line).await?;
+    if let (Stream::Stdout, Some(captured)) = (stream, capture) {
+        captured.push(line);
+    }
+    Ok(())
 }
 
 /// The argv as a shell would read it back, for the log header.
@@ -356,7 +356,7 @@ async fn run_git(
     }
     for argv in commands {
         let command = git_command(builder, &workdir, argv, git.timeout);
-        let (results, _) = execute(command, context, log, None).await?;
+        let results = execute(command, context, log, None).await?;
         if results != Results::Success {
             return Ok((results, None));
         }
@@ -368,7 +368,7 @@ async fn run_git(
         words(&["git", "rev-parse", "HEAD"]),
         git.timeout,
     );
-    let (results, _) = execute(command, context, log, Some(&mut head)).await?;
+    let results = execute(command, context, log, Some(&mut head)).await?;
     if results != Results::Success {
         return Ok((results, None));
     }

@@ -120,11 +120,6 @@ impl WorkerSlot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How many builds run on this worker now.
-    pub fn running(&self) -> usize {
-        self.lock().busy.len()
-    }
-
     pub fn properties(&self) -> Map<String, Value> {
         self.lock().properties.clone()
     }
@@ -193,7 +188,6 @@ mod tests {
         assert!(pool.reserve(&names, "a").is_none(), "a is already building");
         let b = pool.reserve(&names, "b").expect("room for builder b");
         assert!(pool.reserve(&names, "c").is_none(), "max_builds reached");
-        assert_eq!(pool.get("w").unwrap().running(), 2);
         drop(a);
         assert!(pool.reserve(&names, "c").is_some());
         drop(b);
