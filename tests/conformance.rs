@@ -262,12 +262,16 @@ fn expected_success_body(case: &Case) -> String {
     }
 }
 
-/// Whether a 2xx body is what the case expects; the mattermost dialect may
-/// answer with the JSON a slash command displays instead of Buildbot's text.
+/// Whether a 2xx body is what the case expects; the mattermost dialect
+/// answers with the ephemeral JSON a slash command displays instead of
+/// Buildbot's text, successes and refusals alike.
 fn success_body_matches(case: &Case, body: &str) -> bool {
+    if case.request["dialect"] == "mattermost" {
+        return serde_json::from_str::<Value>(body).is_ok_and(|v| {
+            v["response_type"] == "ephemeral" && v["text"].as_str().is_some_and(|t| !t.is_empty())
+        });
+    }
     body == expected_success_body(case)
-        || (case.request["dialect"] == "mattermost"
-            && serde_json::from_str::<Value>(body).is_ok_and(|v| v["text"].is_string()))
 }
 
 fn now() -> i64 {

@@ -26,6 +26,29 @@ impl Build {
         })
     }
 
+    /// Refuses a repository name that could climb out of `repo_base_url` or be
+    /// read as an option by the tools a build runs: one containing `..`,
+    /// starting with `/` or `-`, or holding whitespace or control characters.
+    pub fn check_repo(&self) -> Result<(), String> {
+        let repo = &self.repo;
+        let why = if repo.contains("..") {
+            "it must not contain '..'"
+        } else if repo.starts_with('/') {
+            "it must not start with '/'"
+        } else if repo.starts_with('-') {
+            "it must not start with '-'"
+        } else if repo.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            "it must not contain whitespace or control characters"
+        } else {
+            return Ok(());
+        };
+        let shown: String = repo
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        Err(format!("Repository '{shown}' is not allowed: {why}."))
+    }
+
     /// The change a scheduler filtered on category `mattermost` and project
     /// `mattermost_build_<repo>_<branch>` reacts to.
     pub fn change(&self, repo_base_url: &str) -> Change {
@@ -77,6 +100,30 @@ mod tests {
                 revision: "c0ffee".into(),
             })
         );
+    }
+
+    #[test]
+    fn repository_names_that_could_escape_or_pass_as_options_are_refused() {
+        for repo in ["web", "team/web", "web.git", "w-e_b.2"] {
+            assert_eq!(Build::parse(repo).unwrap().check_repo(), Ok(()), "{repo}");
+        }
+        for (repo, why) in [
+            ("../etc", "must not contain '..'"),
+            ("team/../../x", "must not contain '..'"),
+            ("/srv/git/web", "must not start with '/'"),
+            ("--upload-pack=touch", "must not start with '-'"),
+            ("web\u{7}", "control characters"),
+            ("web\u{a0}x", "whitespace"),
+        ] {
+            let build = Build {
+                repo: repo.into(),
+                branch: "master".into(),
+                revision: String::new(),
+            };
+            let message = build.check_repo().unwrap_err();
+            assert!(message.contains(why), "{repo:?}: {message}");
+            assert!(!message.contains('\u{7}'), "{message:?}");
+        }
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //! `mattermost_build_<repo>_<branch>`, for a scheduler filtered on them.
 //!
 //! Options:
-//! - `token` (required): the slash command's token; a request whose `token` field
-//!   differs is refused. Compared in constant time, never echoed.
+//! - `token` (required): the slash command's token. Mattermost sends it in an
+//!   `Authorization: Token <token>` header and in the `token` form field; either
+//!   may be present, and each one present must match. Compared in constant time,
+//!   never echoed.
 //! - `channel`: the only channel (`channel_name`) allowed to run the command; any
 //!   channel when unset.
 //! - `repo_base_url` (required): the prefix of the repository, e.g.
 //!   `git@github.com:example/`.
 //!
 //! Every answer is the JSON a slash command displays to the user who typed it
-//! (`{"response_type": "ephemeral", "text": ...}`): status 200 naming what was
-//! queued, or status 400 saying what is wrong with the command.
+//! (`{"response_type": "ephemeral", "text": ...}`) with status 200, naming what
+//! was queued or saying what is wrong with the command: Mattermost shows the
+//! user a reply only when its status is 200, and turns any other into a bare
+//! "command failed". A refusal records no change.
 
 mod command;
 mod options;
@@ -56,7 +60,7 @@ impl Dialect for Mattermost {
                 host.info(&format!("slash command refused: {message}"));
                 HookOutcome {
                     changes: Vec::new(),
-                    response: Some(ephemeral(&message).with_status(400)),
+                    response: Some(ephemeral(&message)),
                 }
             }
         })
@@ -65,7 +69,8 @@ impl Dialect for Mattermost {
 
 impl Mattermost {
     /// The build a request asks for, or why it is refused. The checks run in the
-    /// order of the original hook: token, channel, text, command.
+    /// order of the original hook: token, channel, text, command; then the
+    /// repository name, which ends up in a path and a URL.
     fn build(&self, request: &Request) -> Result<Build, String> {
         let is_form = request.media_type().as_deref() == Some("application/x-www-form-urlencoded");
         if request.method.eq_ignore_ascii_case("POST") && !request.body.is_empty() && !is_form {
@@ -74,8 +79,7 @@ impl Mattermost {
                 .into());
         }
         let args = request.args();
-        let token = args.first("token").unwrap_or_default();
-        if !constant_time_eq(token.as_bytes(), self.options.token.as_bytes()) {
+        if !self.token_matches(request.header("Authorization"), args.first("token")) {
             return Err("Invalid token.".into());
         }
         if let Some(allowed) = &self.options.channel {
@@ -91,10 +95,33 @@ impl Mattermost {
             .ok_or_else(|| format!("The request has no 'text' field; {USAGE}"))?;
         let build = Build::parse(text).ok_or_else(|| format!("Missing parameters; {USAGE}"))?;
         match args.first("command") {
-            Some("/build") => Ok(build),
-            Some(other) => Err(format!("Unknown command '{other}'; {USAGE}")),
-            None => Err(format!("The request has no 'command' field; {USAGE}")),
+            Some("/build") => {}
+            Some(other) => return Err(format!("Unknown command '{other}'; {USAGE}")),
+            None => return Err(format!("The request has no 'command' field; {USAGE}")),
         }
+        build.check_repo()?;
+        Ok(build)
+    }
+
+    /// Whether the request carries the slash command's token: in the
+    /// `Authorization: Token …` header, in the `token` field, or both, and
+    /// then both must match. Another authorization scheme (the Basic
+    /// credentials of `change_hook_auth`) carries no token.
+    fn token_matches(&self, authorization: Option<&str>, field: Option<&str>) -> bool {
+        let header = authorization.and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("token")
+                .then_some(token.trim_start())
+        });
+        let expected = self.options.token.as_bytes();
+        // Every token given is compared, so the time taken does not tell which failed.
+        let matches: Vec<bool> = [header, field]
+            .into_iter()
+            .flatten()
+            .map(|token| constant_time_eq(token.as_bytes(), expected))
+            .collect();
+        !matches.is_empty() && matches.iter().all(|&ok| ok)
     }
 }
 

@@ -73,10 +73,11 @@ fn reply(outcome: &HookOutcome) -> (u16, String) {
     (response.status, text)
 }
 
-/// Asserts a refusal: status 400, no change, and the text contains `part`.
+/// Asserts a refusal: status 200 (the only one Mattermost shows), no change,
+/// and the text contains `part`.
 fn assert_refused(outcome: &HookOutcome, part: &str) {
     let (status, text) = reply(outcome);
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 200, "{text}");
     assert!(outcome.changes.is_empty());
     assert!(text.contains(part), "{text:?} lacks {part:?}");
     assert!(!text.contains(TOKEN));
@@ -144,6 +145,77 @@ fn a_wrong_or_missing_token_is_refused_without_showing_the_token() {
     // The token is checked first.
     let outcome = post(&[("token", Some("x")), ("channel_name", Some("random"))]);
     assert_refused(&outcome, "Invalid token");
+}
+
+/// A slash command as a real Mattermost server posts it: the token in an
+/// `Authorization: Token …` header, and (unless `fields` leaves it out) in the form.
+fn post_with_header(authorization: &str, fields: &[(&str, Option<&str>)]) -> HookOutcome {
+    let request = request(
+        "POST",
+        "/change_hook/mattermost",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", authorization),
+        ],
+        &form(fields),
+    );
+    run_with(&config(), &request).0
+}
+
+#[test]
+fn the_token_may_come_in_the_authorization_header() {
+    let header = format!("Token {TOKEN}");
+    assert_eq!(post_with_header(&header, &[]).changes.len(), 1);
+    assert_eq!(
+        post_with_header(&header, &[("token", None)]).changes.len(),
+        1
+    );
+    let lower = format!("token {TOKEN}");
+    assert_eq!(
+        post_with_header(&lower, &[("token", None)]).changes.len(),
+        1
+    );
+    // Both present: both must match.
+    assert_refused(&post_with_header("Token tok-0000", &[]), "Invalid token");
+    assert_refused(
+        &post_with_header(&header, &[("token", Some("tok-0000"))]),
+        "Invalid token",
+    );
+    assert_refused(
+        &post_with_header("Token tok-0000", &[("token", None)]),
+        "Invalid token",
+    );
+    // Basic credentials (for change_hook_auth) carry no token.
+    let basic = "Basic dXNlcjpwYXNz";
+    assert_eq!(post_with_header(basic, &[]).changes.len(), 1);
+    assert_refused(
+        &post_with_header(basic, &[("token", None)]),
+        "Invalid token",
+    );
+    assert_refused(
+        &post_with_header("Token", &[("token", None)]),
+        "Invalid token",
+    );
+}
+
+#[test]
+fn a_repository_that_could_escape_is_refused_with_the_reason() {
+    assert_refused(
+        &post(&[("text", Some("../../etc master"))]),
+        "Repository '../../etc' is not allowed: it must not contain '..'",
+    );
+    assert_refused(
+        &post(&[("text", Some("-oProxyCommand=x"))]),
+        "must not start with '-'",
+    );
+    assert_refused(
+        &post(&[("text", Some("/srv/web"))]),
+        "must not start with '/'",
+    );
+    assert_refused(
+        &post(&[("text", Some("web\u{1b}[31m"))]),
+        "control characters",
+    );
 }
 
 #[test]
