@@ -7,8 +7,10 @@
 //! gets past its signature check, and calls the dialect through the real plugin
 //! boundary ([`testing::run_dialect`]). A panic comes back from the boundary as
 //! an internal error whose message starts with `plugin panicked`: that is a
-//! finding. Internal errors of other kinds are counted too (a malformed payload
-//! should be a 400), but they are not crashes.
+//! finding. So is an accepted change the master could not store (a property
+//! with an empty name): the sender would get a 500 where a 400 was due.
+//! Internal errors of other kinds are counted too (a malformed payload should
+//! be a 400), but they are not crashes.
 //!
 //! The generator is deterministic for a given seed, so a finding can be replayed.
 //!
@@ -22,7 +24,7 @@ mod targets;
 use std::time::{Duration, Instant};
 
 use buildmaster_plugin_api::testing::{self, TestHost};
-use buildmaster_plugin_api::{Dialect, ErrorClass, Request};
+use buildmaster_plugin_api::{Change, Dialect, ErrorClass, Request};
 
 pub use mutate::Rng;
 pub use targets::{target, Target};
@@ -37,8 +39,8 @@ pub struct Report {
     pub refused: u64,
     /// Internal errors that were not panics.
     pub internal: u64,
-    /// The panics, with the request that caused each.
-    pub panics: Vec<(String, Request)>,
+    /// The panics and unstorable changes, with the request that caused each.
+    pub findings: Vec<(String, Request)>,
 }
 
 /// How long a run lasts.
@@ -69,19 +71,37 @@ pub fn fuzz<D: Dialect>(target: &Target, budget: Budget, seed: u64) -> Report {
         let host = TestHost::with_polling_sources(&["example", "other"]);
         report.executions += 1;
         match testing::run_dialect::<D>(&target.config, &request, &host) {
-            // A dialect may refuse with its own response (mattermost's JSON).
-            Ok(outcome) if outcome.response.as_ref().is_some_and(|r| r.status >= 400) => {
+            // A dialect may refuse with its own response: an error status, or
+            // (mattermost's JSON, which must be 200 to be shown) a reply and
+            // no change.
+            Ok(outcome)
+                if outcome
+                    .response
+                    .as_ref()
+                    .is_some_and(|r| r.status >= 400 || outcome.changes.is_empty()) =>
+            {
                 report.refused += 1
             }
-            Ok(_) => report.accepted += 1,
+            Ok(outcome) => match unstorable(&outcome.changes) {
+                Some(why) => report.findings.push((why, request)),
+                None => report.accepted += 1,
+            },
             Err(e) if e.class != ErrorClass::Internal => report.refused += 1,
             Err(e) if e.message.starts_with("plugin panicked") => {
-                report.panics.push((e.message, request))
+                report.findings.push((e.message, request))
             }
             Err(_) => report.internal += 1,
         }
     }
     report
+}
+
+/// Why the master's store would refuse one of `changes`, if it would.
+fn unstorable(changes: &[Change]) -> Option<String> {
+    changes
+        .iter()
+        .any(|change| change.properties.contains_key(""))
+        .then(|| "accepted a change with a property named ''".to_string())
 }
 
 /// `buildmaster-fuzz-<dialect> [SECONDS]`: fuzzes dialect `D` (target `name`)
@@ -105,9 +125,9 @@ pub fn main<D: Dialect>(name: &str) -> std::process::ExitCode {
         report.accepted,
         report.refused,
         report.internal,
-        report.panics.len()
+        report.findings.len()
     );
-    match report.panics.first() {
+    match report.findings.first() {
         Some((message, request)) => {
             eprintln!("{name}: {message}\n  request: {request:?}");
             std::process::ExitCode::FAILURE
@@ -128,7 +148,7 @@ pub fn smoke<D: Dialect>(name: &str) {
         "{name}: every request failed"
     );
     let findings: Vec<String> = report
-        .panics
+        .findings
         .iter()
         .take(3)
         .map(|(message, request)| format!("{message}\n  {request:?}"))

@@ -303,10 +303,19 @@ fn mattermost_seeds() -> Vec<Request> {
             ],
         )
     };
+    // As a real Mattermost server sends it: the token in a header too.
+    let mut with_header = form("widget develop");
+    set_header(
+        &mut with_header,
+        "Authorization",
+        "Token fuzz-mattermost-token".into(),
+    );
     vec![
         form("widget"),
         form("widget develop"),
         form("widget develop 1a2b3c extra"),
+        form("../widget develop"),
+        with_header,
     ]
 }
 
@@ -324,18 +333,21 @@ fn poller_seeds() -> Vec<Request> {
 }
 
 fn base_seeds() -> Vec<Request> {
-    vec![form_post(
-        "/change_hook/base",
-        &[],
-        &[
-            ("author", "Ada <ada@example.org>".into()),
-            ("comments", "Fix".into()),
-            ("files", "[\"a.c\"]".into()),
-            ("properties", "{\"ticket\": 42}".into()),
-            ("when_timestamp", "1700000000".into()),
-            ("branch", "main".into()),
-        ],
-    )]
+    let form = |properties: &str| {
+        form_post(
+            "/change_hook/base",
+            &[],
+            &[
+                ("author", "Ada <ada@example.org>".into()),
+                ("comments", "Fix".into()),
+                ("files", "[\"a.c\"]".into()),
+                ("properties", properties.into()),
+                ("when_timestamp", "1700000000".into()),
+                ("branch", "main".into()),
+            ],
+        )
+    };
+    vec![form("{\"ticket\": 42}"), form("{\"\": 1, \"ticket\": 42}")]
 }
 
 /// The target of each built-in dialect, by name.

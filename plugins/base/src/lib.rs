@@ -70,6 +70,9 @@ fn properties(
     match value {
         None | Some("") => Ok(serde_json::Map::new()),
         Some(value) => match json("properties", value)? {
+            serde_json::Value::Object(map) if map.contains_key("") => Err(HookError::bad_request(
+                "'properties' names a property with an empty name",
+            )),
             serde_json::Value::Object(map) => Ok(map),
             _ => Err(HookError::bad_request("'properties' must be a JSON object")),
         },
@@ -175,6 +178,10 @@ mod tests {
             ("files=not+json", "'files' is not valid JSON"),
             ("files=%7B%7D", "'files' must be a JSON list of strings"),
             ("properties=%5B1%5D", "'properties' must be a JSON object"),
+            (
+                "properties=%7B%22%22%3A1%7D",
+                "'properties' names a property with an empty name",
+            ),
             (
                 "when_timestamp=yesterday",
                 "could not convert string to float: 'yesterday'",
