@@ -330,6 +330,102 @@ fn invalid_force_parameters_are_refused_and_build_nothing() {
     assert!(master.builds().is_empty());
 }
 
+#[test]
+fn json_rpc_needs_the_json_content_type_and_force_takes_builder_names() {
+    let master = Master::start(
+        r#"
+[[workers]]
+type = "local"
+name = "local"
+
+[[builders]]
+name = "b"
+workernames = ["local"]
+[[builders.steps]]
+type = "shell"
+command = "true"
+
+[[builders]]
+name = "c"
+workernames = ["local"]
+[[builders.steps]]
+type = "shell"
+command = "true"
+
+[[schedulers]]
+type = "force"
+name = "force"
+builder_names = ["b", "c"]
+"#,
+    );
+    let call = |id: i64, params: Value| json!({"jsonrpc": "2.0", "method": "force", "id": id, "params": params});
+    // What a cross-site form or fetch without preflight can send is refused.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let reply = master.send(
+            "POST",
+            "/api/v2/forceschedulers/force",
+            &[("Content-Type", content_type)],
+            call(1, json!({})).to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 400, "{content_type}");
+        let answer: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(answer["error"]["code"], -32600, "{content_type}");
+        assert_eq!(
+            answer["error"]["message"],
+            "Invalid content-type (use application/json)"
+        );
+    }
+    let stop = master.send(
+        "POST",
+        "/api/v2/builds/1",
+        &[("Content-Type", "text/plain")],
+        br#"{"jsonrpc": "2.0", "method": "stop", "id": 1}"#,
+    );
+    assert_eq!(stop.status, 400);
+    assert_eq!(master.get_json("/api/v2/buildsets")["meta"]["total"], 0);
+
+    // Buildbot's builderNames: a subset of the scheduler's builders.
+    let reply = master.send(
+        "POST",
+        "/api/v2/forceschedulers/force",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        call(2, json!({"builderNames": ["c"]}))
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(answer["result"], json!([1, {"2": 1}]));
+    for (params, message) in [
+        (
+            json!({"builderNames": ["b", "x"]}),
+            "builder x is not one of this scheduler's builders",
+        ),
+        (json!({"builderNames": []}), "builderNames lists no builder"),
+        (
+            json!({"builderNames": "b"}),
+            "builderNames must be a list of builder names",
+        ),
+    ] {
+        let reply = master.post_json("/api/v2/forceschedulers/force", &call(3, params.clone()));
+        assert_eq!(reply.status, 400, "{params}");
+        let answer: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(answer["error"]["code"], -32602, "{params}");
+        assert_eq!(answer["error"]["message"], message, "{params}");
+    }
+    let both = master.post_json(
+        "/api/v2/forceschedulers/force",
+        &call(4, json!({"builderNames": ["b", "c"]})),
+    );
+    let answer: Value = serde_json::from_str(&both.body).unwrap();
+    assert_eq!(answer["result"], json!([2, {"1": 2, "2": 3}]));
+    master.wait_for_build(1);
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(args)

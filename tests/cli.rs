@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use buildmaster_e2e::{binary, run_cli, Basedir};
+use buildmaster_e2e::{binary, replace_file, run_cli, wait_until, Basedir};
 
 #[test]
 fn version_is_printed() {
@@ -49,6 +49,109 @@ fn create_master_writes_a_configuration_that_checks() {
         std::fs::read_to_string(basedir.join("master.toml")).unwrap(),
         "# mine\n"
     );
+}
+
+#[test]
+fn the_master_create_master_writes_builds_a_change_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_cli(&["create-master", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let file = dir.path().join("master.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("port = \"127.0.0.1:8010\""), "{text}");
+    std::fs::write(&file, text.replace("127.0.0.1:8010", "127.0.0.1:0")).unwrap();
+    let master = Basedir { dir }.start();
+    // Every built-in plugin is available.
+    for plugin in ["base", "github", "gitlab", "mattermost"] {
+        assert!(
+            master.log().contains(&format!("plugin {plugin} ")),
+            "{plugin}: {}",
+            master.log()
+        );
+    }
+    let out = run_cli(&[
+        "sendchange",
+        "--master",
+        &master.addr,
+        "--who",
+        "Ada <ada@example.org>",
+        "--branch",
+        "main",
+        "--revision",
+        "1a2b3c",
+        "--comments",
+        "Fix the build",
+        "src/main.c",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let build = master.wait_for_build(1);
+    assert_eq!(build["results"], 0, "{build}");
+    assert_eq!(build["state_string"], "build successful");
+    let log = master.get_json("/api/v2/builds/1/steps")["steps"][0]["stepid"]
+        .as_i64()
+        .map(|step| {
+            master.get_json(&format!("/api/v2/steps/{step}/logs"))["logs"][0]["logid"]
+                .as_i64()
+                .unwrap()
+        })
+        .map(|log| {
+            master
+                .send("GET", &format!("/api/v2/logs/{log}/raw"), &[], b"")
+                .body
+        })
+        .unwrap();
+    assert!(
+        log.contains("building branch main at revision 1a2b3c\n"),
+        "{log}"
+    );
+    // And on demand.
+    let reply = master.post_json(
+        "/api/v2/forceschedulers/force",
+        &serde_json::json!({"jsonrpc": "2.0", "method": "force", "id": 1, "params": {}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(master.wait_for_build(2)["results"], 0);
+}
+
+#[test]
+fn a_missing_plugin_directory_is_a_warning_for_checkconfig_start_and_reload() {
+    let config = |www: &str| {
+        format!(
+            "[master]\nplugin_dirs = [\"plugins\", \"@builtin\"]\n\
+             [www]\nport = \"127.0.0.1:0\"\n{www}[www.change_hook_dialects]\nbase = true\n"
+        )
+    };
+    let base = Basedir::with_file(&config(""));
+    let out = run_cli(&["checkconfig", base.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = format!(
+        "plugin directory {} does not exist",
+        base.path().join("plugins").display()
+    );
+    assert!(
+        stderr.contains("WARN") && stderr.contains(&warning),
+        "{stderr}"
+    );
+    let master = base.start();
+    assert!(master.log().contains(&warning), "{}", master.log());
+    assert_eq!(
+        master.post_form("/change_hook/base", "comments=x").status,
+        200
+    );
+    replace_file(
+        &master.basedir.path().join("master.toml"),
+        config("max_body_size = 5000\n"),
+    );
+    let status = master.wait_for_generation(2);
+    assert_eq!(status["result"], "applied", "{status}");
+    wait_until("the reload's warning", || {
+        (master.log().matches(&warning).count() == 2).then_some(())
+    });
 }
 
 #[test]

@@ -241,3 +241,125 @@ fn a_zero_delivery_window_turns_de_duplication_off() {
     }
     assert_eq!(master.changes().len(), 2);
 }
+
+#[test]
+fn the_front_page_names_the_master_and_the_api_root_lists_its_collections() {
+    let master = Master::start("[master]\ntitle = \"Acme <CI>\"\n");
+    let reply = master.send("GET", "/", &[], b"");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        reply.headers
+    );
+    assert!(
+        reply.body.contains("<title>Acme &lt;CI&gt;</title>"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains(env!("CARGO_PKG_VERSION")));
+    for link in ["builders", "builds", "changes", "workers"] {
+        assert!(
+            reply.body.contains(&format!("href=\"/api/v2/{link}\"")),
+            "{link}"
+        );
+    }
+    assert!(reply.body.contains("generation 1, last attempt: started"));
+    for path in ["/api/v2", "/api/v2/"] {
+        let index = master.get_json(path);
+        let names: Vec<&str> = index["rootlinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|link| link["name"].as_str().unwrap())
+            .collect();
+        for name in [
+            "builders",
+            "builds",
+            "changes",
+            "workers",
+            "forceschedulers",
+        ] {
+            assert!(names.contains(&name), "{path}: {names:?}");
+        }
+        assert_eq!(index["meta"]["total"], names.len());
+        // Every link answers.
+        for name in names {
+            master.get_json(&format!("/api/v2/{name}"));
+        }
+    }
+}
+
+#[test]
+fn each_hook_leaves_one_log_line_and_no_secret() {
+    let master = Master::start(
+        "change_hook_auth = [\"memory:ci:hook-password\"]\n\
+         [www.change_hook_dialects]\nbase = true\n\
+         [www.change_hook_dialects.gitlab]\nsecret = \"gitlab-token\"\n",
+    );
+    let basic = format!("Basic {}", b64("ci:hook-password"));
+    let form = [
+        ("Authorization", basic.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let reply = master.send(
+        "POST",
+        "/change_hook/base",
+        &form,
+        b"comments=one&properties=%7B%22%22%3A1%7D",
+    );
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.body,
+        "'properties' names a property with an empty name"
+    );
+    let reply = master.send("POST", "/change_hook/base", &form, b"comments=two");
+    assert_eq!(reply.status, 200);
+    let wrong = format!("Basic {}", b64("ci:guess"));
+    let reply = master.send(
+        "POST",
+        "/change_hook/base",
+        &[("Authorization", &wrong)],
+        b"",
+    );
+    assert_eq!(reply.status, 401);
+    let reply = master.send(
+        "POST",
+        "/change_hook/gitlab",
+        &[
+            ("Authorization", basic.as_str()),
+            ("X-Gitlab-Token", "guessed-token"),
+            ("X-Gitlab-Event-UUID", "uuid-1"),
+        ],
+        b"{}",
+    );
+    assert_eq!(reply.status, 400);
+    let reply = master.send(
+        "POST",
+        "/change_hook/gitlab",
+        &[
+            ("Authorization", basic.as_str()),
+            ("X-Gitlab-Token", "gitlab-token"),
+            ("X-Gitlab-Event-UUID", "uuid-2"),
+        ],
+        br#"{"object_kind": "build"}"#,
+    );
+    assert_eq!(reply.status, 200);
+    let log = master.log();
+    let hooks: Vec<&str> = log.lines().filter(|l| l.contains(" hook ")).collect();
+    assert_eq!(hooks.len(), 5, "{log}");
+    assert!(hooks[0].contains("hook refused: 'properties' names a property with an empty name"));
+    assert!(hooks[0].contains("dialect=base") && hooks[0].contains("status=400"));
+    assert!(hooks[1].contains("hook accepted: 1 change(s) stored (ids 1)"));
+    assert!(hooks[2].contains("status=401"));
+    assert!(hooks[3].contains("hook refused: Invalid secret: X-Gitlab-Token does not match"));
+    assert!(
+        hooks[4].contains("hook accepted: 0 change(s) stored")
+            && hooks[4].contains("delivery=uuid-2")
+    );
+    for secret in ["hook-password", "guess", "gitlab-token", "guessed-token"] {
+        assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
+    }
+}

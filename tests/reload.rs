@@ -115,9 +115,13 @@ fn a_save_that_changes_nothing_is_a_no_op_and_reconfig_says_so() {
     assert_eq!(status["generation"], 1);
     let output = reconfig_cli(&master);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert_eq!(
-        text(&output.stdout),
-        "configuration unchanged: generation 1 stays\n"
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{} is already live in generation 1 (since the master started)",
+            master.basedir.path().join("master.toml").display()
+        )),
+        "{stdout}"
     );
     assert_eq!(master.reconfig()["attempts"], 2);
 }
@@ -171,9 +175,10 @@ fn a_rebuilt_plugin_serves_the_next_requests_while_requests_in_flight_finish_on_
     assert_eq!(comments, ["stored by v1", "stored by v1", "stored by v2"]);
     // Reloading the same library again loads nothing new.
     let output = reconfig_cli(&master);
-    assert_eq!(
-        text(&output.stdout),
-        "configuration unchanged: generation 2 stays\n"
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("master.toml is already live in generation 2 (applied on SIGHUP"),
+        "{stdout}"
     );
 }
 
@@ -336,10 +341,7 @@ fn the_listen_address_and_change_hook_auth_change_by_reload() {
     let output = reconfig_cli(&master);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    assert!(
-        stdout.contains(&format!("listening on 127.0.0.1:{second}")),
-        "{stdout}"
-    );
+    assert!(stdout.contains("port changed"), "{stdout}");
     assert!(stdout.contains("change_hook_auth changed"), "{stdout}");
     master.follow_new_address();
     assert_eq!(master.addr, format!("127.0.0.1:{second}"));

@@ -17,11 +17,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod builders;
+mod diff;
 mod schedulers;
 
 pub use builders::{
     BuilderConfig, CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind, WorkerConfig,
 };
+pub use diff::{ConfigDiff, Difference, Setting};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
 
 use crate::change_sources::redact_url;
@@ -30,8 +32,8 @@ use crate::www::auth::Credentials;
 /// The file name of the configuration inside a basedir.
 pub const CONFIG_FILE: &str = "master.toml";
 
-/// The example configuration `create-master` writes.
-pub const EXAMPLE: &str = include_str!("../../master.toml.example");
+/// The configuration `create-master` writes: a master that builds something.
+pub const STARTER: &str = include_str!("config/starter.toml");
 
 /// Default request-body limit for change hooks: 10 MiB.
 const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
@@ -192,7 +194,10 @@ pub struct Config {
     pub title_url: String,
     pub buildbot_url: String,
     pub plugin_dirs: Vec<PluginDir>,
-    /// Whether a change to master.toml or a plugin library reloads the master.
+    /// Where `{ from_secret = "name" }` values are read from.
+    pub secrets_dir: Option<PathBuf>,
+    /// Whether a change to master.toml, a plugin library or a secret reloads
+    /// the master.
     pub reload_on_change: bool,
     pub db_path: PathBuf,
     pub www: WwwConfig,
@@ -218,13 +223,15 @@ pub struct WwwConfig {
     pub dialects: Vec<DialectConfig>,
     /// `None` when `change_hook_auth` is not set.
     pub auth: Option<Credentials>,
+    /// The password files `auth` was read from.
+    pub auth_files: Vec<PathBuf>,
     pub max_body_size: u64,
     /// How long a delivery id is remembered, in seconds; 0 turns de-duplication off.
     pub delivery_id_window: u64,
 }
 
 /// One enabled dialect: `[www.change_hook_dialects.<name>]`.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct DialectConfig {
     /// The name in the URL: `/change_hook/<name>`.
     pub name: String,
@@ -235,8 +242,31 @@ pub struct DialectConfig {
     pub plugin: Option<PluginRef>,
     /// The options handed to the plugin, secrets resolved.
     pub options: serde_json::Value,
+    /// A digest of `options`, which tells whether they changed without
+    /// comparing (or ever showing) the secrets they hold.
+    pub options_digest: [u8; 32],
+    /// `change_hook_auth = false`: the dialect authenticates its requests
+    /// itself, so `[www] change_hook_auth` does not apply to it.
+    pub exempt_from_auth: bool,
     /// Where the table starts, for messages.
     pub location: String,
+}
+
+impl DialectConfig {
+    /// Whether `other` asks for the same dialect with the same options;
+    /// where its table starts does not matter.
+    pub fn same_settings(&self, other: &DialectConfig) -> bool {
+        self.kind == other.kind
+            && self.plugin == other.plugin
+            && self.options_digest == other.options_digest
+            && self.exempt_from_auth == other.exempt_from_auth
+    }
+}
+
+/// The digest of a dialect's resolved options: their JSON text, whose keys
+/// serde_json keeps in sorted order.
+fn options_digest(options: &serde_json::Value) -> [u8; 32] {
+    *blake3::hash(options.to_string().as_bytes()).as_bytes()
 }
 
 /// Leaves the options out: they may hold resolved secrets.
@@ -246,6 +276,7 @@ impl fmt::Debug for DialectConfig {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("plugin", &self.plugin)
+            .field("exempt_from_auth", &self.exempt_from_auth)
             .field("location", &self.location)
             .finish_non_exhaustive()
     }
@@ -355,7 +386,11 @@ impl Builder<'_> {
             .into_iter()
             .filter_map(|(name, value)| self.dialect(name, value))
             .collect();
-        let auth = raw.www.change_hook_auth.and_then(|a| self.auth(a));
+        let mut auth_files = Vec::new();
+        let auth = raw
+            .www
+            .change_hook_auth
+            .and_then(|a| self.auth(a, &mut auth_files));
         let max_body_size = match raw.www.max_body_size {
             None => DEFAULT_MAX_BODY_SIZE,
             Some(size) if *size.get_ref() > 0 => *size.get_ref() as u64,
@@ -398,12 +433,14 @@ impl Builder<'_> {
                 .buildbot_url
                 .unwrap_or_else(|| format!("http://localhost:{}/", listen.port())),
             plugin_dirs,
+            secrets_dir: self.secrets_dir,
             reload_on_change: raw.master.reload_on_change.unwrap_or(true),
             db_path,
             www: WwwConfig {
                 listen,
                 dialects,
                 auth,
+                auth_files,
                 max_body_size,
                 delivery_id_window,
             },
@@ -671,6 +708,27 @@ impl Builder<'_> {
             }
         });
         let kind = take_string("dialect", &mut self.errors).unwrap_or_else(|| name.clone());
+        let exempt_from_auth = match options.remove("change_hook_auth") {
+            None | Some(toml::Value::Boolean(true)) => false,
+            Some(toml::Value::Boolean(false)) => {
+                if let Err(message) = check_self_authenticating(&name, &kind, &options) {
+                    self.errors.push(ConfigError {
+                        location: location.clone(),
+                        message,
+                    });
+                }
+                true
+            }
+            Some(_) => {
+                self.errors.push(ConfigError {
+                    location: location.clone(),
+                    message: format!(
+                        "change_hook_dialects.{name}.change_hook_auth must be true or false"
+                    ),
+                });
+                false
+            }
+        };
         let options = match self.resolve(
             toml::Value::Table(options),
             &format!("change_hook_dialects.{name}"),
@@ -688,12 +746,18 @@ impl Builder<'_> {
             name,
             kind,
             plugin,
+            options_digest: options_digest(&options),
             options,
+            exempt_from_auth,
             location,
         })
     }
 
-    fn auth(&mut self, checkers: Spanned<Vec<Spanned<toml::Value>>>) -> Option<Credentials> {
+    fn auth(
+        &mut self,
+        checkers: Spanned<Vec<Spanned<toml::Value>>>,
+        files: &mut Vec<PathBuf>,
+    ) -> Option<Credentials> {
         let outer_span = checkers.span();
         let mut specs = Vec::new();
         for checker in checkers.into_inner() {
@@ -709,6 +773,9 @@ impl Builder<'_> {
         }
         let mut credentials = Credentials::default();
         for (spec, span) in specs {
+            if let Some(path) = spec.strip_prefix("file:") {
+                files.push(self.basedir.join(path));
+            }
             if let Err(message) = credentials.add_checker(&spec, self.basedir) {
                 self.errors.push(self.map.error(span, message));
             }
@@ -785,6 +852,37 @@ impl Builder<'_> {
             return Err(format!("{key}: secret '{name}' is empty"));
         }
         Ok(Some(value))
+    }
+}
+
+/// Dialects that check a credential of their own on every request, and the
+/// option holding it: only these may opt out of `change_hook_auth`.
+const SELF_AUTHENTICATING: &[(&str, &str)] = &[
+    ("github", "secret"),
+    ("bitbucketcloud", "secret"),
+    ("bitbucketserver", "secret"),
+    ("gitlab", "secret"),
+    ("mattermost", "token"),
+];
+
+/// Whether a dialect with `change_hook_auth = false` still authenticates
+/// every request: otherwise the opt-out would open the hook to anyone.
+fn check_self_authenticating(name: &str, kind: &str, options: &toml::Table) -> Result<(), String> {
+    let needed = SELF_AUTHENTICATING
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, option)| *option);
+    match needed {
+        Some(option) if options.contains_key(option) => Ok(()),
+        Some(option) => Err(format!(
+            "change_hook_dialects.{name}.change_hook_auth = false needs '{option}': without it, \
+             nothing would authenticate the requests of dialect '{kind}'"
+        )),
+        None => Err(format!(
+            "change_hook_dialects.{name}.change_hook_auth = false is only allowed on a dialect \
+             that authenticates requests itself (github, bitbucketcloud or bitbucketserver \
+             with a secret, gitlab with a secret, mattermost with a token); '{kind}' does not"
+        )),
     }
 }
 
@@ -949,6 +1047,45 @@ mod tests {
     }
 
     #[test]
+    fn only_self_authenticating_dialects_may_opt_out_of_change_hook_auth() {
+        let config = parse(
+            "[www.change_hook_dialects.mattermost]\ntoken = 't'\nrepo_base_url = ''\n\
+             change_hook_auth = false\n\
+             [www.change_hook_dialects.hub]\ndialect = 'github'\nsecret = 's'\nchange_hook_auth = false\n\
+             [www.change_hook_dialects.base]\nchange_hook_auth = true\n",
+        )
+        .unwrap();
+        let exempt: Vec<(&str, bool)> = config
+            .www
+            .dialects
+            .iter()
+            .map(|d| (d.name.as_str(), d.exempt_from_auth))
+            .collect();
+        assert_eq!(
+            exempt,
+            [("base", false), ("hub", true), ("mattermost", true)]
+        );
+        assert!(!config.www.dialects[1]
+            .options
+            .as_object()
+            .unwrap()
+            .contains_key("change_hook_auth"));
+        let errs = errors(
+            "[www.change_hook_dialects.base]\nchange_hook_auth = false\n\
+             [www.change_hook_dialects.github]\nchange_hook_auth = false\n\
+             [www.change_hook_dialects.gitlab]\nchange_hook_auth = 'no'\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("base/master.toml:1:1: change_hook_dialects.base.change_hook_auth = false is only allowed"), "{}", errs[0]);
+        assert!(errs[1].starts_with("base/master.toml:3:1: change_hook_dialects.github.change_hook_auth = false needs 'secret'"), "{}", errs[1]);
+        assert!(
+            errs[2].contains("change_hook_auth must be true or false"),
+            "{}",
+            errs[2]
+        );
+    }
+
+    #[test]
     fn secrets_come_from_a_directory_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
@@ -1110,9 +1247,30 @@ mod tests {
         );
     }
 
+    /// Every option, commented: the reference the starter points to.
+    const EXAMPLE: &str = include_str!("../../master.toml.example");
+
     #[test]
     fn the_example_configuration_is_valid() {
         parse(EXAMPLE).unwrap();
+    }
+
+    #[test]
+    fn the_starter_configuration_builds_main_and_on_demand() {
+        let config = parse(STARTER).unwrap();
+        assert_eq!(config.www.listen, "127.0.0.1:8010".parse().unwrap());
+        assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.builders[0].steps.len(), 2);
+        let kinds: Vec<&str> = config
+            .schedulers
+            .iter()
+            .map(|s| match s.kind {
+                SchedulerKind::SingleBranch { .. } => "single_branch",
+                SchedulerKind::Force(_) => "force",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["single_branch", "force"]);
     }
 
     #[test]

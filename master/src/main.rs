@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use buildmaster::config::{Config, CONFIG_FILE, EXAMPLE};
+use buildmaster::config::{Config, CONFIG_FILE, STARTER};
 use buildmaster::plugins::Loader;
 use buildmaster::{registry, server};
 
@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a basedir with a master.toml to edit.
+    /// Create a basedir with a master.toml to edit: a local worker, a builder,
+    /// a scheduler on `main` and a force scheduler.
     CreateMaster {
         /// The directory to create. An existing master.toml in it is left as it is.
         dir: PathBuf,
@@ -159,7 +160,7 @@ fn create_master(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(dir.join("plugins"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(&file, EXAMPLE).with_context(|| format!("cannot write {}", file.display()))?;
+    std::fs::write(&file, STARTER).with_context(|| format!("cannot write {}", file.display()))?;
     println!("buildmaster configured in {}", dir.display());
     println!(
         "edit {} then run: buildmaster start {}",
@@ -384,8 +385,14 @@ fn reconfig(dir: &Path) -> anyhow::Result<()> {
         }
         "unchanged" => {
             println!(
-                "configuration unchanged: generation {} stays",
-                status.generation
+                "{} is already live in generation {}{}",
+                config_file(dir).display(),
+                status.generation,
+                status
+                    .last_applied
+                    .as_ref()
+                    .map(since_when)
+                    .unwrap_or_default()
             );
             Ok(())
         }
@@ -399,6 +406,19 @@ fn reconfig(dir: &Path) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// ` (applied by the file watch 4 s ago)`: how the live configuration came to be.
+fn since_when(applied: &buildmaster::reconfig::Applied) -> String {
+    let how = match applied.trigger.as_str() {
+        "start" => return " (since the master started)".into(),
+        "file change" => "by the file watch",
+        _ => "on SIGHUP",
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    format!(" (applied {how} {} s ago)", (now - applied.at).max(0))
 }
 
 fn sendchange(args: Sendchange) -> anyhow::Result<()> {

@@ -29,13 +29,13 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Engine;
-use crate::config::{Config, WorkerConfig};
+use crate::config::{Config, ConfigDiff, Difference, Setting, WorkerConfig};
 use crate::db::Db;
 use crate::plugins::Loader;
-use crate::registry::{self, DialectSlot, Registry};
+use crate::registry::{self, Registry};
 use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
 use crate::www::AppState;
-use watch::FileWatch;
+use watch::{FileWatch, WatchSpec};
 
 /// The status file inside a basedir.
 pub const STATUS_FILE: &str = "reconfig.json";
@@ -74,6 +74,20 @@ pub struct Status {
     pub changes: Vec<String>,
     /// Why the last attempt failed: one entry per problem, with file and line.
     pub errors: Vec<String>,
+    /// The last attempt that applied a configuration (the start counts), so
+    /// that a later attempt finding nothing new can say since when it runs.
+    pub last_applied: Option<Applied>,
+}
+
+/// A configuration that was applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub generation: u64,
+    /// `start`, `SIGHUP` or `file change`.
+    pub trigger: String,
+    /// Epoch seconds.
+    pub at: i64,
+    pub changes: Vec<String>,
 }
 
 impl Status {
@@ -115,7 +129,6 @@ pub struct Live {
 pub struct Reconfigurer {
     live: Live,
     config: Arc<Config>,
-    fingerprint: String,
     status: Arc<SharedStatus>,
     configs: tokio::sync::watch::Sender<Arc<Config>>,
     /// Where the file watch sends its triggers.
@@ -127,7 +140,8 @@ pub struct Reconfigurer {
 /// A configuration built to one side, ready to be applied.
 struct Prepared {
     config: Arc<Config>,
-    fingerprint: String,
+    /// What it changes; never empty.
+    diff: ConfigDiff,
     registry: Registry,
     listener: Option<TcpListener>,
     workers: WorkerPool,
@@ -141,13 +155,11 @@ impl Reconfigurer {
         status: Arc<SharedStatus>,
         triggers: UnboundedSender<Trigger>,
     ) -> Reconfigurer {
-        let fingerprint = fingerprint(&config, &live.state.registry.load());
         let config = Arc::new(config);
         let (configs, _) = tokio::sync::watch::channel(Arc::clone(&config));
         let mut reconfigurer = Reconfigurer {
             live,
             config,
-            fingerprint,
             status,
             configs,
             triggers,
@@ -157,6 +169,12 @@ impl Reconfigurer {
         reconfigurer.record(Status {
             generation: 1,
             result: "started".into(),
+            last_applied: Some(Applied {
+                generation: 1,
+                trigger: "start".into(),
+                at: epoch_now(),
+                changes: Vec::new(),
+            }),
             ..Status::default()
         });
         reconfigurer
@@ -172,21 +190,19 @@ impl Reconfigurer {
     /// The new watch starts before the old one stops, so no change between
     /// them goes unseen.
     fn update_watch(&mut self) {
-        let config = &self.config;
-        if !config.reload_on_change {
+        if !self.config.reload_on_change {
             self.watch = None;
             return;
         }
-        let dirs: Vec<PathBuf> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
-        let existing: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
-        let same = self
+        let spec = WatchSpec::of(&self.config);
+        let unchanged = self
             .watch
             .as_ref()
-            .is_some_and(|watch| watch.dirs[1..] == existing[..]);
-        if same {
+            .is_some_and(|watch| watch.spec == spec && watch.dirs == spec.existing_dirs());
+        if unchanged {
             return;
         }
-        match watch::start(&config.file, &dirs, self.triggers.clone()) {
+        match watch::start(spec, self.triggers.clone()) {
             Ok(watch) => self.watch = Some(watch),
             Err(error) => {
                 tracing::warn!("cannot watch the configuration for changes: {error}");
@@ -208,6 +224,7 @@ impl Reconfigurer {
             attempts: previous.attempts + 1,
             trigger: Some(trigger.name().into()),
             last_attempt_at: Some(epoch_now()),
+            last_applied: previous.last_applied,
             ..Status::default()
         };
         match self.prepare().await {
@@ -239,6 +256,12 @@ impl Reconfigurer {
                         status.generation,
                         changes.join(", ")
                     );
+                    status.last_applied = Some(Applied {
+                        generation: status.generation,
+                        trigger: trigger.name().into(),
+                        at: status.last_attempt_at.unwrap_or_default(),
+                        changes: changes.clone(),
+                    });
                     status.changes = changes;
                 }
                 Err(error) => {
@@ -285,12 +308,17 @@ impl Reconfigurer {
         if !problems.is_empty() {
             return Err(problems.iter().map(ToString::to_string).collect());
         }
-        let fingerprint = fingerprint(&config, &registry);
-        // Passwords do not show in the fingerprint; their digests compare here.
-        if fingerprint == self.fingerprint && config.www.auth == self.config.www.auth {
+        let mut diff = ConfigDiff::between(&self.config, &config);
+        diff.plugins = library_difference(&current, &registry);
+        for dialect in &config.www.dialects {
+            if current.dialect_library(&dialect.name) != registry.dialect_library(&dialect.name) {
+                diff.dialects.mark_changed(&dialect.name);
+            }
+        }
+        if diff.is_empty() {
             return Ok(None);
         }
-        let listener = if config.www.listen != self.config.www.listen {
+        let listener = if diff.changed(Setting::ListenAddress) {
             let listener = TcpListener::bind(config.www.listen)
                 .await
                 .map_err(|e| vec![format!("cannot listen on {}: {e}", config.www.listen)])?;
@@ -311,7 +339,7 @@ impl Reconfigurer {
         .map_err(|e| vec![e])?;
         Ok(Some(Prepared {
             config: Arc::new(config),
-            fingerprint,
+            diff,
             registry,
             listener,
             workers,
@@ -322,7 +350,6 @@ impl Reconfigurer {
     /// Applies a prepared configuration; returns what changed.
     async fn apply(&mut self, prepared: Prepared) -> Result<Vec<String>, String> {
         let new = &prepared.config;
-        let old = Arc::clone(&self.config);
         let engine = &self.live.engine;
         let scheduler_builders = new
             .builders
@@ -332,30 +359,18 @@ impl Reconfigurer {
                 (b.name.clone(), (id, b.collapse_requests))
             })
             .collect();
-        let schedulers = engine
+        engine
             .schedulers
             .apply(new.schedulers.clone(), scheduler_builders)
             .await
             .map_err(|e| format!("cannot store the schedulers' new state: {e}"))?;
-        let mut changes = vec![dialect_changes(
-            &self.live.state.registry.load(),
-            &prepared.registry,
-        )];
         self.live.state.registry.store(Arc::new(prepared.registry));
         let builders = new
             .builders
             .iter()
             .map(|b| (prepared.builder_ids[&b.name], b.clone()))
             .collect();
-        let workers = diff(&old.workers, &new.workers, |w| &w.name);
-        let builders = engine.botmaster.apply(builders, Some(prepared.workers));
-        changes.push(counts("builders", builders));
-        changes.push(counts("workers", workers));
-        changes.push(counts("schedulers", schedulers));
-        changes.push(counts(
-            "change sources",
-            diff(&old.change_sources, &new.change_sources, |c| &c.name),
-        ));
+        engine.botmaster.apply(builders, Some(prepared.workers));
         if let Some(listener) = prepared.listener {
             let address = self
                 .live
@@ -363,16 +378,11 @@ impl Reconfigurer {
                 .replace(listener, self.live.state.clone())
                 .map_err(|e| format!("cannot use the new listening socket: {e}"))?;
             tracing::info!("{} listening on http://{address}/", new.title);
-            changes.push(format!("listening on {address}"));
-        }
-        if old.www.auth != new.www.auth {
-            changes.push("change_hook_auth changed".into());
         }
         self.config = Arc::clone(new);
-        self.fingerprint = prepared.fingerprint;
         self.update_watch();
         self.configs.send_replace(Arc::clone(new));
-        Ok(changes)
+        Ok(prepared.diff.summary())
     }
 }
 
@@ -439,70 +449,22 @@ fn worker_dir(basedir: &Path, name: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("worker {name}: cannot create {}: {e}", dir.display()))
 }
 
-/// Identifies a configuration as it would run: its resolved settings (the
-/// dialects' secrets included, so a rotated secret counts as a change; the
-/// `change_hook_auth` passwords are compared apart) and the content hashes of
-/// its plugin libraries. Only ever compared, never shown.
-fn fingerprint(config: &Config, registry: &Registry) -> String {
-    // Where a table starts only serves messages: an edit that moves lines
-    // without changing a setting is no change.
-    let mut settings = config.clone();
-    for dialect in &mut settings.www.dialects {
-        dialect.location.clear();
-    }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(format!("{settings:?}").as_bytes());
-    let mut hashes: Vec<&str> = registry.libraries.iter().map(|l| l.hash.as_str()).collect();
-    hashes.sort_unstable();
-    for hash in hashes {
-        hasher.update(hash.as_bytes());
-    }
-    hasher.finalize().to_hex().to_string()
-}
-
-/// `dialects +A ~C -R`.
-fn dialect_changes(old: &Registry, new: &Registry) -> String {
-    // A dialect kept as it was is the very same instance.
-    let instance = |slot: &DialectSlot| match slot {
-        DialectSlot::Ready(instance) => Some(Arc::as_ptr(instance)),
-        _ => None,
+/// The plugin libraries a new registry loads, changes (new content at the
+/// same path) or no longer has, by file.
+fn library_difference(old: &Registry, new: &Registry) -> Difference {
+    let files = |registry: &Registry| -> Vec<(String, String)> {
+        registry
+            .libraries
+            .iter()
+            .map(|l| (l.path.display().to_string(), l.hash.clone()))
+            .collect()
     };
-    let added = new
-        .dialects
-        .keys()
-        .filter(|k| !old.dialects.contains_key(*k))
-        .count();
-    let removed = old
-        .dialects
-        .keys()
-        .filter(|k| !new.dialects.contains_key(*k))
-        .count();
-    let changed = new
-        .dialects
-        .iter()
-        .filter(|(name, slot)| {
-            old.dialects
-                .get(*name)
-                .is_some_and(|before| instance(before) != instance(slot))
-        })
-        .count();
-    counts("dialects", (added, changed, removed))
-}
-
-/// How many entries were added, changed and removed, entries being named.
-fn diff<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> (usize, usize, usize) {
-    let find = |list: &'_ [T], wanted: &String| list.iter().position(|e| name(e) == wanted);
-    let added = new.iter().filter(|e| find(old, name(e)).is_none()).count();
-    let removed = old.iter().filter(|e| find(new, name(e)).is_none()).count();
-    let changed = new
-        .iter()
-        .filter(|e| find(old, name(e)).is_some_and(|at| old[at] != **e))
-        .count();
-    (added, changed, removed)
-}
-
-fn counts(what: &str, (added, changed, removed): (usize, usize, usize)) -> String {
-    format!("{what} +{added} ~{changed} -{removed}")
+    Difference::of(
+        &files(old),
+        &files(new),
+        |(path, _)| path,
+        |a, b| a.1 == b.1,
+    )
 }
 
 fn epoch_now() -> i64 {

@@ -5,7 +5,7 @@
 //! on any, `start` logs each in one line and serves everything else. Requests load
 //! the current [`Registry`] once and finish on the instances they started with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,10 +41,10 @@ pub struct DialectInstance {
     /// The name in the URL.
     pub name: String,
     pub library: Arc<Library>,
-    /// The dialect kind and the options it was constructed with, which tell
-    /// whether a new configuration can keep this instance.
+    /// The dialect kind and the digest of the options it was constructed
+    /// with, which tell whether a new configuration can keep this instance.
     kind: String,
-    options: serde_json::Value,
+    options_digest: [u8; 32],
     instance: DialectBox,
 }
 
@@ -74,12 +74,26 @@ pub enum DialectSlot {
 
 /// The live instances of one configuration generation.
 pub struct Registry {
+    /// The master's title, for the pages it serves.
+    pub title: String,
     pub dialects: HashMap<String, DialectSlot>,
     pub auth: Option<Arc<Credentials>>,
+    /// Dialects that `auth` does not apply to (`change_hook_auth = false`).
+    pub exempt_from_auth: HashSet<String>,
     pub max_body_size: u64,
     pub delivery_id_window: u64,
     /// Every library this generation uses or offers.
     pub libraries: Vec<Arc<Library>>,
+}
+
+impl Registry {
+    /// The content hash of the library serving dialect `name`, if one does.
+    pub fn dialect_library(&self, name: &str) -> Option<&str> {
+        match self.dialects.get(name)? {
+            DialectSlot::Ready(instance) => Some(&instance.library.hash),
+            _ => None,
+        }
+    }
 }
 
 /// Builds a [`Registry`] for `config`, loading libraries through `loader`.
@@ -93,15 +107,17 @@ pub fn prepare(
     let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
     let (mut libraries, refused) = loader.scan(&dirs);
     let mut problems: Vec<Problem> = refused.into_iter().map(Problem::Refused).collect();
+    // Not an error: an empty plugins/ is lost by git and by most copies.
     for dir in config
         .plugin_dirs
         .iter()
         .filter(|d| d.explicit && !d.path.is_dir())
     {
-        problems.push(Problem::Dialect {
-            location: config.file.display().to_string(),
-            message: format!("plugin directory {} does not exist", dir.path.display()),
-        });
+        tracing::warn!(
+            "{}: plugin directory {} does not exist; no plugin is loaded from it",
+            config.file.display(),
+            dir.path.display()
+        );
     }
     // Libraries named by file first, so that a dialect may name any of them by
     // plugin name whatever the order of the tables.
@@ -133,8 +149,16 @@ pub fn prepare(
         dialects.insert(dialect.name.clone(), slot);
     }
     let registry = Registry {
+        title: config.title.clone(),
         dialects,
         auth: config.www.auth.clone().map(Arc::new),
+        exempt_from_auth: config
+            .www
+            .dialects
+            .iter()
+            .filter(|d| d.exempt_from_auth)
+            .map(|d| d.name.clone())
+            .collect(),
         max_body_size: config.www.max_body_size,
         delivery_id_window: config.www.delivery_id_window,
         libraries,
@@ -191,7 +215,7 @@ fn build_dialect(
     if let Some(DialectSlot::Ready(instance)) = previous {
         let unchanged = instance.library.hash == library.hash
             && instance.kind == dialect.kind
-            && instance.options == dialect.options;
+            && instance.options_digest == dialect.options_digest;
         if unchanged {
             return Ok(DialectSlot::Ready(Arc::clone(instance)));
         }
@@ -203,7 +227,7 @@ fn build_dialect(
         name: name.clone(),
         library,
         kind: dialect.kind.clone(),
-        options: dialect.options.clone(),
+        options_digest: dialect.options_digest,
         instance,
     })))
 }

@@ -127,8 +127,12 @@ pub struct Basedir {
 impl Basedir {
     /// A basedir whose `master.toml` is `[www] port = "127.0.0.1:0"` followed by `extra`.
     pub fn new(extra: &str) -> Basedir {
+        Basedir::with_file(&format!("[www]\nport = \"127.0.0.1:0\"\n{extra}"))
+    }
+
+    /// A basedir whose `master.toml` is `config`, which must listen somewhere.
+    pub fn with_file(config: &str) -> Basedir {
         let dir = tempfile::tempdir().expect("temporary basedir");
-        let config = format!("[www]\nport = \"127.0.0.1:0\"\n{extra}");
         std::fs::write(dir.path().join("master.toml"), config).expect("write master.toml");
         Basedir { dir }
     }
@@ -180,6 +184,11 @@ impl Master {
     /// Starts a master with `extra` appended to a loopback-only configuration.
     pub fn start(extra: &str) -> Master {
         Basedir::new(extra).start()
+    }
+
+    /// Starts a master whose whole `master.toml` is `config`.
+    pub fn start_with(config: &str) -> Master {
+        Basedir::with_file(config).start()
     }
 
     fn wait_for_address(&mut self) -> String {
@@ -416,6 +425,17 @@ pub fn send(url: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> R
         headers,
         body,
     }
+}
+
+/// The `X-Hub-Signature-256` value GitHub sends for `body` signed with `secret`.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Mac, SimpleHmac};
+    let mut mac =
+        SimpleHmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
 }
 
 /// Runs `buildmaster ARGS…` to completion.

@@ -170,6 +170,7 @@ impl Engine {
             return Some(self.raw_log(id).await);
         }
         let result = match path {
+            [""] => Ok(root_links()),
             ["logs", id, "contents"] => self.log_contents(id).await,
             ["reconfig"] => Ok(json!({"reconfig": self.reconfig.get(), "meta": {}})),
             _ => match self.listing(path).await? {
@@ -447,14 +448,31 @@ impl Engine {
     }
 
     /// Answers a JSON-RPC `POST /api/v2/<path>`: `force` on a force
-    /// scheduler, `stop` on a build, `cancel` on a build request.
-    pub async fn post(&self, path: &[&str], body: &[u8]) -> Option<ApiResponse> {
+    /// scheduler, `stop` on a build, `cancel` on a build request. As in
+    /// Buildbot, the body must be sent as `application/json`: a web page can
+    /// make a browser post a form or text anywhere, but not that.
+    pub async fn post(
+        &self,
+        path: &[&str],
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<ApiResponse> {
         let target = match path {
             ["forceschedulers", name] => Target::Force((*name).to_owned()),
             ["builds", id] => Target::Build((*id).to_owned()),
             ["buildrequests", id] => Target::Request((*id).to_owned()),
             _ => return None,
         };
+        let media_type = content_type
+            .and_then(|value| value.split(';').next())
+            .map(|media_type| media_type.trim().to_ascii_lowercase());
+        if media_type.as_deref() != Some("application/json") {
+            return Some(rpc_error(
+                Value::Null,
+                -32600,
+                "Invalid content-type (use application/json)",
+            ));
+        }
         let call: Value = match serde_json::from_slice(body) {
             Ok(call @ Value::Object(_)) => call,
             _ => {
@@ -517,14 +535,28 @@ impl Engine {
         })
     }
 
+    /// `force`: every builder of the scheduler, or those `builderNames`
+    /// lists, or the one `builderid` names (by id or name).
     async fn force(&self, id: Value, name: &str, mut params: Map<String, Value>) -> ApiResponse {
         let builder = params.remove("builderid").map(|b| match b {
             Value::String(text) => text,
             other => other.to_string(),
         });
+        let builders = match params.remove("builderNames") {
+            None => builder.map(|b| vec![b]),
+            Some(Value::Array(names)) if names.iter().all(Value::is_string) => Some(
+                names
+                    .into_iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                return rpc_error(id, -32602, "builderNames must be a list of builder names")
+            }
+        };
         match self
             .schedulers
-            .force(name, builder.as_deref(), &params)
+            .force(name, builders.as_deref(), &params)
             .await
         {
             Ok(added) => {
@@ -549,6 +581,28 @@ impl Engine {
             Err(error) => rpc_error(id, -32602, &error.to_string()),
         }
     }
+}
+
+/// The collections at the root of the API.
+const ROOT_LINKS: &[&str] = &[
+    "builders",
+    "buildrequests",
+    "builds",
+    "buildsets",
+    "changes",
+    "forceschedulers",
+    "reconfig",
+    "schedulers",
+    "workers",
+];
+
+/// `GET /api/v2`: the index of the root collections, in Buildbot's shape.
+fn root_links() -> Value {
+    let links: Vec<Value> = ROOT_LINKS
+        .iter()
+        .map(|name| json!({ "name": name }))
+        .collect();
+    json!({"rootlinks": links, "meta": {"total": links.len()}})
 }
 
 enum Target {

@@ -99,12 +99,7 @@ impl Botmaster {
     /// retire (their running builds finish), changed ones apply their new
     /// settings to the builds they start from now on. `workers`, when given,
     /// replaces the worker pool; workers that come or go are announced.
-    /// Returns how many builders were added, changed and removed.
-    pub fn apply(
-        &self,
-        builders: Vec<(i64, BuilderConfig)>,
-        workers: Option<WorkerPool>,
-    ) -> (usize, usize, usize) {
+    pub fn apply(&self, builders: Vec<(i64, BuilderConfig)>, workers: Option<WorkerPool>) {
         if let Some(workers) = workers {
             let before = self.shared.workers.swap(Arc::new(workers));
             let after = self.shared.workers.load();
@@ -125,23 +120,18 @@ impl Botmaster {
         }
         let mut current = self.write_builders();
         let wanted: BTreeMap<i64, BuilderConfig> = builders.into_iter().collect();
-        let (mut added, mut changed, mut removed) = (0, 0, 0);
         current.retain(|id, builder| {
             if wanted.contains_key(id) {
                 return true;
             }
             builder.retired.store(true, Ordering::SeqCst);
             builder.wake.notify_one();
-            removed += 1;
             false
         });
         for (id, config) in wanted {
             match current.get(&id) {
                 Some(builder) if **builder.config.load() == config => {}
-                Some(builder) => {
-                    builder.config.store(Arc::new(config));
-                    changed += 1;
-                }
+                Some(builder) => builder.config.store(Arc::new(config)),
                 None => {
                     let builder = Arc::new(Builder {
                         id,
@@ -151,14 +141,12 @@ impl Botmaster {
                     });
                     tokio::spawn(self.clone().builder_loop(Arc::clone(&builder)));
                     current.insert(id, builder);
-                    added += 1;
                 }
             }
         }
         drop(current);
         // Pending requests may now find a builder or a worker.
         self.wake_all();
-        (added, changed, removed)
     }
 
     fn wake(&self, builderid: i64) {

@@ -71,12 +71,11 @@ impl ChangeSources {
 
     /// Makes `configs` the running sources: a source whose settings did not
     /// change keeps running (and its place in a poll); the others stop or
-    /// start. Returns how many were added, changed and removed.
-    pub fn apply(&self, configs: &[GitPollerConfig]) -> (usize, usize, usize) {
+    /// start.
+    pub fn apply(&self, configs: &[GitPollerConfig]) {
         let mut running = self.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
         let mut wakers = Vec::with_capacity(configs.len());
-        let (mut added, mut changed) = (0, 0);
         for config in configs {
             if let Some(at) = old.iter().position(|r| &r.config == config) {
                 let kept = old.swap_remove(at);
@@ -91,11 +90,6 @@ impl ChangeSources {
                 wakers.push((config.name.clone(), wake));
                 running.push(kept);
                 continue;
-            }
-            if old.iter().any(|r| r.config.name == config.name) {
-                changed += 1;
-            } else {
-                added += 1;
             }
             tracing::info!(
                 "change source '{}' polls {} every {} s",
@@ -112,16 +106,11 @@ impl ChangeSources {
                 task,
             });
         }
-        let removed = old
-            .iter()
-            .filter(|r| !configs.iter().any(|c| c.name == r.config.name))
-            .count();
         // What is left was removed or replaced.
         for stale in old {
             stale.task.abort();
         }
         self.wakers.0.store(Arc::new(wakers));
-        (added, changed, removed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {

@@ -119,6 +119,29 @@ impl ChangeFilter {
             .iter()
             .all(|criterion| criterion.test.accepts(criterion.field.of(change)))
     }
+
+    /// Why the filter refuses the change, naming the first criterion it
+    /// fails, e.g. `branch 'dev' is not main`; `None` when it accepts it.
+    pub fn refusal(&self, change: &FilterSubject<'_>) -> Option<String> {
+        let criterion = self
+            .criteria
+            .iter()
+            .find(|criterion| !criterion.test.accepts(criterion.field.of(change)))?;
+        let field = criterion.field.name();
+        let Some(value) = criterion.field.of(change) else {
+            return Some(format!("the change has no {field}"));
+        };
+        Some(match &criterion.test {
+            Test::Values(values) => format!("{field} '{value}' is not {}", values.join(" or ")),
+            Test::Patterns(patterns) => {
+                let patterns: Vec<&str> = patterns.iter().map(as_written).collect();
+                format!(
+                    "{field} '{value}' does not match {field}_re {}",
+                    patterns.join(" or ")
+                )
+            }
+        })
+    }
 }
 
 impl Field {
@@ -168,6 +191,15 @@ fn compile_patterns(field: Field, patterns: &[String]) -> Result<Vec<Regex>, Str
             })
         })
         .collect()
+}
+
+/// A pattern as the configuration wrote it, without the anchoring group.
+fn as_written(regex: &Regex) -> &str {
+    let anchored = regex.as_str();
+    anchored
+        .strip_prefix("^(?:")
+        .and_then(|pattern| pattern.strip_suffix(')'))
+        .unwrap_or(anchored)
 }
 
 /// Compiles `pattern` to match only at the start of the text.
@@ -228,6 +260,27 @@ mod tests {
         let empty = ChangeFilter::new(&ChangeFilterConfig::default()).expect("empty config");
         assert!(empty.matches(&main_change()));
         assert!(empty.matches(&bare));
+    }
+
+    #[test]
+    fn a_refusal_names_the_first_criterion_that_fails() {
+        let change = main_change();
+        let both = filter(json!({"project": "libfoo", "branch": ["dev", "release"]}));
+        assert_eq!(
+            both.refusal(&change).as_deref(),
+            Some("branch 'main' is not dev or release")
+        );
+        let pattern = filter(json!({"branch_re": "rel(ease)?/"}));
+        assert_eq!(
+            pattern.refusal(&change).as_deref(),
+            Some("branch 'main' does not match branch_re rel(ease)?/")
+        );
+        let bare = subject(None, None);
+        assert_eq!(
+            filter(json!({"category": "x"})).refusal(&bare).as_deref(),
+            Some("the change has no category")
+        );
+        assert_eq!(filter(json!({"branch": "main"})).refusal(&change), None);
     }
 
     #[test]

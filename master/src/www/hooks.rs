@@ -1,13 +1,14 @@
 //! `/change_hook/<dialect>`: Buildbot's change-hook dispatcher.
 //!
-//! Order of checks: method (405), authentication (401), body size (413), dialect
-//! allow-list (400), then the dialect plugin on the blocking pool, then the changes
-//! are committed before the answer goes out.
+//! Order of checks: method (405), authentication (401, unless the dialect opted
+//! out of `change_hook_auth`), body size (413), dialect allow-list (400), then
+//! the dialect plugin on the blocking pool, then the changes are committed
+//! before the answer goes out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use buildmaster_plugin_api::boundary::{FfiError, FfiHookResult};
+use buildmaster_plugin_api::boundary::FfiHookResult;
 use buildmaster_plugin_api::Request;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
@@ -51,8 +52,14 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let name = dialect_name(path.as_str()).to_string();
+    let from = remote.map(|a| a.ip().to_string()).unwrap_or_default();
+    let refuse = |status: StatusCode, reason: String| {
+        tracing::info!(dialect = %name, status = status.as_u16(), from = %from, "hook refused: {reason}");
+        text(status, reason)
+    };
     if method != Method::GET && method != Method::POST {
-        let mut reply = text(
+        let mut reply = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not allowed on change hooks; use POST or GET"),
         );
@@ -64,7 +71,11 @@ where
     // One snapshot for the whole request: a reload in between does not mix generations.
     let registry = state.registry.load_full();
 
-    if let Some(credentials) = &registry.auth {
+    let auth = registry
+        .auth
+        .as_ref()
+        .filter(|_| !registry.exempt_from_auth.contains(&name));
+    if let Some(credentials) = auth {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -78,6 +89,8 @@ where
             credentials.check(authorization.as_deref())
         };
         if !ok {
+            // The log says why without echoing what was sent.
+            tracing::info!(dialect = %name, status = 401, from = %from, "hook refused: change_hook_auth credentials missing or wrong");
             let mut reply = text(StatusCode::UNAUTHORIZED, "Unauthorized");
             reply.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -92,18 +105,21 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return too_large(limit);
-    }
-    let Some(body) = read_body(body, limit).await else {
-        return too_large(limit);
+    let body = match declared {
+        Some(length) if length > limit => None,
+        _ => read_body(body, limit).await,
+    };
+    let Some(body) = body else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        );
     };
 
-    let name = dialect_name(path.as_str()).to_string();
     let dialect = match registry.dialects.get(&name) {
         Some(DialectSlot::Ready(dialect)) => dialect.clone(),
         Some(DialectSlot::NotAPlugin) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                 "The dialect specified, '{name}', is not registered as a buildbot.webhook plugin"
@@ -113,7 +129,7 @@ where
         // Buildbot answers 400 when a handler cannot be created (e.g. GitHub's
         // strict mode without a secret); the cause stays in the master's log.
         Some(DialectSlot::Unavailable) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "The dialect specified, '{name}', could not be set up; see the master's log"
@@ -121,7 +137,7 @@ where
             )
         }
         None => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 format!("The dialect specified, '{name}', wasn't whitelisted in change_hook"),
             )
@@ -164,7 +180,14 @@ where
     let outcome = tokio::task::spawn_blocking(move || plugin_dialect.handle(&request, &host)).await;
     let result = match outcome {
         Ok(Ok(result)) => result,
-        Ok(Err(error)) => return dialect_error(&name, &dialect.library.name, error),
+        Ok(Err(error)) if (400..500).contains(&error.status) => {
+            let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return refuse(status, error.message.to_string());
+        }
+        Ok(Err(error)) => {
+            tracing::error!(dialect = %name, plugin = %dialect.library.name, "dialect failed: {}", error.message);
+            return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
+        }
         Err(join_error) => {
             tracing::error!(dialect = %name, plugin = %dialect.library.name, "dialect call failed: {join_error}");
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
@@ -202,13 +225,6 @@ fn redelivered(delivery: &Delivery) -> warp::reply::Response {
     text(StatusCode::OK, "no change found")
 }
 
-fn too_large(limit: u64) -> warp::reply::Response {
-    text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than the limit of {limit} bytes"),
-    )
-}
-
 /// Reads the whole body, or `None` as soon as it exceeds `limit`.
 async fn read_body<S, B>(body: S, limit: u64) -> Option<Vec<u8>>
 where
@@ -232,22 +248,6 @@ where
     Some(bytes)
 }
 
-fn dialect_error(name: &str, plugin: &str, error: FfiError) -> warp::reply::Response {
-    match error.status {
-        400..=499 => {
-            tracing::info!(dialect = %name, status = error.status, "hook refused: {}", error.message);
-            text(
-                StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
-                error.message.to_string(),
-            )
-        }
-        _ => {
-            tracing::error!(dialect = %name, plugin = %plugin, "dialect failed: {}", error.message);
-            text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
-        }
-    }
-}
-
 async fn store_and_answer(
     state: &AppState,
     name: &str,
@@ -263,6 +263,9 @@ async fn store_and_answer(
         }
     };
     let count = changes.len();
+    let delivery_id = delivery
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |d| d.id.clone());
     // A delivery is recorded even when it brings no change, so that it is
     // answered the same way when it comes again.
     let stored = match delivery {
@@ -271,8 +274,19 @@ async fn store_and_answer(
         None => state.db.add_changes(changes).await.map(Stored::Changes),
     };
     match stored {
-        Ok(Stored::Changes(_)) => {}
-        Ok(Stored::Duplicate) => return text(StatusCode::OK, "no change found"),
+        Ok(Stored::Changes(ids)) => {
+            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                dialect = %name,
+                delivery = %delivery_id,
+                "hook accepted: {count} change(s) stored{}",
+                if ids.is_empty() { String::new() } else { format!(" (ids {})", ids.join(", ")) }
+            );
+        }
+        Ok(Stored::Duplicate) => {
+            tracing::info!(dialect = %name, delivery = %delivery_id, "hook accepted: delivery seen before; nothing stored");
+            return text(StatusCode::OK, "no change found");
+        }
         Err(e) => {
             tracing::error!(dialect = %name, "storing {count} change(s) failed: {e}");
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);

@@ -5,6 +5,7 @@
 //! turns into a JSON 404.
 
 pub mod auth;
+mod home;
 mod hooks;
 
 use std::convert::Infallible;
@@ -46,6 +47,14 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let with_state = warp::any().map(move || state.clone());
 
+    let home = warp::path::end()
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: AppState| {
+            let page = home::page(&state.registry.load().title, &state.engine.reconfig.get());
+            warp::reply::html(page).into_response()
+        });
+
     let change_hook = warp::path("change_hook")
         .and(warp::method())
         .and(warp::path::full())
@@ -75,12 +84,14 @@ pub fn routes(
     let api_post = warp::path!("api" / "v2" / ..)
         .and(warp::post())
         .and(warp::path::tail())
+        .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::content_length_limit(MAX_RPC_BODY))
         .and(warp::body::bytes())
         .and(with_state)
         .and_then(api_engine_post);
 
-    change_hook
+    home.or(change_hook)
+        .unify()
         .or(changes)
         .unify()
         .or(api_get)
@@ -112,11 +123,16 @@ async fn api_engine_get(
 
 async fn api_engine_post(
     tail: warp::path::Tail,
+    content_type: Option<String>,
     body: bytes::Bytes,
     state: AppState,
 ) -> Result<warp::reply::Response, Rejection> {
     let path: Vec<&str> = tail.as_str().trim_end_matches('/').split('/').collect();
-    match state.engine.post(&path, &body).await {
+    match state
+        .engine
+        .post(&path, content_type.as_deref(), &body)
+        .await
+    {
         Some(response) => Ok(api_reply(response)),
         None => Err(warp::reject::not_found()),
     }
