@@ -5,7 +5,8 @@
 //! configuration), [`www`] (HTTP: change hooks and REST), [`api`] (the REST data
 //! layer), [`db`] and [`changes`] (storage and the Change model),
 //! [`change_sources`] (polling repositories for changes), [`host`] (what
-//! plugins may ask of the master), [`server`] (running it all).
+//! plugins may ask of the master), [`server`] (running it all), [`systemd`]
+//! (telling a `Type=notify` unit how it goes).
 
 pub mod api;
 pub mod builds;
@@ -21,5 +22,6 @@ pub mod registry;
 pub mod results;
 pub mod schedulers;
 pub mod server;
+pub mod systemd;
 pub mod workers;
 pub mod www;

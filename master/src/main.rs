@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use buildmaster::config::{Config, CONFIG_FILE, STARTER};
 use buildmaster::plugins::Loader;
-use buildmaster::{registry, server};
+use buildmaster::{registry, server, systemd};
 
 #[derive(Parser)]
 #[command(
@@ -106,12 +106,14 @@ struct Sendchange {
 }
 
 fn main() -> ExitCode {
+    // First, while no other thread runs: it edits the environment.
+    let notifier = systemd::Notifier::from_env();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
         Command::CreateMaster { dir } => create_master(&dir),
         Command::Checkconfig { path } => return checkconfig(&path),
-        Command::Start { dir, daemon: false } => start(&dir),
+        Command::Start { dir, daemon: false } => start(&dir, notifier),
         Command::Start { dir, daemon: true } => start_daemon(&dir),
         Command::Stop { dir } => stop(&dir),
         Command::Reconfig { dir } => reconfig(&dir),
@@ -215,7 +217,7 @@ fn checkconfig(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn start(dir: &Path) -> anyhow::Result<()> {
+fn start(dir: &Path, notifier: systemd::Notifier) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -235,7 +237,7 @@ fn start(dir: &Path) -> anyhow::Result<()> {
                 );
             }
         };
-        server::run(config, signals).await
+        server::run(config, signals, notifier).await
     })
 }
 

@@ -24,6 +24,7 @@ use crate::plugins::Loader;
 use crate::reconfig::{self, Live, Reconfigurer, SharedStatus, Trigger};
 use crate::registry;
 use crate::schedulers::Schedulers;
+use crate::systemd::Notifier;
 use crate::www::{self, AppState};
 
 /// The pid file inside a basedir.
@@ -226,8 +227,9 @@ async fn start_engine(
 }
 
 /// Runs the master of `config` in the foreground until SIGTERM or SIGINT,
-/// reloading its configuration on SIGHUP and when its files change.
-pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
+/// reloading its configuration on SIGHUP and when its files change, and
+/// telling `notifier` (systemd) each step.
+pub async fn run(config: Config, mut signals: Signals, notifier: Notifier) -> anyhow::Result<()> {
     let _pid_file = PidFile::create(&config.basedir)?;
 
     let db_path = config.db_path.clone();
@@ -268,6 +270,7 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.www.listen))?;
     let server = HttpServer::spawn(listener, state.clone())?;
     tracing::info!("{} listening on http://{}/", config.title, server.address);
+    notifier.ready(&format!("listening on http://{}/", server.address));
 
     let (triggers, mut triggered) = mpsc::unbounded_channel();
     let live = Live {
@@ -276,7 +279,7 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
         loader,
         server,
     };
-    let mut reconfigurer = Reconfigurer::new(live, config, status, triggers);
+    let mut reconfigurer = Reconfigurer::new(live, config, Arc::clone(&status), triggers);
     tokio::spawn(follow_change_sources(
         Arc::clone(&change_sources),
         reconfigurer.subscribe(),
@@ -288,8 +291,15 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<()> {
             _ = signals.hangup.recv() => Trigger::Signal,
             Some(trigger) = triggered.recv() => trigger,
         };
+        notifier.reloading();
         reconfigurer.reload(trigger).await;
+        let outcome = status.get();
+        notifier.ready(&format!(
+            "generation {} ({})",
+            outcome.generation, outcome.result
+        ));
     };
+    notifier.stopping();
     tracing::info!("{signal_name} received: finishing the requests in flight");
     change_sources.stop().await;
     engine.botmaster.shutdown().await;
