@@ -331,6 +331,35 @@ fn invalid_force_parameters_are_refused_and_build_nothing() {
 }
 
 #[test]
+fn at_debug_level_schedulers_log_what_they_do_with_each_change() {
+    let master = Basedir::new(&config(&shell(r#""true""#, ""), "", ""))
+        .start_logging("info,buildmaster::schedulers=debug");
+    hook(&master, "dev", "d1");
+    hook(&master, "main", "m1");
+    master.wait_for_build(1);
+    let log = wait_until("both decisions", || {
+        let log = master.log();
+        (log.contains("change=1") && log.contains("change=2")).then_some(log)
+    });
+    let decision = |change: &str| {
+        log.lines()
+            .find(|l| l.contains(change) && l.contains("scheduler=main"))
+            .unwrap_or_else(|| panic!("no decision on {change}:\n{log}"))
+            .to_string()
+    };
+    assert!(
+        decision("change=1").contains("DEBUG change filtered out: branch 'dev' is not main"),
+        "{log}"
+    );
+    assert!(
+        decision("change=2").contains("DEBUG change accepted; building b"),
+        "{log}"
+    );
+    // The force scheduler does not look at changes.
+    assert!(!log.contains("scheduler=force"), "{log}");
+}
+
+#[test]
 fn json_rpc_needs_the_json_content_type_and_force_takes_builder_names() {
     let master = Master::start(
         r#"

@@ -159,12 +159,17 @@ impl Basedir {
 
     /// Starts the master and waits until it listens.
     pub fn start(self) -> Master {
+        self.start_logging("info")
+    }
+
+    /// Starts the master with `BUILDMASTER_LOG` set to `filter`.
+    pub fn start_logging(self, filter: &str) -> Master {
         let log_path = self.dir.path().join("test-master.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(binary())
             .arg("start")
             .arg(self.dir.path())
-            .env("BUILDMASTER_LOG", "info")
+            .env("BUILDMASTER_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
