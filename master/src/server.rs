@@ -269,8 +269,8 @@ pub async fn run(config: Config, mut signals: Signals, notifier: Notifier) -> an
         .await
         .with_context(|| format!("cannot listen on {}", config.www.listen))?;
     let server = HttpServer::spawn(listener, state.clone())?;
-    tracing::info!("{} listening on http://{}/", config.title, server.address);
-    notifier.ready(&format!("listening on http://{}/", server.address));
+    let address = server.address;
+    let title = config.title.clone();
 
     let (triggers, mut triggered) = mpsc::unbounded_channel();
     let live = Live {
@@ -280,6 +280,10 @@ pub async fn run(config: Config, mut signals: Signals, notifier: Notifier) -> an
         server,
     };
     let mut reconfigurer = Reconfigurer::new(live, config, Arc::clone(&status), triggers);
+    // Announced once the file watch runs: an edit made as soon as the master
+    // says it listens is seen.
+    tracing::info!("{title} listening on http://{address}/");
+    notifier.ready(&format!("listening on http://{address}/"));
     tokio::spawn(follow_change_sources(
         Arc::clone(&change_sources),
         reconfigurer.subscribe(),
