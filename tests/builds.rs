@@ -184,7 +184,8 @@ fn stop_cancels_a_running_build_and_kills_its_processes() {
     assert_eq!(answer, json!({"jsonrpc": "2.0", "result": null, "id": 7}));
     let build = master.wait_for_build(1);
     assert_eq!(build["results"], 6, "{build}");
-    assert_eq!(build["state_string"], "cancelled");
+    // The reason is kept on the build, as Buildbot shows it.
+    assert_eq!(build["state_string"], "cancelled (stopped: enough)");
     assert_eq!(steps(&master, 1).len(), 1, "no step runs after a stop");
     wait_until("the step's child to die", || (!alive(pid)).then_some(()));
     // Stopping it again is an error.

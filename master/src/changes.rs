@@ -83,9 +83,10 @@ pub struct Change {
     pub sourcestamp: SourceStamp,
 }
 
-/// The source stamp a change points at: one per distinct (revision, branch,
-/// repository, codebase, project).
-#[derive(Debug, Clone, PartialEq)]
+/// A source stamp: what to build, one per distinct (revision, branch,
+/// repository, codebase, project). Changes point at one; buildsets hold one
+/// per codebase.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceStamp {
     pub ssid: i64,
     pub branch: Option<String>,
@@ -94,6 +95,22 @@ pub struct SourceStamp {
     pub codebase: String,
     pub project: String,
     pub created_at: i64,
+}
+
+impl SourceStamp {
+    /// The source stamp in Buildbot's REST shape.
+    pub fn to_rest(&self) -> Value {
+        json!({
+            "ssid": self.ssid,
+            "branch": self.branch,
+            "revision": self.revision,
+            "project": self.project,
+            "repository": self.repository,
+            "codebase": self.codebase,
+            "created_at": self.created_at,
+            "patch": null,
+        })
+    }
 }
 
 /// The fields of the REST change object, in the order Buildbot documents them.
@@ -119,7 +136,6 @@ pub const FIELDS: [&str; 16] = [
 impl Change {
     /// The change as Buildbot's REST API shows it; every field is present.
     pub fn to_rest(&self) -> Value {
-        let ss = &self.sourcestamp;
         json!({
             "changeid": self.changeid,
             "author": self.author,
@@ -136,16 +152,7 @@ impl Change {
             "project": self.project,
             "codebase": self.codebase,
             "parent_changeids": self.parent_changeid.into_iter().collect::<Vec<_>>(),
-            "sourcestamp": {
-                "ssid": ss.ssid,
-                "branch": ss.branch,
-                "revision": ss.revision,
-                "project": ss.project,
-                "repository": ss.repository,
-                "codebase": ss.codebase,
-                "created_at": ss.created_at,
-                "patch": null,
-            },
+            "sourcestamp": self.sourcestamp.to_rest(),
         })
     }
 }

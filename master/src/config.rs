@@ -11,23 +11,27 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 mod builders;
+pub mod change_filter;
+mod change_sources;
+mod credentials;
+pub mod cron;
 mod diff;
+pub mod force;
+pub mod interpolate;
 mod schedulers;
 
 pub use builders::{
     BuilderConfig, CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind, WorkerConfig,
 };
+pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
+pub use credentials::Credentials;
 pub use diff::{ConfigDiff, Difference, Setting};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
-
-use crate::change_sources::redact_url;
-use crate::www::auth::Credentials;
 
 /// The file name of the configuration inside a basedir.
 pub const CONFIG_FILE: &str = "master.toml";
@@ -40,13 +44,6 @@ const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 
 /// Default time a change-hook delivery id is remembered: 72 hours.
 const DEFAULT_DELIVERY_ID_WINDOW: u64 = 72 * 3600;
-
-/// Default time between two polls of a change source: 10 minutes, as in Buildbot.
-const DEFAULT_POLL_INTERVAL: u64 = 600;
-
-/// Where a git poller keeps its bare clone unless `workdir` says otherwise:
-/// `<basedir>/gitpoller-work/<sanitized name>`.
-const GITPOLLER_WORK: &str = "gitpoller-work";
 
 /// One mistake in the configuration, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,25 +158,6 @@ pub struct RawWww {
     pub delivery_id_window: Option<Spanned<i64>>,
 }
 
-/// `[[change_sources]]`: Buildbot's `GitPoller` options in snake_case.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawChangeSource {
-    #[serde(rename = "type")]
-    pub kind: Option<Spanned<String>>,
-    pub name: Option<Spanned<String>>,
-    pub repourl: Option<Spanned<String>>,
-    /// A list of branch names, or `true` for every branch.
-    pub branches: Option<Spanned<toml::Value>>,
-    pub poll_interval: Option<Spanned<i64>>,
-    pub poll_at_launch: Option<bool>,
-    pub project: Option<String>,
-    pub category: Option<String>,
-    pub codebase: Option<String>,
-    pub revlink: Option<String>,
-    pub workdir: Option<String>,
-}
-
 // ---------------------------------------------------------------------------
 // The built configuration.
 
@@ -282,39 +260,6 @@ impl fmt::Debug for DialectConfig {
     }
 }
 
-/// One `[[change_sources]]` entry of `type = "git"`, the only kind so far:
-/// Buildbot's `GitPoller`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitPollerConfig {
-    /// Unique among the change sources; the `poller` dialect asks for it by
-    /// name. Default: the repourl, its credentials masked.
-    pub name: String,
-    /// What `git fetch` is given; also the `repository` of every change.
-    pub repourl: String,
-    pub branches: Branches,
-    pub poll_interval: Duration,
-    /// Poll once at start-up instead of waiting a whole interval first.
-    pub poll_at_launch: bool,
-    pub project: String,
-    pub category: Option<String>,
-    pub codebase: String,
-    /// A template whose `%s` becomes the revision; `""` gives changes an empty revlink.
-    pub revlink: String,
-    /// The bare clone the poller fetches into.
-    pub workdir: PathBuf,
-}
-
-/// Which branches a git poller follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Branches {
-    /// The branch the remote's `HEAD` points at.
-    RemoteHead,
-    /// Every branch of the remote (`branches = true`).
-    All,
-    /// These branches, in this order, those that exist.
-    Named(Vec<String>),
-}
-
 /// How a custom dialect names its plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginRef {
@@ -415,7 +360,12 @@ impl Builder<'_> {
                 DEFAULT_DELIVERY_ID_WINDOW
             }
         };
-        let change_sources = self.change_sources(raw.change_sources);
+        let change_sources = change_sources::change_sources(
+            self.map,
+            self.basedir,
+            raw.change_sources,
+            &mut self.errors,
+        );
         let workers = builders::workers(self.map, raw.workers, &mut self.errors);
         let builders = builders::builders(self.map, raw.builders, &workers, &mut self.errors);
         let schedulers =
@@ -449,172 +399,6 @@ impl Builder<'_> {
             builders,
             schedulers,
         })
-    }
-
-    /// Builds every `[[change_sources]]` entry, then checks that names and
-    /// work directories are unique, since the name keys the stored state and two
-    /// pollers must not fetch into the same clone.
-    fn change_sources(&mut self, raw: Vec<Spanned<RawChangeSource>>) -> Vec<GitPollerConfig> {
-        let mut built: Vec<(GitPollerConfig, Range<usize>)> = Vec::new();
-        for entry in raw {
-            let span = entry.span();
-            let Some((source, name_span)) = self.change_source(span.clone(), entry.into_inner())
-            else {
-                continue;
-            };
-            if let Some((_, first)) = built.iter().find(|(s, _)| s.name == source.name) {
-                let message = format!(
-                    "change source name '{}' is already used at {}",
-                    source.name,
-                    self.map.locate(first.start)
-                );
-                self.errors.push(self.map.error(name_span, message));
-                continue;
-            }
-            if let Some((other, _)) = built.iter().find(|(s, _)| s.workdir == source.workdir) {
-                let message = format!(
-                    "change source '{}' would share workdir {} with change source '{}'",
-                    source.name,
-                    source.workdir.display(),
-                    other.name
-                );
-                self.errors.push(self.map.error(span, message));
-                continue;
-            }
-            built.push((source, span));
-        }
-        built.into_iter().map(|(source, _)| source).collect()
-    }
-
-    /// One change source and the span its name comes from, or `None` after
-    /// recording what is wrong with it.
-    fn change_source(
-        &mut self,
-        span: Range<usize>,
-        raw: RawChangeSource,
-    ) -> Option<(GitPollerConfig, Range<usize>)> {
-        let errors_before = self.errors.len();
-        match raw.kind {
-            None => self.errors.push(
-                self.map
-                    .error(span.clone(), "a change source needs type = \"git\""),
-            ),
-            Some(kind) if kind.get_ref() != "git" => {
-                let message = format!(
-                    "unknown change source type '{}' (known: git)",
-                    kind.get_ref()
-                );
-                self.errors.push(self.map.error(kind.span(), message));
-            }
-            Some(_) => {}
-        }
-        let repourl = match raw.repourl {
-            Some(url) if !url.get_ref().is_empty() => Some(url),
-            Some(url) => {
-                let err = self.map.error(url.span(), "repourl must not be empty");
-                self.errors.push(err);
-                None
-            }
-            None => {
-                let err = self
-                    .map
-                    .error(span.clone(), "a change source needs repourl");
-                self.errors.push(err);
-                None
-            }
-        };
-        let name = match raw.name {
-            Some(name) if name.get_ref().is_empty() => {
-                let err = self.map.error(name.span(), "name must not be empty");
-                self.errors.push(err);
-                None
-            }
-            Some(name) => Some((name.get_ref().clone(), name.span())),
-            // Masked: the name shows in logs and names the workdir.
-            None => repourl
-                .as_ref()
-                .map(|url| (redact_url(url.get_ref()).into_owned(), url.span())),
-        };
-        let branches = raw.branches.map_or(Branches::RemoteHead, |branches| {
-            self.branches(branches).unwrap_or(Branches::RemoteHead)
-        });
-        let poll_interval = match raw.poll_interval {
-            None => DEFAULT_POLL_INTERVAL,
-            Some(secs) if *secs.get_ref() > 0 => *secs.get_ref() as u64,
-            Some(secs) => {
-                let err = self.map.error(
-                    secs.span(),
-                    "poll_interval must be a positive number of seconds",
-                );
-                self.errors.push(err);
-                DEFAULT_POLL_INTERVAL
-            }
-        };
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let (name, name_span) = name?;
-        let workdir = match raw.workdir {
-            Some(dir) => self.basedir.join(dir),
-            None => self
-                .basedir
-                .join(GITPOLLER_WORK)
-                .join(sanitize_dir_name(&name)),
-        };
-        Some((
-            GitPollerConfig {
-                name,
-                repourl: repourl?.into_inner(),
-                branches,
-                poll_interval: Duration::from_secs(poll_interval),
-                poll_at_launch: raw.poll_at_launch.unwrap_or(false),
-                project: raw.project.unwrap_or_default(),
-                category: raw.category,
-                codebase: raw.codebase.unwrap_or_default(),
-                revlink: raw.revlink.unwrap_or_default(),
-                workdir,
-            },
-            name_span,
-        ))
-    }
-
-    /// `branches`: a non-empty list of branch names (`refs/heads/` optional) or `true`.
-    fn branches(&mut self, value: Spanned<toml::Value>) -> Option<Branches> {
-        let span = value.span();
-        let invalid = "branches must be true (every branch) or a list of branch names";
-        let names = match value.into_inner() {
-            toml::Value::Boolean(true) => return Some(Branches::All),
-            toml::Value::Array(items) => items,
-            _ => {
-                self.errors.push(self.map.error(span, invalid));
-                return None;
-            }
-        };
-        let mut branches = Vec::with_capacity(names.len());
-        for item in names {
-            match item {
-                toml::Value::String(name) => {
-                    let name = name.strip_prefix("refs/heads/").unwrap_or(&name);
-                    if name.is_empty() {
-                        self.errors.push(self.map.error(span, invalid));
-                        return None;
-                    }
-                    if !branches.iter().any(|b| b == name) {
-                        branches.push(name.to_string());
-                    }
-                }
-                _ => {
-                    self.errors.push(self.map.error(span, invalid));
-                    return None;
-                }
-            }
-        }
-        if branches.is_empty() {
-            let message = "branches = [] follows no branch: leave it out to follow the remote's default branch";
-            self.errors.push(self.map.error(span, message));
-            return None;
-        }
-        Some(Branches::Named(branches))
     }
 
     fn plugin_dirs(&mut self, dirs: Option<Vec<Spanned<String>>>) -> Vec<PluginDir> {
@@ -886,20 +670,6 @@ fn check_self_authenticating(name: &str, kind: &str, options: &toml::Table) -> R
     }
 }
 
-/// A change source name as one directory name: characters other than ASCII
-/// letters, digits, `-`, `_` and `.` become `_`, and so does a leading `.`, so the
-/// result never climbs out of its parent or hides.
-fn sanitize_dir_name(name: &str) -> String {
-    name.chars()
-        .enumerate()
-        .map(|(i, c)| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
-            '.' if i > 0 => c,
-            _ => '_',
-        })
-        .collect()
-}
-
 /// The directory holding the running executable, where a workspace build puts
 /// the built-in plugin libraries.
 pub fn builtin_plugin_dir() -> PathBuf {
@@ -948,11 +718,11 @@ fn parse_listen(value: &toml::Value) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         Config::parse(Path::new("base/master.toml"), text)
     }
 
-    fn errors(text: &str) -> Vec<String> {
+    pub(super) fn errors(text: &str) -> Vec<String> {
         parse(text)
             .unwrap_err()
             .iter()
@@ -1135,116 +905,6 @@ mod tests {
         );
         let errs = Config::parse(&file, "[www]\nchange_hook_auth = []\n").unwrap_err();
         assert!(errs[0].message.contains("lists no user"), "{errs:?}");
-    }
-
-    #[test]
-    fn a_git_change_source_with_defaults() {
-        let config =
-            parse("[[change_sources]]\ntype = 'git'\nrepourl = 'https://example.org/r.git'\n")
-                .unwrap();
-        assert_eq!(
-            config.change_sources,
-            [GitPollerConfig {
-                name: "https://example.org/r.git".into(),
-                repourl: "https://example.org/r.git".into(),
-                branches: Branches::RemoteHead,
-                poll_interval: Duration::from_secs(600),
-                poll_at_launch: false,
-                project: String::new(),
-                category: None,
-                codebase: String::new(),
-                revlink: String::new(),
-                workdir: "base/gitpoller-work/https___example.org_r.git".into(),
-            }]
-        );
-        let config =
-            parse("[[change_sources]]\ntype = 'git'\nrepourl = 'https://u:pw@example.org/r.git'\n")
-                .unwrap();
-        assert_eq!(
-            config.change_sources[0].name,
-            "https://u:***@example.org/r.git"
-        );
-        assert_eq!(
-            config.change_sources[0].repourl,
-            "https://u:pw@example.org/r.git"
-        );
-    }
-
-    #[test]
-    fn a_git_change_source_with_every_option() {
-        let config = parse(
-            "[[change_sources]]\ntype = 'git'\nname = 'app'\nrepourl = 'git@example.org:app.git'\n\
-             branches = ['main', 'refs/heads/release', 'main']\npoll_interval = 30\n\
-             poll_at_launch = true\nproject = 'p'\ncategory = 'c'\ncodebase = 'cb'\n\
-             revlink = 'https://example.org/app/commit/%s'\nworkdir = 'clones/app'\n\
-             [[change_sources]]\ntype = 'git'\nname = '..'\nrepourl = 'r2'\nbranches = true\n",
-        )
-        .unwrap();
-        let [app, all] = &config.change_sources[..] else {
-            panic!("{:?}", config.change_sources)
-        };
-        assert_eq!(app.name, "app");
-        assert_eq!(
-            app.branches,
-            Branches::Named(vec!["main".into(), "release".into()])
-        );
-        assert_eq!(app.poll_interval, Duration::from_secs(30));
-        assert!(app.poll_at_launch);
-        assert_eq!(
-            (&*app.project, app.category.as_deref(), &*app.codebase),
-            ("p", Some("c"), "cb")
-        );
-        assert_eq!(app.revlink, "https://example.org/app/commit/%s");
-        assert_eq!(app.workdir, Path::new("base/clones/app"));
-        assert_eq!(all.branches, Branches::All);
-        assert_eq!(all.workdir, Path::new("base/gitpoller-work/_."));
-    }
-
-    #[test]
-    fn change_source_mistakes_name_file_and_line() {
-        let errs = errors("[[change_sources]]\ntype = 'git'\nrepourl = 'r'\npollInterval = 5\n");
-        assert_eq!(errs.len(), 1);
-        assert!(
-            errs[0].starts_with("base/master.toml:4:1: unknown field `pollInterval`"),
-            "{}",
-            errs[0]
-        );
-        let errs = errors(
-            "[[change_sources]]\ntype = 'svn'\nrepourl = 'r'\n\
-             [[change_sources]]\ntype = 'git'\npoll_interval = 0\n\
-             [[change_sources]]\nrepourl = 'r'\nbranches = false\n\
-             [[change_sources]]\ntype = 'git'\nrepourl = 'r'\nbranches = []\n\
-             [[change_sources]]\ntype = 'git'\nrepourl = 'r'\nname = ''\n",
-        );
-        assert_eq!(
-            errs,
-            [
-                "base/master.toml:2:8: unknown change source type 'svn' (known: git)",
-                "base/master.toml:4:1: a change source needs repourl",
-                "base/master.toml:6:17: poll_interval must be a positive number of seconds",
-                "base/master.toml:7:1: a change source needs type = \"git\"",
-                "base/master.toml:9:12: branches must be true (every branch) or a list of branch names",
-                "base/master.toml:13:12: branches = [] follows no branch: leave it out to follow the remote's default branch",
-                "base/master.toml:17:8: name must not be empty",
-            ]
-        );
-    }
-
-    #[test]
-    fn change_source_names_and_workdirs_are_unique() {
-        let errs = errors(
-            "[[change_sources]]\ntype = 'git'\nrepourl = 'r'\n\
-             [[change_sources]]\ntype = 'git'\nrepourl = 'r'\n\
-             [[change_sources]]\ntype = 'git'\nrepourl = 'r'\nname = 'r:'\n\
-             [[change_sources]]\ntype = 'git'\nrepourl = 'r'\nname = 'r_'\n",
-        );
-        assert_eq!(
-            errs,
-            [
-                "base/master.toml:6:11: change source name 'r' is already used at base/master.toml:1:1",
-                "base/master.toml:11:1: change source 'r_' would share workdir base/gitpoller-work/r_ with change source 'r:'",
-            ]
-        );
     }
 
     /// Every option, commented: the reference the starter points to.

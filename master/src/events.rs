@@ -12,12 +12,14 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-use crate::db::{Db, SourceStamp};
+use crate::changes::SourceStamp;
 use crate::results::Results;
 
 /// How many events a subscriber may fall behind before it lags.
 const CAPACITY: usize = 4096;
 
+/// What happened. Build and step events carry the build as Buildbot's build
+/// dictionary has it; the others name what changed, with the time.
 #[derive(Debug, Clone)]
 pub enum Event {
     ChangeAdded {
@@ -28,18 +30,45 @@ pub enum Event {
         bsid: i64,
         builderid: i64,
     },
+    /// A pending request was cancelled before any build claimed it.
+    BuildRequestCancelled {
+        brid: i64,
+        bsid: i64,
+        builderid: i64,
+    },
     BuildStarted(Arc<BuildInfo>),
+    /// The build's state string changed (a step started, a stop was asked).
+    BuildStateChanged(Arc<BuildInfo>),
+    StepStarted {
+        build: Arc<BuildInfo>,
+        step: StepInfo,
+    },
     StepFinished {
         build: Arc<BuildInfo>,
         step: StepInfo,
     },
+    /// Every build that ends says so, RETRY ones (after a restart) included.
     BuildFinished(Arc<BuildInfo>),
-    WorkerConnected {
-        name: String,
+    /// The last request of a buildset completed.
+    BuildsetComplete {
+        bsid: i64,
+        results: Results,
+        complete_at: i64,
     },
-    WorkerMissing {
-        name: String,
-    },
+    WorkerConnected(WorkerEvent),
+    /// The worker went away: it stopped, or a reload removed it.
+    WorkerDisconnected(WorkerEvent),
+    /// The worker has been gone longer than its `missing_timeout`.
+    WorkerMissing(WorkerEvent),
+}
+
+/// A worker that came or went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEvent {
+    pub workerid: i64,
+    pub name: String,
+    /// Epoch seconds.
+    pub at: i64,
 }
 
 /// A build as Buildbot's build dictionary describes it.
@@ -78,13 +107,37 @@ pub struct BuildsetInfo {
     pub submitted_at: i64,
 }
 
+/// A step as Buildbot's REST API shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepInfo {
     pub stepid: i64,
+    pub buildid: i64,
     pub number: i64,
     pub name: String,
-    pub results: Results,
+    pub started_at: i64,
+    pub complete_at: Option<i64>,
+    /// `None` while it runs.
+    pub results: Option<Results>,
     pub state_string: String,
+}
+
+impl StepInfo {
+    /// The step in Buildbot's REST shape.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "stepid": self.stepid,
+            "number": self.number,
+            "name": self.name,
+            "buildid": self.buildid,
+            "started_at": self.started_at,
+            "complete": self.complete_at.is_some(),
+            "complete_at": self.complete_at,
+            "state_string": self.state_string,
+            "results": self.results.map(|r| r as i64),
+            "urls": [],
+            "hidden": false,
+        })
+    }
 }
 
 impl BuildInfo {
@@ -115,24 +168,10 @@ impl BuildInfo {
                 "external_idstring": self.buildset.external_idstring,
                 "submitted_at": self.buildset.submitted_at,
             },
-            "sourcestamps": self.sourcestamps.iter().map(sourcestamp_json).collect::<Vec<_>>(),
+            "sourcestamps": self.sourcestamps.iter().map(SourceStamp::to_rest).collect::<Vec<_>>(),
             "properties": self.properties,
         })
     }
-}
-
-/// A source stamp in Buildbot's REST shape.
-pub fn sourcestamp_json(stamp: &SourceStamp) -> Value {
-    json!({
-        "ssid": stamp.ssid,
-        "branch": stamp.branch,
-        "revision": stamp.revision,
-        "repository": stamp.repository,
-        "project": stamp.project,
-        "codebase": stamp.codebase,
-        "created_at": stamp.created_at,
-        "patch": null,
-    })
 }
 
 /// The sending side; clones share the channel.
@@ -161,51 +200,5 @@ impl Bus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
-    }
-}
-
-/// Logs one line per build started and finished (saying when a builder's
-/// result changed from its previous build), and per worker coming and going,
-/// until the bus closes.
-pub async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
-    loop {
-        match events.recv().await {
-            Ok(Event::BuildStarted(build)) => tracing::info!(
-                "build {} #{} started on worker {} (build {})",
-                build.builder.name,
-                build.number,
-                build.worker,
-                build.buildid
-            ),
-            Ok(Event::BuildFinished(build)) => {
-                let results = build.results.map_or("unknown", Results::name);
-                let previous = db
-                    .previous_build(build.builder.builderid, build.number)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|previous| previous["results"].as_i64())
-                    .and_then(Results::from_code);
-                let change = match previous {
-                    Some(previous) if previous.name() != results => {
-                        format!(", was {previous}")
-                    }
-                    _ => String::new(),
-                };
-                tracing::info!(
-                    "build {} #{} finished: {results} ({}{change})",
-                    build.builder.name,
-                    build.number,
-                    build.state_string
-                )
-            }
-            Ok(Event::WorkerConnected { name }) => tracing::info!("worker {name} connected"),
-            Ok(Event::WorkerMissing { name }) => tracing::warn!("worker {name} is missing"),
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!("the event log missed {missed} events")
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }

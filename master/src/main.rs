@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 use buildmaster::config::{Config, CONFIG_FILE, STARTER};
 use buildmaster::plugins::Loader;
-use buildmaster::{registry, server, systemd};
+use buildmaster::reconfig::{ReloadResult, Status};
+use buildmaster::{pidfile, registry, systemd, topology};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,10 @@ enum Command {
     Stop {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Start no new build and stop once the running builds have ended
+        /// (Buildbot's clean shutdown, SIGUSR1); waits for it.
+        #[arg(long)]
+        clean: bool,
     },
     /// Make the running master reload master.toml and its plugins, and say
     /// how it went: applied, unchanged, or the errors (the old configuration
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
         Command::Checkconfig { path } => return checkconfig(&path),
         Command::Start { dir, daemon: false } => start(&dir, notifier),
         Command::Start { dir, daemon: true } => start_daemon(&dir),
-        Command::Stop { dir } => stop(&dir),
+        Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Reconfig { dir } => reconfig(&dir),
         Command::Sendchange(args) => sendchange(*args),
     };
@@ -224,7 +229,7 @@ fn start(dir: &Path, notifier: systemd::Notifier) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         // First of all, so that an early SIGHUP does not end the process.
-        let signals = server::Signals::install()?;
+        let signals = topology::Signals::install()?;
         let file = config_file(dir);
         let config = match Config::load(&file) {
             Ok(config) => config,
@@ -237,7 +242,7 @@ fn start(dir: &Path, notifier: systemd::Notifier) -> anyhow::Result<()> {
                 );
             }
         };
-        server::run(config, signals, notifier).await
+        topology::run(config, signals, notifier).await
     })
 }
 
@@ -310,24 +315,32 @@ fn start_daemon(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn stop(dir: &Path) -> anyhow::Result<()> {
+fn stop(dir: &Path, clean: bool) -> anyhow::Result<()> {
     let pid = running_pid(dir).inspect_err(|_| {
         // A stale pid file is of no use to anyone.
-        let pid_file = dir.join(server::PID_FILE);
-        if server::read_pid(&pid_file).is_some_and(|pid| !server::process_alive(pid)) {
+        let pid_file = dir.join(pidfile::PID_FILE);
+        if pidfile::read_pid(&pid_file).is_some_and(|pid| !pidfile::process_alive(pid)) {
             let _ = std::fs::remove_file(&pid_file);
         }
     })?;
-    // SAFETY: sending SIGTERM to a pid read from our own pid file.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+    // A clean shutdown is Buildbot's SIGUSR1: no build starts, and the master
+    // exits once the running ones have ended, however long they take.
+    let signal = if clean { libc::SIGUSR1 } else { libc::SIGTERM };
+    // SAFETY: signalling a pid read from our own pid file.
+    if unsafe { libc::kill(pid, signal) } != 0 {
         bail!(
             "cannot signal pid {pid}: {}",
             std::io::Error::last_os_error()
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server::process_alive(pid) {
-        if Instant::now() > deadline {
+    if clean {
+        println!(
+            "clean shutdown started: the master (pid {pid}) stops when its running builds end"
+        );
+    }
+    let deadline = (!clean).then(|| Instant::now() + Duration::from_secs(15));
+    while pidfile::process_alive(pid) {
+        if deadline.is_some_and(|deadline| Instant::now() > deadline) {
             bail!("master (pid {pid}) did not stop within 15 s");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -338,15 +351,15 @@ fn stop(dir: &Path) -> anyhow::Result<()> {
 
 /// The pid of the master running in `dir`.
 fn running_pid(dir: &Path) -> anyhow::Result<i32> {
-    let pid_file = dir.join(server::PID_FILE);
-    let Some(pid) = server::read_pid(&pid_file) else {
+    let pid_file = dir.join(pidfile::PID_FILE);
+    let Some(pid) = pidfile::read_pid(&pid_file) else {
         bail!(
             "no master is running in {} (no {})",
             dir.display(),
             pid_file.display()
         );
     };
-    if !server::process_alive(pid) {
+    if !pidfile::process_alive(pid) {
         bail!(
             "no master is running in {} (stale pid {pid})",
             dir.display()
@@ -356,7 +369,6 @@ fn running_pid(dir: &Path) -> anyhow::Result<i32> {
 }
 
 fn reconfig(dir: &Path) -> anyhow::Result<()> {
-    use buildmaster::reconfig::Status;
     let pid = running_pid(dir)?;
     let before = Status::read(dir).map_or(0, |status| status.attempts);
     // SAFETY: sending SIGHUP to a pid read from our own pid file.
@@ -376,51 +388,20 @@ fn reconfig(dir: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    match status.result.as_str() {
-        "applied" => {
-            println!(
-                "reconfig applied: generation {}; {}",
-                status.generation,
-                status.changes.join(", ")
-            );
-            Ok(())
-        }
-        "unchanged" => {
-            println!(
-                "{} is already live in generation {}{}",
-                config_file(dir).display(),
-                status.generation,
-                status
-                    .last_applied
-                    .as_ref()
-                    .map(since_when)
-                    .unwrap_or_default()
-            );
-            Ok(())
-        }
-        _ => {
+    let described = status.describe(buildmaster::clock::now());
+    match status.result {
+        ReloadResult::Failed => {
             for error in &status.errors {
                 eprintln!("{error}");
             }
-            bail!(
-                "reconfig failed; the running configuration (generation {}) stays",
-                status.generation
-            )
+            let summary = described.lines().next().unwrap_or_default();
+            bail!("{summary}")
+        }
+        _ => {
+            println!("{described}");
+            Ok(())
         }
     }
-}
-
-/// ` (applied by the file watch 4 s ago)`: how the live configuration came to be.
-fn since_when(applied: &buildmaster::reconfig::Applied) -> String {
-    let how = match applied.trigger.as_str() {
-        "start" => return " (since the master started)".into(),
-        "file change" => "by the file watch",
-        _ => "on SIGHUP",
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    format!(" (applied {how} {} s ago)", (now - applied.at).max(0))
 }
 
 fn sendchange(args: Sendchange) -> anyhow::Result<()> {

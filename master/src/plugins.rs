@@ -101,6 +101,11 @@ impl Library {
     }
 }
 
+/// The private cache of plugin copies inside a basedir.
+pub fn cache_dir(basedir: &Path) -> PathBuf {
+    basedir.join("plugin-cache")
+}
+
 /// Loads plugin libraries through the content-hash cache, reusing libraries
 /// already loaded. One per process; shared by every configuration generation.
 pub struct Loader {

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use abi_stable::std_types::RResult;
 use buildmaster_plugin_api::boundary::{host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest};
 
-use crate::config::{Config, DialectConfig, PluginRef};
+use crate::config::{Config, Credentials, DialectConfig, PluginRef};
 use crate::host::HostServices;
 use crate::plugins::{Library, LoadError, Loader};
-use crate::www::auth::Credentials;
 
 /// Something in the configuration or a plugin directory that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +63,7 @@ impl DialectInstance {
 }
 
 /// What `/change_hook/<name>` finds.
+#[derive(Clone)]
 pub enum DialectSlot {
     Ready(Arc<DialectInstance>),
     /// Enabled, but no loaded plugin offers it (Buildbot's "not registered").
@@ -72,7 +72,9 @@ pub enum DialectSlot {
     Unavailable,
 }
 
-/// The live instances of one configuration generation.
+/// The live instances of one configuration generation. Clones share the
+/// instances.
+#[derive(Clone, Default)]
 pub struct Registry {
     /// The master's title, for the pages it serves.
     pub title: String,

@@ -262,11 +262,6 @@ mod tests {
         (dir, db)
     }
 
-    fn epoch_now() -> i64 {
-        let elapsed = std::time::UNIX_EPOCH.elapsed().unwrap();
-        i64::try_from(elapsed.as_secs()).unwrap()
-    }
-
     async fn get(db: &Db, id: Option<&str>, query: &str) -> (u16, Value) {
         let response = changes_endpoint(db, id, &pairs(query), Some("application/json")).await;
         (
@@ -464,9 +459,9 @@ mod tests {
             "project": null, "codebase": null,
         }))
         .unwrap();
-        let before = epoch_now();
+        let before = crate::clock::now();
         db.add_changes(vec![absent, nulls]).await.unwrap();
-        let after = epoch_now();
+        let after = crate::clock::now();
 
         let (_, body) = get(&db, Some("1"), "").await;
         let first = &body["changes"][0];

@@ -1,19 +1,20 @@
 //! The build engine's REST resources: builders, builds, steps, logs, build
-//! requests, buildsets, workers and schedulers, with Buildbot's query
-//! options; and its JSON-RPC actions: force a build, stop a build, cancel a
-//! build request.
-
-use std::sync::Arc;
+//! requests, buildsets, workers, schedulers, the master and its
+//! reconfiguration, with Buildbot's query options; and its JSON-RPC actions:
+//! force a build, stop a build, cancel a build request, shut the master down.
+//!
+//! Stored things are read from the database; what runs is read from the
+//! topology's [`View`](crate::control::View), and every action is a command
+//! to the topology through [`Control`].
 
 use serde_json::{json, Map, Value};
 
 use super::query::{FieldKind, Query};
 use super::ApiResponse;
-use crate::builds::Botmaster;
 use crate::config::SchedulerKind;
+use crate::control::{Control, ControlError, ShutdownAction};
 use crate::db::{Db, Resource, Scope, MASTER_ID};
-use crate::reconfig::SharedStatus;
-use crate::schedulers::{ForceError, Schedulers};
+use crate::schedulers::ForceError;
 
 use FieldKind::{Boolean, Integer, Structured, Text};
 
@@ -21,10 +22,7 @@ use FieldKind::{Boolean, Integer, Structured, Text};
 #[derive(Clone)]
 pub struct Engine {
     pub db: Db,
-    pub botmaster: Botmaster,
-    pub schedulers: Schedulers,
-    /// The outcome of the last reconfiguration.
-    pub reconfig: Arc<SharedStatus>,
+    pub control: Control,
 }
 
 const BUILDER_FIELDS: &[(&str, FieldKind)] = &[
@@ -172,7 +170,8 @@ impl Engine {
         let result = match path {
             [""] => Ok(root_links()),
             ["logs", id, "contents"] => self.log_contents(id).await,
-            ["reconfig"] => Ok(json!({"reconfig": self.reconfig.get(), "meta": {}})),
+            ["reconfig"] => Ok(self.reconfig()),
+            ["masters"] | ["masters", "1"] => Ok(self.masters().await),
             _ => match self.listing(path).await? {
                 Ok(listing) => answer(listing, query),
                 Err(failure) => Err(failure),
@@ -289,17 +288,16 @@ impl Engine {
             .rest_rows(Resource::Workers, None)
             .await
             .map_err(internal)?;
-        let builders: Vec<(i64, Vec<String>)> = self
-            .botmaster
-            .builders()
-            .into_iter()
-            .map(|(id, config)| (id, config.workernames.clone()))
+        let view = self.control.view();
+        let builders: Vec<(i64, &Vec<String>)> = view
+            .builders
+            .iter()
+            .map(|(id, config)| (*id, &config.workernames))
             .collect();
-        let pool = self.botmaster.workers();
         for row in &mut rows {
             let name = row["name"].as_str().unwrap_or_default().to_owned();
-            let configured = pool.get(&name).is_some();
-            row["connected_to"] = if configured {
+            let connected = view.workers.iter().any(|(worker, _)| *worker == name);
+            row["connected_to"] = if connected {
                 json!([{ "masterid": MASTER_ID }])
             } else {
                 json!([])
@@ -327,8 +325,9 @@ impl Engine {
 
     fn scheduler_listing(&self, single: Option<&str>) -> Listing {
         let mut rows: Vec<Value> = self
+            .control
+            .view()
             .schedulers
-            .configs()
             .iter()
             .enumerate()
             .map(|(index, scheduler)| {
@@ -355,8 +354,9 @@ impl Engine {
 
     fn force_listing(&self, single: Option<&str>) -> Listing {
         let rows = self
+            .control
+            .view()
             .schedulers
-            .configs()
             .iter()
             .filter(|s| single.is_none_or(|name| s.name == name))
             .filter_map(|scheduler| {
@@ -394,6 +394,30 @@ impl Engine {
             default_order: &[],
             single: single.map(str::to_owned),
         }
+    }
+
+    /// The last reload attempt, with the tasks that run and whether the
+    /// master is healthy (no task failed for good).
+    fn reconfig(&self) -> Value {
+        let mut status = serde_json::to_value(self.control.reload_status()).unwrap_or_default();
+        let (tasks, problems) = self.control.tasks();
+        status["healthy"] = Value::Bool(problems.is_empty());
+        status["problems"] = json!(problems);
+        status["tasks"] = json!(tasks);
+        json!({"reconfig": status, "meta": {}})
+    }
+
+    /// This master, in Buildbot's shape, with where a shutdown stands.
+    async fn masters(&self) -> Value {
+        let shutdown = self.control.shutdown(ShutdownAction::Status).await;
+        let master = json!({
+            "masterid": MASTER_ID,
+            "name": self.control.view().name,
+            "active": true,
+            "last_active": crate::clock::now(),
+            "shutdown": shutdown,
+        });
+        json!({"masters": [master], "meta": {"total": 1}})
     }
 
     async fn log_contents(&self, id: &str) -> Result<Value, Failure> {
@@ -448,9 +472,10 @@ impl Engine {
     }
 
     /// Answers a JSON-RPC `POST /api/v2/<path>`: `force` on a force
-    /// scheduler, `stop` on a build, `cancel` on a build request. As in
-    /// Buildbot, the body must be sent as `application/json`: a web page can
-    /// make a browser post a form or text anywhere, but not that.
+    /// scheduler, `stop` on a build, `cancel` on a build request, `shutdown`
+    /// on the master. As in Buildbot, the body must be sent as
+    /// `application/json`: a web page can make a browser post a form or text
+    /// anywhere, but not that.
     pub async fn post(
         &self,
         path: &[&str],
@@ -461,6 +486,7 @@ impl Engine {
             ["forceschedulers", name] => Target::Force((*name).to_owned()),
             ["builds", id] => Target::Build((*id).to_owned()),
             ["buildrequests", id] => Target::Request((*id).to_owned()),
+            ["masters", id] => Target::Master((*id).to_owned()),
             _ => return None,
         };
         let media_type = content_type
@@ -507,9 +533,9 @@ impl Engine {
                     .get("reason")
                     .and_then(Value::as_str)
                     .unwrap_or("no reason");
-                match self.botmaster.stop_build(buildid, reason) {
+                match self.control.stop_build(buildid, reason).await {
                     Ok(()) => rpc_result(id, Value::Null),
-                    Err(error) => rpc_error(id, -32602, &error.to_string()),
+                    Err(error) => control_error(id, error),
                 }
             }
             (Target::Request(request), "cancel") => {
@@ -520,16 +546,35 @@ impl Engine {
                         &format!("invalid build request id '{request}'"),
                     ));
                 };
-                match self.db.cancel_request(brid).await {
-                    Ok(true) => rpc_result(id, Value::Null),
-                    Ok(false) => {
+                match self.control.cancel_request(brid).await {
+                    Ok(Some(_)) => rpc_result(id, Value::Null),
+                    Ok(None) => {
                         rpc_error(id, -32602, &format!("build request {brid} is not pending"))
                     }
-                    Err(error) => {
-                        tracing::error!("cannot cancel build request {brid}: {error}");
-                        rpc_error(id, -32603, "internal error")
-                    }
+                    Err(error) => control_error(id, error),
                 }
+            }
+            (Target::Master(master), "shutdown") if master == MASTER_ID.to_string() => {
+                let word = params
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .unwrap_or("status");
+                match ShutdownAction::parse(word) {
+                    Some(action) => {
+                        let status = self.control.shutdown(action).await;
+                        rpc_result(id, json!(status))
+                    }
+                    None => rpc_error(
+                        id,
+                        -32602,
+                        &format!(
+                            "invalid shutdown action '{word}'; use start, cancel, status or now"
+                        ),
+                    ),
+                }
+            }
+            (Target::Master(master), "shutdown") => {
+                rpc_error(id, -32602, &format!("no master has id '{master}'"))
             }
             (_, method) => rpc_error(id, -32601, &format!("invalid method '{method}'")),
         })
@@ -554,11 +599,7 @@ impl Engine {
                 return rpc_error(id, -32602, "builderNames must be a list of builder names")
             }
         };
-        match self
-            .schedulers
-            .force(name, builders.as_deref(), &params)
-            .await
-        {
+        match self.control.force(name, builders, params).await {
             Ok(added) => {
                 let requests: Map<String, Value> = added
                     .requests
@@ -567,19 +608,34 @@ impl Engine {
                     .collect();
                 rpc_result(id, json!([added.bsid, requests]))
             }
-            Err(ForceError::NoSuchScheduler(name)) => ApiResponse {
-                status: 404,
-                ..rpc_error(id, -32601, &format!("no force scheduler is named '{name}'"))
-            },
-            Err(error @ ForceError::Storage(_)) => {
-                tracing::error!("force scheduler {name}: {error}");
-                ApiResponse {
-                    status: 500,
-                    ..rpc_error(id, -32603, "internal error")
-                }
-            }
-            Err(error) => rpc_error(id, -32602, &error.to_string()),
+            Err(error) => control_error(id, error),
         }
+    }
+}
+
+/// A command's refusal as a JSON-RPC error.
+fn control_error(id: Value, error: ControlError) -> ApiResponse {
+    match error {
+        ControlError::Force(ForceError::NoSuchScheduler(name)) => ApiResponse {
+            status: 404,
+            ..rpc_error(id, -32601, &format!("no force scheduler is named '{name}'"))
+        },
+        ControlError::Force(ForceError::Storage(cause)) => {
+            tracing::error!("cannot store a forced buildset: {cause}");
+            ApiResponse {
+                status: 500,
+                ..rpc_error(id, -32603, "internal error")
+            }
+        }
+        ControlError::Internal => ApiResponse {
+            status: 500,
+            ..rpc_error(id, -32603, "internal error")
+        },
+        ControlError::Stopping => ApiResponse {
+            status: 503,
+            ..rpc_error(id, -32603, "the master is stopping")
+        },
+        error => rpc_error(id, -32602, &error.to_string()),
     }
 }
 
@@ -591,6 +647,7 @@ const ROOT_LINKS: &[&str] = &[
     "buildsets",
     "changes",
     "forceschedulers",
+    "masters",
     "reconfig",
     "schedulers",
     "workers",
@@ -609,6 +666,7 @@ enum Target {
     Force(String),
     Build(String),
     Request(String),
+    Master(String),
 }
 
 fn scope(column: &'static str, id: i64) -> Option<Scope> {

@@ -16,9 +16,9 @@ use crate::workers::Worker;
 /// Why a build is asked to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
-    /// A user stopped it (the reason is logged where it was asked): the
-    /// build finishes CANCELLED.
-    Cancelled,
+    /// A user stopped it, saying why: the build finishes CANCELLED, its state
+    /// string ending with `(stopped: <reason>)`.
+    Cancelled(String),
     /// The master is shutting down: the build is left for the next start to
     /// finish as RETRY and build again.
     Shutdown,
@@ -121,10 +121,10 @@ pub struct Run {
 /// Runs the steps and finishes the build. Returns without finishing it when
 /// the master shuts down meanwhile.
 pub async fn run(mut run: Run) -> Result<(), Error> {
-    let info = Arc::new(run.info.clone());
+    let mut info = Arc::new(run.info.clone());
     run.bus.send(Event::BuildStarted(Arc::clone(&info)));
     let mut progress = Progress::default();
-    let mut stopped = false;
+    let mut stopped: Option<String> = None;
     for (index, step) in run.builder.steps.iter().enumerate() {
         // Steps see a plain "stop now" flag, raised by a stop request made
         // while they run; `always_run` steps still run after a stop.
@@ -133,10 +133,11 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
         let reason = watcher.borrow_and_update().clone();
         match reason {
             Some(StopReason::Shutdown) => return Ok(()),
-            Some(StopReason::Cancelled) if !stopped => {
-                stopped = true;
+            Some(StopReason::Cancelled(reason)) if stopped.is_none() => {
                 progress.terminate = true;
                 progress.results = worst(progress.results, Results::Cancelled);
+                info = run.state(&info, format!("stopped: {reason}")).await?;
+                stopped = Some(reason);
             }
             _ => {}
         }
@@ -149,19 +150,32 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             }
         });
         let summary = steps::running_summary(step, &run.properties);
-        run.db
-            .update_build(info.buildid, summary.clone(), None)
-            .await?;
-        let (stepid, logs) = run
+        info = run.state(&info, summary.clone()).await?;
+        let number = index as i64 + 1;
+        let added = run
             .db
             .add_step(
                 info.buildid,
-                index as i64 + 1,
+                number,
                 step.name.clone(),
-                summary,
+                summary.clone(),
                 steps::log_names(step),
             )
             .await?;
+        let mut step_info = StepInfo {
+            stepid: added.stepid,
+            buildid: info.buildid,
+            number,
+            name: step.name.clone(),
+            started_at: added.started_at,
+            complete_at: None,
+            results: None,
+            state_string: summary,
+        };
+        run.bus.send(Event::StepStarted {
+            build: Arc::clone(&info),
+            step: step_info.clone(),
+        });
         let context = StepContext {
             db: &run.db,
             worker: Arc::clone(&run.worker),
@@ -169,32 +183,33 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             properties: &mut run.properties,
             stop: killed.clone(),
         };
-        let outcome = steps::run(step, context, &logs).await;
+        let outcome = steps::run(step, context, &added.logids).await;
         forward.abort();
         let outcome = outcome?;
         if *run.stop.borrow() == Some(StopReason::Shutdown) {
             return Ok(());
         }
-        stopped |= outcome.results == Results::Cancelled;
-        run.db
-            .finish_step(stepid, outcome.results, outcome.summary.clone())
+        let complete_at = run
+            .db
+            .finish_step(added.stepid, outcome.results, outcome.summary.clone())
             .await?;
         progress.step_done(step, outcome.results);
+        step_info.complete_at = Some(complete_at);
+        step_info.results = Some(outcome.results);
+        step_info.state_string = outcome.summary;
         run.bus.send(Event::StepFinished {
             build: Arc::clone(&info),
-            step: StepInfo {
-                stepid,
-                number: index as i64 + 1,
-                name: step.name.clone(),
-                results: outcome.results,
-                state_string: outcome.summary,
-            },
+            step: step_info,
         });
     }
-    if *run.stop.borrow() == Some(StopReason::Cancelled) {
+    if let Some(StopReason::Cancelled(reason)) = run.stop.borrow().clone() {
         progress.results = worst(progress.results, Results::Cancelled);
+        stopped.get_or_insert(reason);
     }
-    let summary = progress.summary();
+    let summary = match &stopped {
+        Some(reason) => format!("{} (stopped: {reason})", progress.summary()),
+        None => progress.summary(),
+    };
     let finished = run
         .db
         .finish_build(
@@ -205,13 +220,39 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             run.properties.pairs().clone(),
         )
         .await?;
-    let mut done = run.info;
+    let mut done = (*info).clone();
     done.complete_at = Some(finished.complete_at);
     done.results = Some(progress.results);
     done.state_string = summary;
     done.properties = run.properties.pairs().clone();
     run.bus.send(Event::BuildFinished(Arc::new(done)));
+    if let Some((bsid, results)) = finished.buildset_complete {
+        run.bus.send(Event::BuildsetComplete {
+            bsid,
+            results,
+            complete_at: finished.complete_at,
+        });
+    }
     Ok(())
+}
+
+impl Run {
+    /// Records and announces a new state string of the build.
+    async fn state(
+        &self,
+        info: &Arc<BuildInfo>,
+        state_string: String,
+    ) -> Result<Arc<BuildInfo>, Error> {
+        self.db
+            .update_build(info.buildid, state_string.clone(), None)
+            .await?;
+        let mut updated = (**info).clone();
+        updated.state_string = state_string;
+        let updated = Arc::new(updated);
+        self.bus
+            .send(Event::BuildStateChanged(Arc::clone(&updated)));
+        Ok(updated)
+    }
 }
 
 #[cfg(test)]

@@ -5,29 +5,37 @@
 //! freed) and starts every build it can. Running builds are kept by id so a
 //! user can stop one. A reconfiguration ([`Botmaster::apply`]) adds and
 //! retires builders and changes their settings in place; a build always
-//! finishes with the settings it started with.
+//! finishes with the settings it started with. The first configuration is
+//! applied the same way, to a botmaster with no builder and no worker.
+//!
+//! A clean shutdown ([`Botmaster::drain`]) lets running builds finish and
+//! starts no new one; [`Botmaster::idle`] says when the last one ended.
 
 mod build;
-pub mod interpolate;
 mod log;
 mod properties;
 mod steps;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
 
 pub use build::{Progress, StopReason};
 pub use properties::Properties;
 
 use crate::config::BuilderConfig;
 use crate::db::{BuildsetDetails, Db, Error, PendingRequest};
-use crate::events::{BuildInfo, BuilderInfo, BuildsetInfo, Bus, Event};
+use crate::events::{BuildInfo, BuilderInfo, BuildsetInfo, Bus, Event, WorkerEvent};
+use crate::results::Results;
+use crate::tasks::{Policy, Supervisor};
 use crate::workers::{Reservation, WorkerPool};
 
 /// How long shutdown waits for running builds to let go of their processes.
@@ -44,17 +52,22 @@ struct Builder {
 }
 
 struct RunningBuild {
-    builderid: i64,
+    info: Arc<BuildInfo>,
     stop: watch::Sender<Option<StopReason>>,
+    /// The task running it, joined at shutdown.
+    task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     db: Db,
     bus: Bus,
+    supervisor: Supervisor,
     builders: RwLock<BTreeMap<i64, Arc<Builder>>>,
     workers: ArcSwap<WorkerPool>,
     running: Mutex<BTreeMap<i64, RunningBuild>>,
-    /// Set at shutdown: no build starts any more.
+    /// How many builds run; tells a clean shutdown when the last one ends.
+    count: watch::Sender<usize>,
+    /// Set by a clean shutdown, and at shutdown: no build starts any more.
     closing: AtomicBool,
 }
 
@@ -72,51 +85,58 @@ pub enum StopError {
 }
 
 impl Botmaster {
-    /// Starts one task per builder. `builders` pairs each configuration with
-    /// its database id.
-    pub fn start(
-        db: Db,
-        bus: Bus,
-        builders: Vec<(i64, BuilderConfig)>,
-        workers: WorkerPool,
-    ) -> Botmaster {
+    /// A botmaster with no builder and no worker, listening for build
+    /// requests; [`Botmaster::apply`] gives it its configuration.
+    pub fn new(db: Db, bus: Bus, supervisor: Supervisor) -> Botmaster {
         let botmaster = Botmaster {
             shared: Arc::new(Shared {
                 db,
                 bus,
+                supervisor: supervisor.clone(),
                 builders: RwLock::new(BTreeMap::new()),
-                workers: ArcSwap::from_pointee(workers),
+                workers: ArcSwap::from_pointee(WorkerPool::default()),
                 running: Mutex::new(BTreeMap::new()),
+                count: watch::Sender::new(0),
                 closing: AtomicBool::new(false),
             }),
         };
-        botmaster.apply(builders, None);
-        tokio::spawn(botmaster.clone().listen(botmaster.shared.bus.subscribe()));
+        let listener = botmaster.clone();
+        supervisor.spawn("botmaster requests", Policy::Forever, move || {
+            let botmaster = listener.clone();
+            let events = botmaster.shared.bus.subscribe();
+            async move {
+                // Requests added while this task was not listening.
+                botmaster.wake_all();
+                botmaster.listen(events).await
+            }
+        });
         botmaster
     }
 
     /// Makes `builders` the configured builders: new ones start, removed ones
     /// retire (their running builds finish), changed ones apply their new
-    /// settings to the builds they start from now on. `workers`, when given,
-    /// replaces the worker pool; workers that come or go are announced.
-    pub fn apply(&self, builders: Vec<(i64, BuilderConfig)>, workers: Option<WorkerPool>) {
-        if let Some(workers) = workers {
-            let before = self.shared.workers.swap(Arc::new(workers));
-            let after = self.shared.workers.load();
-            let names = |pool: &WorkerPool| -> Vec<String> {
-                pool.iter()
-                    .map(|slot| slot.worker.name().to_owned())
-                    .collect()
-            };
-            let (before, after) = (names(&before), names(&after));
-            for name in after.iter().filter(|n| !before.contains(n)) {
-                self.shared
-                    .bus
-                    .send(Event::WorkerConnected { name: name.clone() });
-            }
-            for name in before.into_iter().filter(|n| !after.contains(n)) {
-                self.shared.bus.send(Event::WorkerMissing { name });
-            }
+    /// settings to the builds they start from now on. `workers` replaces the
+    /// worker pool; workers that come or go are announced.
+    pub fn apply(&self, builders: Vec<(i64, BuilderConfig)>, workers: WorkerPool) {
+        let before = self.shared.workers.swap(Arc::new(workers));
+        let after = self.shared.workers.load();
+        let now = crate::clock::now();
+        let event = |slot: &crate::workers::WorkerSlot| WorkerEvent {
+            workerid: slot.id,
+            name: slot.worker.name().to_owned(),
+            at: now,
+        };
+        for slot in after
+            .iter()
+            .filter(|s| before.get(s.worker.name()).is_none())
+        {
+            self.shared.bus.send(Event::WorkerConnected(event(slot)));
+        }
+        for slot in before
+            .iter()
+            .filter(|s| after.get(s.worker.name()).is_none())
+        {
+            self.shared.bus.send(Event::WorkerDisconnected(event(slot)));
         }
         let mut current = self.write_builders();
         let wanted: BTreeMap<i64, BuilderConfig> = builders.into_iter().collect();
@@ -133,13 +153,20 @@ impl Botmaster {
                 Some(builder) if **builder.config.load() == config => {}
                 Some(builder) => builder.config.store(Arc::new(config)),
                 None => {
+                    let name = config.name.clone();
                     let builder = Arc::new(Builder {
                         id,
                         config: ArcSwap::from_pointee(config),
                         wake: Notify::new(),
                         retired: AtomicBool::new(false),
                     });
-                    tokio::spawn(self.clone().builder_loop(Arc::clone(&builder)));
+                    let (botmaster, looped) = (self.clone(), Arc::clone(&builder));
+                    // Ends by itself once the builder retires.
+                    self.shared.supervisor.spawn(
+                        format!("builder '{name}'"),
+                        Policy::UntilDone,
+                        move || botmaster.clone().builder_loop(Arc::clone(&looped)),
+                    );
                     current.insert(id, builder);
                 }
             }
@@ -174,6 +201,8 @@ impl Botmaster {
     }
 
     async fn builder_loop(self, builder: Arc<Builder>) {
+        // A restarted loop may have missed a wake-up.
+        builder.wake.notify_one();
         loop {
             builder.wake.notified().await;
             if builder.retired.load(Ordering::SeqCst) {
@@ -281,33 +310,92 @@ impl Botmaster {
             sourcestamps: details.sourcestamps,
             properties: properties.pairs().clone(),
         };
+        let info = Arc::new(info);
         let (stop, stop_receiver) = watch::channel(None);
-        self.lock_running()
-            .insert(started.buildid, RunningBuild { builderid, stop });
         let run = build::Run {
             db: self.shared.db.clone(),
             bus: self.shared.bus.clone(),
             builder: config,
             worker: Arc::clone(&slot.worker),
-            info,
+            info: (*info).clone(),
             properties,
             stop: stop_receiver,
         };
         let botmaster = self.clone();
         let buildid = started.buildid;
-        tokio::spawn(async move {
-            if let Err(error) = build::run(run).await {
-                tracing::error!("build {buildid}: cannot record the build: {error}");
+        // Registered before the task starts, so that it finds itself to remove.
+        let mut running = self.lock_running();
+        running.insert(
+            buildid,
+            RunningBuild {
+                info: Arc::clone(&info),
+                stop,
+                task: None,
+            },
+        );
+        let task = tokio::spawn(async move {
+            let outcome = AssertUnwindSafe(build::run(run)).catch_unwind().await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!("build {buildid}: cannot record the build: {error}")
+                }
+                Err(_) => botmaster.finish_after_panic(&info).await,
             }
             botmaster.lock_running().remove(&buildid);
+            botmaster.shared.count.send_modify(|count| *count -= 1);
             drop(reservation);
             // The worker is free: any builder waiting for it may start.
             botmaster.wake_all();
         });
+        if let Some(build) = running.get_mut(&buildid) {
+            build.task = Some(task);
+        }
+        drop(running);
+        self.shared.count.send_modify(|count| *count += 1);
         Ok(())
     }
 
-    /// Stops a running build: its command is killed and it finishes CANCELLED.
+    /// A build whose task panicked (a bug, logged with the panic) finishes
+    /// EXCEPTION, so that it does not look as if it still ran.
+    async fn finish_after_panic(&self, info: &BuildInfo) {
+        tracing::error!(
+            "build {} of builder {}: its task panicked; it finishes EXCEPTION",
+            info.buildid,
+            info.builder.name
+        );
+        let finished = self
+            .shared
+            .db
+            .finish_build(
+                info.buildid,
+                info.buildrequestid,
+                Results::Exception,
+                "exception (internal error)".into(),
+                info.properties.clone(),
+            )
+            .await;
+        match finished {
+            Ok(finished) => {
+                let mut done = info.clone();
+                done.complete_at = Some(finished.complete_at);
+                done.results = Some(Results::Exception);
+                done.state_string = "exception (internal error)".into();
+                self.shared.bus.send(Event::BuildFinished(Arc::new(done)));
+                if let Some((bsid, results)) = finished.buildset_complete {
+                    self.shared.bus.send(Event::BuildsetComplete {
+                        bsid,
+                        results,
+                        complete_at: finished.complete_at,
+                    });
+                }
+            }
+            Err(error) => tracing::error!("build {}: cannot record its end: {error}", info.buildid),
+        }
+    }
+
+    /// Stops a running build: its command is killed and it finishes
+    /// CANCELLED, `reason` in its state string.
     pub fn stop_build(&self, buildid: i64, reason: &str) -> Result<(), StopError> {
         let running = self.lock_running();
         let build = running
@@ -315,27 +403,61 @@ impl Botmaster {
             .ok_or(StopError::NotRunning(buildid))?;
         tracing::info!(
             "build {buildid} on builder {} stopped: {reason}",
-            build.builderid
+            build.info.builder.name
         );
-        build.stop.send_replace(Some(StopReason::Cancelled));
+        build
+            .stop
+            .send_replace(Some(StopReason::Cancelled(reason.to_owned())));
         Ok(())
     }
 
-    /// Kills every running build's commands and waits (briefly) for the
-    /// builds to let go; the next start finishes them as RETRY and builds
-    /// their requests again.
+    /// The running builds, of one builder or of all, oldest first.
+    pub fn running_builds(&self, builderid: Option<i64>) -> Vec<Arc<BuildInfo>> {
+        self.lock_running()
+            .values()
+            .filter(|build| builderid.is_none_or(|id| build.info.builder.builderid == id))
+            .map(|build| Arc::clone(&build.info))
+            .collect()
+    }
+
+    /// Starts no new build from now on; running builds go on (a clean
+    /// shutdown's first half).
+    pub fn drain(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts builds again after [`Botmaster::drain`].
+    pub fn resume(&self) {
+        self.shared.closing.store(false, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Waits until no build runs.
+    pub async fn idle(&self) {
+        let mut count = self.shared.count.subscribe();
+        let _ = count.wait_for(|running| *running == 0).await;
+    }
+
+    /// Kills every running build's commands and waits (at most
+    /// [`SHUTDOWN_GRACE`]) for the builds to let go; the next start finishes
+    /// them as RETRY and builds their requests again.
     pub async fn shutdown(&self) {
         self.shared.closing.store(true, Ordering::SeqCst);
-        for build in self.lock_running().values() {
-            build.stop.send_replace(Some(StopReason::Shutdown));
-        }
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while !self.lock_running().is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let tasks: Vec<JoinHandle<()>> = self
+            .lock_running()
+            .values_mut()
+            .filter_map(|build| {
+                build.stop.send_replace(Some(StopReason::Shutdown));
+                build.task.take()
+            })
+            .collect();
+        let joined = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            for task in tasks {
+                let _ = task.await;
             }
         })
         .await;
-        if drained.is_err() {
+        if joined.is_err() {
             tracing::warn!("some builds did not stop within {SHUTDOWN_GRACE:?}");
         }
     }

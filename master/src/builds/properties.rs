@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use super::interpolate::Lookup;
-use crate::db::SourceStamp;
+use crate::changes::SourceStamp;
+use crate::config::interpolate::Lookup;
 
 /// The properties of a running build, each with the source that set it, and
 /// the source stamps and worker that templates may refer to.
@@ -79,7 +79,7 @@ impl Lookup for Properties {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builds::interpolate::Template;
+    use crate::config::interpolate::Template;
     use serde_json::json;
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::interpolate::Template;
 use super::log::LogWriter;
 use super::properties::Properties;
+use crate::config::interpolate::Template;
 use crate::config::{CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind};
 use crate::db::{Db, Error};
 use crate::results::Results;

@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::redact_url;
 use crate::changes::NewChange;
+use crate::config::redact_url;
 use crate::config::{Branches, GitPollerConfig};
 use crate::db::{self, Db, SourceRevisions};
 

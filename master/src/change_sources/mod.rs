@@ -9,30 +9,30 @@
 
 mod git;
 
-use std::borrow::Cow;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::GitPollerConfig;
+use crate::config::{redact_url, GitPollerConfig};
 use crate::db::Db;
 use crate::host::Pollers;
+use crate::tasks::{Policy, Supervisor, TaskHandle};
 use git::GitPoller;
 
-/// The running change sources of a master. Dropping it stops them.
+/// The running change sources of a master.
 pub struct ChangeSources {
     db: Db,
+    supervisor: Supervisor,
     wakers: Arc<Wakers>,
-    running: std::sync::Mutex<Vec<Running>>,
+    running: tokio::sync::Mutex<Vec<Running>>,
 }
 
 struct Running {
     config: GitPollerConfig,
-    task: JoinHandle<()>,
+    task: TaskHandle,
 }
 
 /// Each source's name and the signal that makes it poll now; replaced whole
@@ -57,23 +57,21 @@ impl Pollers for Wakers {
 }
 
 impl ChangeSources {
-    /// Starts one task per source, in configuration order. Must be called
-    /// within a tokio runtime.
-    pub fn start(configs: &[GitPollerConfig], db: &Db) -> Arc<ChangeSources> {
-        let sources = ChangeSources {
-            db: db.clone(),
+    /// No source yet; [`ChangeSources::apply`] starts them.
+    pub fn new(db: Db, supervisor: Supervisor) -> ChangeSources {
+        ChangeSources {
+            db,
+            supervisor,
             wakers: Arc::new(Wakers::default()),
-            running: std::sync::Mutex::new(Vec::new()),
-        };
-        sources.apply(configs);
-        Arc::new(sources)
+            running: tokio::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Makes `configs` the running sources: a source whose settings did not
     /// change keeps running (and its place in a poll); the others stop or
     /// start.
-    pub fn apply(&self, configs: &[GitPollerConfig]) {
-        let mut running = self.lock();
+    pub async fn apply(&self, configs: &[GitPollerConfig]) {
+        let mut running = self.running.lock().await;
         let mut old: Vec<Running> = std::mem::take(&mut *running);
         let mut wakers = Vec::with_capacity(configs.len());
         for config in configs {
@@ -98,23 +96,31 @@ impl ChangeSources {
                 config.poll_interval.as_secs()
             );
             let wake = Arc::new(Notify::new());
-            let poller = GitPoller::new(config.clone());
-            let task = tokio::spawn(run(poller, self.db.clone(), Arc::clone(&wake)));
+            let (db, awoken, source) = (self.db.clone(), Arc::clone(&wake), config.clone());
+            let task = self.supervisor.spawn(
+                format!("change source '{}'", config.name),
+                Policy::Forever,
+                move || {
+                    run(
+                        GitPoller::new(source.clone()),
+                        db.clone(),
+                        Arc::clone(&awoken),
+                    )
+                },
+            );
             wakers.push((config.name.clone(), wake));
             running.push(Running {
                 config: config.clone(),
                 task,
             });
         }
-        // What is left was removed or replaced.
-        for stale in old {
-            stale.task.abort();
-        }
         self.wakers.0.store(Arc::new(wakers));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        // What is left was removed or replaced. A poll in progress is
+        // abandoned: its git process is killed and nothing of it is stored
+        // unless its single write had already been handed to the database.
+        for stale in old {
+            stale.task.stop().await;
+        }
     }
 
     /// What plugins see of the sources: their names, and a way to make them poll.
@@ -122,25 +128,9 @@ impl ChangeSources {
         Arc::clone(&self.wakers) as Arc<dyn Pollers>
     }
 
-    /// Stops every source and waits until they have stopped. A poll in
-    /// progress is abandoned: its git process is killed and nothing of it is
-    /// stored unless its single write had already been handed to the database.
+    /// Stops every source and waits until they have stopped.
     pub async fn stop(&self) {
-        let running = std::mem::take(&mut *self.lock());
-        for source in &running {
-            source.task.abort();
-        }
-        for source in running {
-            let _ = source.task.await;
-        }
-    }
-}
-
-impl Drop for ChangeSources {
-    fn drop(&mut self) {
-        for source in self.lock().iter() {
-            source.task.abort();
-        }
+        self.apply(&[]).await;
     }
 }
 
@@ -168,51 +158,9 @@ async fn run(poller: GitPoller, db: Db, wake: Arc<Notify>) {
     }
 }
 
-/// A repository URL fit for logs: the password of `scheme://user:password@…`
-/// is masked, and so is a lone user name over HTTP(S), where it is usually a
-/// token.
-pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Cow::Borrowed(url);
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return Cow::Borrowed(url);
-    };
-    let path = &rest[authority.len()..];
-    let masked = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
-            "***".to_string()
-        }
-        None => return Cow::Borrowed(url),
-    };
-    Cow::Owned(format!("{scheme}://{masked}@{host}{path}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_in_urls_are_masked() {
-        for (url, shown) in [
-            (
-                "https://user:s3cret@example.org/r.git",
-                "https://user:***@example.org/r.git",
-            ),
-            (
-                "https://ghp_token@github.com/o/r.git",
-                "https://***@github.com/o/r.git",
-            ),
-            ("ssh://git@example.org/r.git", "ssh://git@example.org/r.git"),
-            ("git@example.org:r.git", "git@example.org:r.git"),
-            ("file:///srv/git/r.git", "file:///srv/git/r.git"),
-            ("https://example.org/a@b", "https://example.org/a@b"),
-        ] {
-            assert_eq!(redact_url(url), shown, "{url}");
-        }
-    }
 
     /// Whether `notify` holds a permit; takes it.
     async fn has_permit(notify: &Notify) -> bool {

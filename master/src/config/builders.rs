@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+use super::interpolate::Template;
 use super::{ConfigError, SourceMap};
-use crate::builds::interpolate::Template;
 
 /// Buildbot's default no-output timeout for commands: 20 minutes.
 const DEFAULT_TIMEOUT: u64 = 1200;

@@ -84,6 +84,19 @@ pub enum Setting {
 }
 
 impl Setting {
+    /// Every setting.
+    pub const ALL: [Setting; 9] = [
+        Setting::Title,
+        Setting::TitleUrl,
+        Setting::BuildbotUrl,
+        Setting::PluginDirs,
+        Setting::ReloadOnChange,
+        Setting::ListenAddress,
+        Setting::ChangeHookAuth,
+        Setting::MaxBodySize,
+        Setting::DeliveryIdWindow,
+    ];
+
     /// The key as `master.toml` writes it.
     pub fn key(self) -> &'static str {
         match self {
@@ -166,6 +179,24 @@ impl ConfigDiff {
                 |c| &c.name,
                 PartialEq::eq,
             ),
+        }
+    }
+
+    /// What `new` brings to a master that runs nothing yet: every entry is
+    /// added and every setting set.
+    pub fn from_nothing(new: &Config) -> ConfigDiff {
+        let added = |names: Vec<&String>| Difference {
+            added: names.into_iter().cloned().collect(),
+            ..Difference::default()
+        };
+        ConfigDiff {
+            settings: Setting::ALL.to_vec(),
+            dialects: added(new.www.dialects.iter().map(|d| &d.name).collect()),
+            plugins: Difference::default(),
+            workers: added(new.workers.iter().map(|w| &w.name).collect()),
+            builders: added(new.builders.iter().map(|b| &b.name).collect()),
+            schedulers: added(new.schedulers.iter().map(|s| &s.name).collect()),
+            change_sources: added(new.change_sources.iter().map(|c| &c.name).collect()),
         }
     }
 

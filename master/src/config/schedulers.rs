@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::builders::table_to_json;
+use super::change_filter::{ChangeFilter, ChangeFilterConfig};
+use super::cron::{CronField, Timetable};
+use super::force::{ForceForm, RawFixed, RawParameter};
 use super::{BuilderConfig, ConfigError, SourceMap};
-use crate::schedulers::change_filter::{ChangeFilter, ChangeFilterConfig};
-use crate::schedulers::cron::{CronField, Timetable};
-use crate::schedulers::force::{ForceForm, RawFixed, RawParameter};
 
 /// A validated scheduler.
 #[derive(Debug, Clone)]

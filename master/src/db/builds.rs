@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::journal::{self, JournalKind};
 use super::writer::{sourcestamp_id, StampKey};
 use super::{now, Db, Error};
+use crate::changes::SourceStamp;
+use crate::events::{BuildInfo, BuilderInfo, BuildsetInfo};
 use crate::results::{worst, Results};
 
 /// A source stamp a buildset is built from.
@@ -46,10 +49,23 @@ pub struct NewBuildset {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddedBuildset {
     pub bsid: i64,
+    pub submitted_at: i64,
     /// Builder id → build request id.
     pub requests: BTreeMap<i64, i64>,
     /// Older requests that the new ones replaced (completed as SKIPPED).
     pub collapsed: Vec<i64>,
+    /// The buildsets those completed, with their results.
+    pub completed: Vec<(i64, Results)>,
+}
+
+/// A build request cancelled before any build claimed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelledRequest {
+    pub bsid: i64,
+    pub builderid: i64,
+    pub at: i64,
+    /// Its buildset, when this was its last pending request.
+    pub buildset_complete: Option<(i64, Results)>,
 }
 
 /// Everything a scheduler decided at once, written in one transaction so that
@@ -85,18 +101,6 @@ pub struct PendingRequest {
     pub buildsetid: i64,
 }
 
-/// A source stamp as a build sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceStamp {
-    pub ssid: i64,
-    pub branch: Option<String>,
-    pub revision: Option<String>,
-    pub repository: String,
-    pub project: String,
-    pub codebase: String,
-    pub created_at: i64,
-}
-
 /// What a build request asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildsetDetails {
@@ -117,7 +121,16 @@ pub struct StartedBuild {
     pub started_at: i64,
 }
 
-/// What finishing a build completed besides the build.
+/// A step that was just added, started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedStep {
+    pub stepid: i64,
+    /// The ids of its logs, in the order asked for.
+    pub logids: Vec<i64>,
+    pub started_at: i64,
+}
+
+/// A finished build, and what finishing it completed besides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinishedBuild {
     pub complete_at: i64,
@@ -215,6 +228,7 @@ impl Db {
                      WHERE id = ?1",
                     (buildid, now, retry),
                 )?;
+                journal::record(conn, buildid, JournalKind::Finished, now)?;
                 let unclaimed = conn.execute(
                     "UPDATE buildrequests SET claimed_at = NULL
                      WHERE id = ?1 AND complete = 0",
@@ -226,6 +240,90 @@ impl Db {
                 }
             }
             Ok(recovered)
+        })
+        .await
+    }
+
+    /// A build as events describe it (Buildbot's build dictionary), read
+    /// back: what durable consumers of the journal work from.
+    pub async fn build_info(&self, buildid: i64) -> Result<Option<BuildInfo>, Error> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT b.number, b.buildrequestid, b.started_at, b.complete_at, b.results,
+                         b.state_string, b.properties, b.builderid, bl.name, bl.description,
+                         bl.tags, b.workerid, w.name, r.buildsetid
+                     FROM builds b
+                     JOIN builders bl ON bl.id = b.builderid
+                     JOIN workers w ON w.id = b.workerid
+                     JOIN buildrequests r ON r.id = b.buildrequestid
+                     WHERE b.id = ?1",
+                )?
+                .query_row([buildid], |row| {
+                    Ok((
+                        (
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, Option<i64>>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
+                            row.get::<_, String>(5)?,
+                            row.get::<_, String>(6)?,
+                        ),
+                        (
+                            row.get::<_, i64>(7)?,
+                            row.get::<_, String>(8)?,
+                            row.get::<_, Option<String>>(9)?,
+                            row.get::<_, String>(10)?,
+                            row.get::<_, i64>(11)?,
+                            row.get::<_, String>(12)?,
+                            row.get::<_, i64>(13)?,
+                        ),
+                    ))
+                })
+                .optional()?;
+            let Some((build, (builderid, name, description, tags, workerid, worker, bsid))) = row
+            else {
+                return Ok(None);
+            };
+            let (
+                number,
+                buildrequestid,
+                started_at,
+                complete_at,
+                results,
+                state_string,
+                properties,
+            ) = build;
+            let Some(buildset) = buildset_details(conn, bsid)? else {
+                return Ok(None);
+            };
+            Ok(Some(BuildInfo {
+                buildid,
+                number,
+                buildrequestid,
+                started_at,
+                complete_at,
+                results: results.and_then(Results::from_code),
+                state_string,
+                builder: BuilderInfo {
+                    builderid,
+                    name,
+                    description,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                },
+                worker,
+                workerid,
+                buildset: BuildsetInfo {
+                    bsid,
+                    reason: buildset.reason,
+                    scheduler: buildset.scheduler,
+                    external_idstring: buildset.external_idstring,
+                    submitted_at: buildset.submitted_at,
+                },
+                sourcestamps: buildset.sourcestamps,
+                properties: json_object(&properties),
+            }))
         })
         .await
     }
@@ -397,6 +495,7 @@ impl Db {
                     ),
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )?;
+            journal::record(conn, buildid, JournalKind::Started, now)?;
             Ok(Some(StartedBuild {
                 buildid,
                 number,
@@ -449,6 +548,7 @@ impl Db {
                 &state_string,
                 Value::Object(properties).to_string(),
             ))?;
+            journal::record(conn, buildid, JournalKind::Finished, now)?;
             let buildset_complete = complete_requests(conn, &[brid], results, now)?;
             Ok(FinishedBuild {
                 complete_at: now,
@@ -467,15 +567,16 @@ impl Db {
         name: String,
         state_string: String,
         logs: Vec<String>,
-    ) -> Result<(i64, Vec<i64>), Error> {
+    ) -> Result<AddedStep, Error> {
         self.transact(move |conn| {
+            let started_at = now();
             let stepid: i64 = conn
                 .prepare_cached(
                     "INSERT INTO steps (id, buildid, number, name, started_at, state_string)
                      VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM steps), ?1, ?2, ?3, ?4, ?5)
                      RETURNING id",
                 )?
-                .query_row((buildid, number, &name, now(), &state_string), |row| {
+                .query_row((buildid, number, &name, started_at, &state_string), |row| {
                     row.get(0)
                 })?;
             let mut logids = Vec::with_capacity(logs.len());
@@ -489,7 +590,11 @@ impl Db {
                     .query_row((stepid, &log, slug(&log)), |row| row.get(0))?;
                 logids.push(id);
             }
-            Ok((stepid, logids))
+            Ok(AddedStep {
+                stepid,
+                logids,
+                started_at,
+            })
         })
         .await
     }
@@ -524,38 +629,46 @@ impl Db {
         .await
     }
 
-    /// Finishes a step.
+    /// Finishes a step; returns when it completed, in epoch seconds.
     pub async fn finish_step(
         &self,
         stepid: i64,
         results: Results,
         state_string: String,
-    ) -> Result<(), Error> {
+    ) -> Result<i64, Error> {
         self.transact(move |conn| {
+            let complete_at = now();
             conn.prepare_cached(
                 "UPDATE steps SET complete_at = ?2, results = ?3, state_string = ?4 WHERE id = ?1",
             )?
-            .execute((stepid, now(), results as i64, &state_string))?;
-            Ok(())
+            .execute((stepid, complete_at, results as i64, &state_string))?;
+            Ok(complete_at)
         })
         .await
     }
 
     /// Cancels a build request that no build has claimed yet. False when it
     /// was claimed or complete already.
-    pub async fn cancel_request(&self, brid: i64) -> Result<bool, Error> {
+    pub async fn cancel_request(&self, brid: i64) -> Result<Option<CancelledRequest>, Error> {
         self.transact(move |conn| {
-            let pending: bool = conn
+            let pending: Option<(i64, i64)> = conn
                 .prepare_cached(
-                    "SELECT complete = 0 AND claimed_at IS NULL FROM buildrequests WHERE id = ?1",
+                    "SELECT buildsetid, builderid FROM buildrequests
+                     WHERE id = ?1 AND complete = 0 AND claimed_at IS NULL",
                 )?
-                .query_row([brid], |row| row.get(0))
-                .optional()?
-                .unwrap_or(false);
-            if pending {
-                complete_requests(conn, &[brid], Results::Cancelled, now())?;
-            }
-            Ok(pending)
+                .query_row([brid], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let Some((bsid, builderid)) = pending else {
+                return Ok(None);
+            };
+            let at = now();
+            let completed = complete_requests(conn, &[brid], Results::Cancelled, at)?;
+            Ok(Some(CancelledRequest {
+                bsid,
+                builderid,
+                at,
+                buildset_complete: completed.into_iter().next(),
+            }))
         })
         .await
     }
@@ -613,8 +726,10 @@ fn add_buildset(
     }
     let mut added = AddedBuildset {
         bsid,
+        submitted_at: now,
         requests: BTreeMap::new(),
         collapsed: Vec::new(),
+        completed: Vec::new(),
     };
     for &(builderid, collapse) in &buildset.builders {
         let brid: i64 = conn
@@ -628,8 +743,9 @@ fn add_buildset(
         added.requests.insert(builderid, brid);
         if collapse {
             let older = collapsible(conn, builderid, brid, bsid)?;
-            complete_requests(conn, &older, Results::Skipped, now)?;
+            let completed = complete_requests(conn, &older, Results::Skipped, now)?;
             added.collapsed.extend(older);
+            added.completed.extend(completed);
         }
     }
     Ok(added)
@@ -988,7 +1104,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let (stepid, logs) = db
+        let step = db
             .add_step(
                 started.buildid,
                 1,
@@ -998,7 +1114,7 @@ mod tests {
             )
             .await
             .unwrap();
-        db.append_log(logs[0], "ohello\n".into(), 1, false)
+        db.append_log(step.logids[0], "ohello\n".into(), 1, false)
             .await
             .unwrap();
         assert!(db.pending_requests(ids["b"]).await.unwrap().is_empty());
@@ -1016,10 +1132,10 @@ mod tests {
             .rest_rows(super::super::Resource::Steps, None)
             .await
             .unwrap();
-        assert_eq!(steps[0]["stepid"], stepid);
+        assert_eq!(steps[0]["stepid"], step.stepid);
         assert_eq!(steps[0]["results"], Results::Retry as i64);
         assert_eq!(steps[0]["state_string"], "'sleep' (retry)");
-        let (log, content) = db.log_contents(logs[0]).await.unwrap().unwrap();
+        let (log, content) = db.log_contents(step.logids[0]).await.unwrap().unwrap();
         assert_eq!(
             (log["complete"].clone(), content.as_str()),
             (json!(true), "ohello\n")

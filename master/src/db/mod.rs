@@ -7,6 +7,7 @@
 //! WAL mode lets run alongside the writer.
 
 mod builds;
+mod journal;
 mod query;
 mod rest;
 mod schema;
@@ -17,18 +18,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use builds::{
-    AddedBuildset, BuildsetDetails, ClassifiedChange, FinishedBuild, NewBuildset, PendingRequest,
-    Recovered, SchedulerWrite, SourceStamp, StampSpec, StartedBuild,
+    AddedBuildset, AddedStep, BuildsetDetails, CancelledRequest, ClassifiedChange, FinishedBuild,
+    NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
 };
+pub use journal::{JournalEntry, JournalKind};
 pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
 pub use rest::{Resource, Scope, MASTER_ID};
 
 use crate::changes::{Change, NewChange};
+use crate::clock::now;
 use crate::events::{Bus, Event};
 use writer::{Counters, WriteRequest};
 pub use writer::{Delivery, SourceRevisions, Stored};
@@ -345,13 +348,6 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open_with_flags(path, flags).map_err(open_failed)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_failed)?;
     Ok(conn)
-}
-
-/// The current time in epoch seconds, as the database stores times.
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::builds::{json_object, sourcestamps};
 use super::{Db, Error};
-use crate::events::sourcestamp_json;
+use crate::changes::SourceStamp;
 
 /// The id of this master in REST objects; there is one master per database.
 pub const MASTER_ID: i64 = 1;
@@ -172,7 +172,7 @@ fn buildset(conn: &Connection, row: &Row) -> rusqlite::Result<Value> {
         "complete": row.get::<_, bool>(4)?,
         "complete_at": row.get::<_, Option<i64>>(5)?,
         "results": row.get::<_, Option<i64>>(6)?,
-        "sourcestamps": stamps.iter().map(sourcestamp_json).collect::<Vec<_>>(),
+        "sourcestamps": stamps.iter().map(SourceStamp::to_rest).collect::<Vec<_>>(),
         "parent_buildid": null,
         "parent_relationship": null,
     }))

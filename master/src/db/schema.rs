@@ -205,6 +205,22 @@ CREATE TABLE scheduler_state (
     PRIMARY KEY (scheduler, name)
 );
 ",
+    // 6: the build journal that durable consumers (notifications) follow,
+    // written in the transaction that starts or finishes the build, and the
+    // place each consumer has reached.
+    r"
+CREATE TABLE build_events (
+    eventid INTEGER NOT NULL PRIMARY KEY,
+    buildid INTEGER NOT NULL REFERENCES builds (id),
+    kind TEXT NOT NULL CHECK (kind IN ('started', 'finished')),
+    at BIGINT NOT NULL
+);
+
+CREATE TABLE consumer_cursors (
+    consumer TEXT NOT NULL PRIMARY KEY,
+    eventid INTEGER NOT NULL
+);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::Trigger;
 use crate::config::Config;
+use crate::tasks::{Policy, Supervisor, TaskHandle};
 
 /// How long the watched files must be left alone before a reload.
 const QUIET: Duration = Duration::from_millis(200);
@@ -103,6 +105,8 @@ impl WatchSpec {
 /// A running watch; dropping it stops watching.
 pub struct FileWatch {
     _watcher: RecommendedWatcher,
+    /// Turns bursts of events into triggers; ends when the watcher is dropped.
+    _debounce: TaskHandle,
     /// What is watched, to tell whether a new configuration needs a new watch.
     pub spec: WatchSpec,
     /// The directories watched.
@@ -114,8 +118,9 @@ pub struct FileWatch {
 pub fn start(
     spec: WatchSpec,
     triggers: mpsc::UnboundedSender<Trigger>,
+    supervisor: &Supervisor,
 ) -> notify::Result<FileWatch> {
-    let (events, mut received) = mpsc::unbounded_channel::<()>();
+    let (events, received) = mpsc::unbounded_channel::<()>();
     let filter = spec.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
@@ -132,17 +137,24 @@ pub fn start(
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    tokio::spawn(async move {
-        while received.recv().await.is_some() {
-            // Wait for the burst to end.
-            while let Ok(Some(())) = tokio::time::timeout(QUIET, received.recv()).await {}
-            if triggers.send(Trigger::FileChange).is_err() {
-                return;
+    // The receiver outlives a restart of the task that reads it.
+    let received = Arc::new(tokio::sync::Mutex::new(received));
+    let debounce = supervisor.spawn("file watch", Policy::UntilDone, move || {
+        let (received, triggers) = (Arc::clone(&received), triggers.clone());
+        async move {
+            let mut received = received.lock().await;
+            while received.recv().await.is_some() {
+                // Wait for the burst to end.
+                while let Ok(Some(())) = tokio::time::timeout(QUIET, received.recv()).await {}
+                if triggers.send(Trigger::FileChange).is_err() {
+                    return;
+                }
             }
         }
     });
     Ok(FileWatch {
         _watcher: watcher,
+        _debounce: debounce,
         spec,
         dirs,
     })
@@ -195,7 +207,12 @@ mod tests {
         let file = dir.path().join("master.toml");
         std::fs::write(&file, "a").unwrap();
         let (triggers, mut received) = mpsc::unbounded_channel();
-        let _watch = start(WatchSpec::of(&Config::parse(&file, "").unwrap()), triggers).unwrap();
+        let _watch = start(
+            WatchSpec::of(&Config::parse(&file, "").unwrap()),
+            triggers,
+            &Supervisor::new(),
+        )
+        .unwrap();
         // An editor's save: write a temporary file, then rename it over.
         let temporary = dir.path().join("master.toml.new");
         std::fs::write(&temporary, "b").unwrap();
@@ -221,7 +238,12 @@ mod tests {
         symlink("..data/master.toml", dir.path().join("master.toml")).unwrap();
         let (triggers, mut received) = mpsc::unbounded_channel();
         let file = dir.path().join("master.toml");
-        let _watch = start(WatchSpec::of(&Config::parse(&file, "").unwrap()), triggers).unwrap();
+        let _watch = start(
+            WatchSpec::of(&Config::parse(&file, "").unwrap()),
+            triggers,
+            &Supervisor::new(),
+        )
+        .unwrap();
         // The kubelet writes the new version aside and swaps the link by rename.
         version("..v2", "b");
         symlink("..v2", dir.path().join("..data_tmp")).unwrap();

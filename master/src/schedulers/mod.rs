@@ -9,30 +9,28 @@
 //! their next run time in the database and catch up once on a missed run.
 //!
 //! A reconfiguration ([`Schedulers::apply`]) leaves unchanged schedulers
-//! alone, starts new ones after the newest change, forgets removed ones, and
-//! re-checks the waiting changes of a changed one against its new filter.
-
-pub mod change_filter;
-pub mod cron;
-pub mod force;
+//! alone, forgets removed ones, re-checks the waiting changes of a changed
+//! one against its new filter, and starts new ones: from their stored state
+//! when they have one (the first configuration applied after a start), else
+//! after the newest change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, Mutex, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::changes::Change;
+use crate::config::change_filter::FilterSubject;
 use crate::config::{Nightly, SchedulerConfig, SchedulerKind};
 use crate::db::{
     AddedBuildset, ChangeQuery, Column, Db, Error, Filter, NewBuildset, Operand, Operator, Order,
     SchedulerWrite, StampSpec,
 };
 use crate::events::{Bus, Event};
-use change_filter::FilterSubject;
+use crate::tasks::{Policy, Supervisor, TaskHandle};
 
 /// How many changes one pass reads at a time.
 const PAGE: u64 = 500;
@@ -84,15 +82,18 @@ impl SchedulerSet {
 struct Shared {
     db: Db,
     bus: Bus,
+    supervisor: Supervisor,
     set: RwLock<Arc<SchedulerSet>>,
     /// The task of each nightly scheduler, by name.
-    nightly: std::sync::Mutex<BTreeMap<String, JoinHandle<()>>>,
+    nightly: std::sync::Mutex<BTreeMap<String, TaskHandle>>,
     /// The last change each change-driven scheduler has seen, as stored, so
     /// a pass over new changes needs no read of the schedulers' state.
     cursors: std::sync::Mutex<BTreeMap<String, i64>>,
     /// Tree-stable timers: when each fires.
     timers: Mutex<BTreeMap<TimerKey, Instant>>,
     timers_changed: Notify,
+    /// Asks for a pass over the changes: new schedulers may have missed some.
+    rescan: Notify,
     /// Serializes passes over the changes with timer firings, so a change is
     /// never both classified and built by two passes.
     writing: Mutex<()>,
@@ -105,37 +106,38 @@ pub struct Schedulers {
 }
 
 impl Schedulers {
-    /// Loads each scheduler's state, re-arms its timers and starts its tasks.
-    pub async fn start(
-        db: Db,
-        bus: Bus,
-        schedulers: Vec<SchedulerConfig>,
-        builders: BTreeMap<String, (i64, bool)>,
-    ) -> Result<Schedulers, Error> {
+    /// Schedulers with no scheduler configured yet, and their tasks: one
+    /// follows new changes, one fires tree-stable timers.
+    /// [`Schedulers::apply`] gives them their configuration.
+    pub fn new(db: Db, bus: Bus, supervisor: Supervisor) -> Schedulers {
         let this = Schedulers {
             shared: Arc::new(Shared {
                 db,
                 bus,
+                supervisor: supervisor.clone(),
                 set: RwLock::new(Arc::new(SchedulerSet {
-                    schedulers: Arc::new(schedulers),
-                    builders,
+                    schedulers: Arc::new(Vec::new()),
+                    builders: BTreeMap::new(),
                 })),
                 nightly: std::sync::Mutex::new(BTreeMap::new()),
                 cursors: std::sync::Mutex::new(BTreeMap::new()),
                 timers: Mutex::new(BTreeMap::new()),
                 timers_changed: Notify::new(),
+                rescan: Notify::new(),
                 writing: Mutex::new(()),
             }),
         };
-        this.initialize_cursors().await?;
-        this.rearm_timers().await?;
-        let events = this.shared.bus.subscribe();
-        tokio::spawn(this.clone().follow_changes(events));
-        tokio::spawn(this.clone().run_timers());
-        for scheduler in this.set().schedulers.iter() {
-            this.spawn_nightly(scheduler);
-        }
-        Ok(this)
+        let changes = this.clone();
+        supervisor.spawn("schedulers: changes", Policy::Forever, move || {
+            let this = changes.clone();
+            let events = this.shared.bus.subscribe();
+            this.follow_changes(events)
+        });
+        let timers = this.clone();
+        supervisor.spawn("schedulers: timers", Policy::Forever, move || {
+            timers.clone().run_timers()
+        });
+        this
     }
 
     fn set(&self) -> Arc<SchedulerSet> {
@@ -154,59 +156,29 @@ impl Schedulers {
 
     fn spawn_nightly(&self, scheduler: &SchedulerConfig) {
         if let SchedulerKind::Nightly(nightly) = &scheduler.kind {
-            let task = tokio::spawn(
-                self.clone()
-                    .run_nightly(scheduler.name.clone(), nightly.clone()),
+            let (this, name, nightly) = (self.clone(), scheduler.name.clone(), nightly.clone());
+            let task = self.shared.supervisor.spawn(
+                format!("nightly scheduler '{name}'"),
+                // Ends by itself if its timetable never matches.
+                Policy::UntilDone,
+                move || this.clone().run_nightly(name.clone(), nightly.clone()),
             );
-            let mut tasks = self
-                .shared
-                .nightly
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(old) = tasks.insert(scheduler.name.clone(), task) {
-                old.abort();
-            }
+            self.lock_nightly().insert(scheduler.name.clone(), task);
         }
     }
 
-    fn stop_nightly(&self, name: &str) {
-        let mut tasks = self
-            .shared
+    async fn stop_nightly(&self, name: &str) {
+        let task = self.lock_nightly().remove(name);
+        if let Some(task) = task {
+            task.stop().await;
+        }
+    }
+
+    fn lock_nightly(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TaskHandle>> {
+        self.shared
             .nightly
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = tasks.remove(name) {
-            task.abort();
-        }
-    }
-
-    /// A scheduler that has never run starts after the newest change, rather
-    /// than building the whole history.
-    async fn initialize_cursors(&self) -> Result<(), Error> {
-        let db = &self.shared.db;
-        let last = db.last_changeid().await?;
-        let mut write = SchedulerWrite::default();
-        let mut cursors = BTreeMap::new();
-        for scheduler in self.set().change_driven() {
-            let state = db.scheduler_state(&scheduler.name).await?;
-            let cursor = match state.get("last_changeid").and_then(Value::as_i64) {
-                Some(cursor) => cursor,
-                None => {
-                    write.state.push((
-                        scheduler.name.clone(),
-                        "last_changeid".into(),
-                        Value::from(last),
-                    ));
-                    last
-                }
-            };
-            cursors.insert(scheduler.name, cursor);
-        }
-        if !write.state.is_empty() {
-            db.scheduler_write(write).await?;
-        }
-        *self.lock_cursors() = cursors;
-        Ok(())
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The last change each change-driven scheduler has seen, as stored.
@@ -221,39 +193,21 @@ impl Schedulers {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Re-arms the tree-stable timers of the changes stored as waiting.
-    async fn rearm_timers(&self) -> Result<(), Error> {
-        let mut timers = Vec::new();
-        for scheduler in self.set().schedulers.iter() {
-            let Some(delay) = tree_stable_timer(scheduler) else {
-                continue;
-            };
-            for change in self.shared.db.classified_changes(&scheduler.name).await? {
-                let key = timer_key(
-                    scheduler,
-                    change.branch,
-                    change.repository,
-                    change.project,
-                    change.codebase,
-                );
-                timers.push((key, Instant::now() + delay));
-            }
-        }
-        self.shared.timers.lock().await.extend(timers);
-        self.shared.timers_changed.notify_one();
-        Ok(())
-    }
-
+    /// Offers new changes to the schedulers as they are stored, and every
+    /// change not seen yet when asked to rescan (after a configuration
+    /// brought schedulers, and when this task starts).
     async fn follow_changes(self, mut events: broadcast::Receiver<Event>) {
-        // Changes stored while the master was down come first.
         self.process_changes_logged().await;
         loop {
-            match events.recv().await {
-                Ok(Event::ChangeAdded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.process_changes_logged().await
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(Event::ChangeAdded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.process_changes_logged().await
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = self.shared.rescan.notified() => self.process_changes_logged().await,
             }
         }
     }
@@ -392,7 +346,8 @@ impl Schedulers {
         }
     }
 
-    /// Publishes the build requests of newly stored buildsets.
+    /// Publishes the build requests of newly stored buildsets, and the
+    /// buildsets that collapsing their older requests completed.
     fn announce(&self, added: &[AddedBuildset]) {
         for buildset in added {
             for (&builderid, &brid) in &buildset.requests {
@@ -400,6 +355,13 @@ impl Schedulers {
                     brid,
                     bsid: buildset.bsid,
                     builderid,
+                });
+            }
+            for &(bsid, results) in &buildset.completed {
+                self.shared.bus.send(Event::BuildsetComplete {
+                    bsid,
+                    results,
+                    complete_at: buildset.submitted_at,
                 });
             }
         }
@@ -492,7 +454,7 @@ impl Schedulers {
                     continue;
                 }
             };
-            let wait = next.saturating_sub(epoch_now()).max(0) as u64;
+            let wait = next.saturating_sub(crate::clock::now()).max(0) as u64;
             tokio::time::sleep(Duration::from_secs(wait)).await;
             if let Err(error) = self.fire_nightly(&name, &nightly, next).await {
                 tracing::error!("nightly scheduler {name}: cannot start its builds: {error}");
@@ -509,7 +471,7 @@ impl Schedulers {
         if let Some(next) = state.get("next_build").and_then(Value::as_i64) {
             return Ok(Some(next));
         }
-        let Some(next) = nightly.timetable.next_after(epoch_now()) else {
+        let Some(next) = nightly.timetable.next_after(crate::clock::now()) else {
             return Ok(None);
         };
         let mut write = SchedulerWrite::default();
@@ -558,7 +520,7 @@ impl Schedulers {
                 None,
             ));
         }
-        let next = nightly.timetable.next_after(due.max(epoch_now()));
+        let next = nightly.timetable.next_after(due.max(crate::clock::now()));
         write.state.push((
             scheduler.name.clone(),
             "last_build".into(),
@@ -575,7 +537,7 @@ impl Schedulers {
     }
 
     /// Makes `schedulers` the configured schedulers (see the module comment).
-    /// Returns how many were added, changed and removed.
+    /// `builders` maps each builder's name to its id and `collapse_requests`.
     pub async fn apply(
         &self,
         schedulers: Vec<SchedulerConfig>,
@@ -619,19 +581,41 @@ impl Schedulers {
             }
         }
         for scheduler in new.schedulers.iter() {
-            if old.find(&scheduler.name).is_none() {
+            let added = old.find(&scheduler.name).is_none();
+            if added {
                 restart.push(scheduler.name.clone());
+                // Changes it waited for before a restart wait again, anew.
+                if let Some(delay) = tree_stable_timer(scheduler) {
+                    for change in db.classified_changes(&scheduler.name).await? {
+                        let key = timer_key(
+                            scheduler,
+                            change.branch,
+                            change.repository,
+                            change.project,
+                            change.codebase,
+                        );
+                        timers.insert(key, Instant::now() + delay);
+                    }
+                }
             }
             if !is_change_driven(scheduler) {
                 cursors.remove(&scheduler.name);
             } else if !cursors.contains_key(&scheduler.name) {
-                // A scheduler that starts looking at changes starts after the newest.
-                cursors.insert(scheduler.name.clone(), last);
-                write.state.push((
-                    scheduler.name.clone(),
-                    "last_changeid".into(),
-                    Value::from(last),
-                ));
+                // It goes on from the last change it saw, stored; one that
+                // never saw any starts after the newest.
+                let stored = db.scheduler_state(&scheduler.name).await?;
+                let cursor = match stored.get("last_changeid").and_then(Value::as_i64) {
+                    Some(cursor) => cursor,
+                    None => {
+                        write.state.push((
+                            scheduler.name.clone(),
+                            "last_changeid".into(),
+                            Value::from(last),
+                        ));
+                        last
+                    }
+                };
+                cursors.insert(scheduler.name.clone(), cursor);
             }
         }
         let stored = db.scheduler_write(write).await?;
@@ -644,12 +628,13 @@ impl Schedulers {
         *self.shared.timers.lock().await = timers;
         *self.lock_cursors() = cursors;
         for name in restart {
-            self.stop_nightly(&name);
+            self.stop_nightly(&name).await;
             if let Some(scheduler) = new.find(&name) {
                 self.spawn_nightly(scheduler);
             }
         }
         self.shared.timers_changed.notify_one();
+        self.shared.rescan.notify_one();
         Ok(())
     }
 
@@ -939,12 +924,6 @@ fn pair(value: Value, source: &str) -> Value {
     Value::Array(vec![value, Value::from(source)])
 }
 
-fn epoch_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -956,6 +935,18 @@ mod tests {
     use serde_json::json;
 
     /// A database with builder `b`, and schedulers from `toml`.
+    /// Schedulers with their first configuration, as a master starts them.
+    pub(super) async fn start(
+        db: Db,
+        bus: Bus,
+        schedulers: Vec<SchedulerConfig>,
+        builders: BTreeMap<String, (i64, bool)>,
+    ) -> Schedulers {
+        let started = Schedulers::new(db, bus, Supervisor::new());
+        started.apply(schedulers, builders).await.unwrap();
+        started
+    }
+
     async fn setup(
         toml: &str,
     ) -> (
@@ -1014,9 +1005,7 @@ mod tests {
              tree_stable_timer = 1\nchange_filter = { branch_re = \"(main|dev)$\" }\n",
         )
         .await;
-        Schedulers::start(db.clone(), bus, schedulers, builders)
-            .await
-            .unwrap();
+        start(db.clone(), bus, schedulers, builders).await;
         add_change(&db, "main", "m1").await;
         add_change(&db, "dev", "d1").await;
         add_change(&db, "main", "m2").await;
@@ -1045,9 +1034,7 @@ mod tests {
         )
         .await;
         add_change(&db, "main", "old").await;
-        Schedulers::start(db.clone(), bus, schedulers, builders)
-            .await
-            .unwrap();
+        start(db.clone(), bus, schedulers, builders).await;
         add_change(&db, "main", "new").await;
         let found = wait_for_buildsets(&db, 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1064,15 +1051,13 @@ mod tests {
              hour = 3\nbranch = \"main\"\nrepository = \"repo\"\n",
         )
         .await;
-        let missed = epoch_now() - 3600;
+        let missed = crate::clock::now() - 3600;
         let write = SchedulerWrite {
             state: vec![("n".into(), "next_build".into(), Value::from(missed))],
             ..SchedulerWrite::default()
         };
         db.scheduler_write(write).await.unwrap();
-        Schedulers::start(db.clone(), bus, schedulers, builders)
-            .await
-            .unwrap();
+        start(db.clone(), bus, schedulers, builders).await;
         let found = wait_for_buildsets(&db, 1).await;
         assert_eq!(
             found[0]["reason"],
@@ -1083,7 +1068,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let state = db.scheduler_state("n").await.unwrap();
         assert_eq!(state["last_build"], missed);
-        assert!(state["next_build"].as_i64().unwrap() > epoch_now());
+        assert!(state["next_build"].as_i64().unwrap() > crate::clock::now());
         assert_eq!(
             buildsets(&db).await.len(),
             1,
@@ -1102,14 +1087,12 @@ mod tests {
             state: vec![(
                 "n".into(),
                 "next_build".into(),
-                Value::from(epoch_now() - 10),
+                Value::from(crate::clock::now() - 10),
             )],
             ..SchedulerWrite::default()
         };
         db.scheduler_write(write).await.unwrap();
-        let schedulers = Schedulers::start(db.clone(), bus, schedulers, builders)
-            .await
-            .unwrap();
+        let schedulers = start(db.clone(), bus, schedulers, builders).await;
         // The catch-up run finds no change and builds nothing.
         for _ in 0..100 {
             let state = db.scheduler_state("n").await.unwrap();
@@ -1140,7 +1123,7 @@ mod tests {
             _ => unreachable!(),
         };
         schedulers
-            .fire_nightly("n", &nightly, epoch_now())
+            .fire_nightly("n", &nightly, crate::clock::now())
             .await
             .unwrap();
         let found = buildsets(&db).await;
@@ -1154,6 +1137,7 @@ mod tests {
 mod reconfiguration_tests {
     use std::path::Path;
 
+    use super::tests::start;
     use super::*;
     use crate::changes::NewChange;
     use crate::config::Config;
@@ -1204,9 +1188,7 @@ mod reconfiguration_tests {
             "{ branch = [\"main\", \"dev\"] }",
             "tree_stable_timer = 600",
         );
-        let schedulers = Schedulers::start(db.clone(), bus, schedulers_of(&wide), builders.clone())
-            .await
-            .unwrap();
+        let schedulers = start(db.clone(), bus, schedulers_of(&wide), builders.clone()).await;
         for branch in ["main", "dev"] {
             let change: NewChange = serde_json::from_value(json!({"branch": branch})).unwrap();
             db.add_changes(vec![change]).await.unwrap();

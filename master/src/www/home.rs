@@ -13,11 +13,10 @@ pub fn page(title: &str, status: &Status) -> String {
         .collect();
     let mut reload = format!(
         "generation {}, last attempt: {}",
-        status.generation,
-        escape(&status.result)
+        status.generation, status.result
     );
     if let Some(trigger) = &status.trigger {
-        reload.push_str(&format!(" ({})", escape(trigger)));
+        reload.push_str(&format!(" ({trigger})"));
     }
     let details: String = status
         .changes
@@ -73,16 +72,13 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconfig::Trigger;
 
     #[test]
     fn the_page_names_the_master_and_escapes_what_it_shows() {
-        let status = Status {
-            generation: 3,
-            result: "failed".into(),
-            trigger: Some("SIGHUP".into()),
-            errors: vec!["master.toml:2:1: unknown field `<x>`".into()],
-            ..Status::default()
-        };
+        let status = Status::started(0)
+            .attempt(Trigger::Signal, 1)
+            .failed(vec!["master.toml:2:1: unknown field `<x>`".into()]);
         let page = page("CI & <friends>", &status);
         assert!(page.contains("<title>CI &amp; &lt;friends&gt;</title>"));
         assert!(page.contains(&format!("buildmaster {}", env!("CARGO_PKG_VERSION"))));
@@ -92,7 +88,7 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(page.contains("generation 3, last attempt: failed (SIGHUP)"));
+        assert!(page.contains("generation 1, last attempt: failed (SIGHUP)"));
         assert!(page.contains("unknown field `&lt;x&gt;`"));
     }
 }

@@ -16,10 +16,13 @@ use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::path::FullPath;
 use warp::Reply;
 
-use super::{auth, text, AppState};
+use super::{text, AppState};
 use crate::changes::NewChange;
 use crate::db::{Delivery, Stored};
 use crate::registry::DialectSlot;
+
+/// The `WWW-Authenticate` value of every 401 answer, as Buildbot sends it.
+const CHALLENGE: &str = "basic realm=\"Protected area\"";
 
 /// The body Buildbot sends for any failure that is not the sender's fault.
 const INTERNAL_ERROR: &str = "Error processing changes.";
@@ -94,7 +97,7 @@ where
             let mut reply = text(StatusCode::UNAUTHORIZED, "Unauthorized");
             reply.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(auth::CHALLENGE),
+                HeaderValue::from_static(CHALLENGE),
             );
             return reply;
         }
@@ -209,13 +212,10 @@ fn delivery(headers: &HeaderMap, dialect: &str, window: u64) -> Option<Delivery>
         .find_map(|h| headers.get(*h)?.to_str().ok())
         .map(str::trim)
         .filter(|id| !id.is_empty())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     Some(Delivery {
         dialect: dialect.to_string(),
         id: id.to_string(),
-        not_before: now - window as i64,
+        not_before: crate::clock::now() - window as i64,
     })
 }
 

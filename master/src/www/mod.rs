@@ -4,7 +4,6 @@
 //! statuses); warp rejections are kept for "no route here", which one `recover`
 //! turns into a JSON 404.
 
-pub mod auth;
 mod home;
 mod hooks;
 
@@ -51,7 +50,8 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .map(|state: AppState| {
-            let page = home::page(&state.registry.load().title, &state.engine.reconfig.get());
+            let status = state.engine.control.reload_status();
+            let page = home::page(&state.registry.load().title, &status);
             warp::reply::html(page).into_response()
         });
 

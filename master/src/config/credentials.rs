@@ -1,4 +1,5 @@
-//! `change_hook_auth`: HTTP Basic authentication of change-hook requests.
+//! `change_hook_auth`: the users allowed to post change hooks, and the check
+//! of an HTTP Basic `Authorization` header against them.
 //!
 //! Checkers are given as Buildbot (Twisted `strcred`) writes them:
 //! `file:PATH`, a file of `user:password` lines, where the password may also be
@@ -10,9 +11,6 @@ use std::path::Path;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-/// The header value of every 401 answer, as Buildbot sends it.
-pub const CHALLENGE: &str = "basic realm=\"Protected area\"";
 
 #[derive(Clone, PartialEq, Eq)]
 enum Secret {

@@ -1,0 +1,233 @@
+//! What the REST API (and chat) may see of the running master and ask of it.
+//!
+//! They hold no service. They read a [`View`] that the topology publishes
+//! after every change of configuration or state, and they send
+//! [`Command`]s, which the topology carries out on the services it owns and
+//! answers. The reload record and the tasks' health are read live.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::builds::StopError;
+use crate::config::{BuilderConfig, SchedulerConfig};
+use crate::db::{AddedBuildset, CancelledRequest};
+use crate::events::BuildInfo;
+use crate::reconfig::{SharedStatus, Status};
+use crate::schedulers::ForceError;
+use crate::tasks::{Supervisor, TaskReport};
+
+/// The running master as readers see it.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The master's title, which names it.
+    pub name: String,
+    /// The configured builders with their ids.
+    pub builders: Vec<(i64, Arc<BuilderConfig>)>,
+    /// The connected workers: name and id.
+    pub workers: Vec<(String, i64)>,
+    pub schedulers: Arc<Vec<SchedulerConfig>>,
+    pub shutdown: ShutdownState,
+}
+
+/// Where the master is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownState {
+    #[default]
+    Running,
+    /// A clean shutdown: no build starts, the master exits when the
+    /// running ones have ended.
+    Draining,
+    /// The master is stopping now.
+    Stopping,
+}
+
+/// What a shutdown request asks for (Buildbot's `shutdown` command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownAction {
+    /// Start a clean shutdown.
+    Start,
+    /// Cancel a clean shutdown under way.
+    Cancel,
+    /// Only say where it stands.
+    Status,
+    /// Stop now, as `SIGTERM` does.
+    Now,
+}
+
+impl ShutdownAction {
+    /// Buildbot's words (`start`, `stop`, `check`, `now`) and ours
+    /// (`start`, `cancel`, `status`, `now`).
+    pub fn parse(word: &str) -> Option<ShutdownAction> {
+        Some(match word {
+            "start" => ShutdownAction::Start,
+            "cancel" | "stop" => ShutdownAction::Cancel,
+            "status" | "check" => ShutdownAction::Status,
+            "now" => ShutdownAction::Now,
+            _ => return None,
+        })
+    }
+}
+
+/// The answer to a shutdown request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShutdownStatus {
+    pub state: ShutdownState,
+    pub running_builds: usize,
+}
+
+/// A request to the topology, with where to send its answer.
+pub enum Command {
+    Force {
+        scheduler: String,
+        /// Only these builders (names or ids); all of the scheduler's when `None`.
+        builders: Option<Vec<String>>,
+        params: Map<String, Value>,
+        reply: oneshot::Sender<Result<AddedBuildset, ControlError>>,
+    },
+    StopBuild {
+        buildid: i64,
+        reason: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    CancelRequest {
+        brid: i64,
+        reply: oneshot::Sender<Result<Option<CancelledRequest>, ControlError>>,
+    },
+    RunningBuilds {
+        builderid: Option<i64>,
+        reply: oneshot::Sender<Vec<Arc<BuildInfo>>>,
+    },
+    Shutdown {
+        action: ShutdownAction,
+        reply: oneshot::Sender<ShutdownStatus>,
+    },
+}
+
+/// Why a command was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Force(#[from] ForceError),
+    #[error(transparent)]
+    Stop(#[from] StopError),
+    /// The database failed; the cause is logged.
+    #[error("internal error")]
+    Internal,
+    #[error("the master is stopping")]
+    Stopping,
+}
+
+/// The reading and commanding end; clones share it.
+#[derive(Clone)]
+pub struct Control {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<View>>,
+    status: Arc<SharedStatus>,
+    tasks: Supervisor,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// The topology's side makes it: it keeps the receiving end of
+    /// `commands` and the sending end of `view`.
+    pub fn new(
+        commands: mpsc::Sender<Command>,
+        view: watch::Receiver<Arc<View>>,
+        status: Arc<SharedStatus>,
+        tasks: Supervisor,
+    ) -> Control {
+        Control {
+            commands,
+            view,
+            status,
+            tasks,
+        }
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.borrow())
+    }
+
+    /// How the last reload went.
+    pub fn reload_status(&self) -> Status {
+        self.status.get()
+    }
+
+    /// The master's tasks, and why it is unhealthy if it is.
+    pub fn tasks(&self) -> (Vec<TaskReport>, Vec<String>) {
+        (self.tasks.reports(), self.tasks.problems())
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Asks force scheduler `scheduler` for a build (see [`Command::Force`]).
+    pub async fn force(
+        &self,
+        scheduler: &str,
+        builders: Option<Vec<String>>,
+        params: Map<String, Value>,
+    ) -> Result<AddedBuildset, ControlError> {
+        let scheduler = scheduler.to_owned();
+        self.ask(|reply| Command::Force {
+            scheduler,
+            builders,
+            params,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Stops a running build; `reason` ends up in its state string.
+    pub async fn stop_build(&self, buildid: i64, reason: &str) -> Result<(), ControlError> {
+        let reason = reason.to_owned();
+        self.ask(|reply| Command::StopBuild {
+            buildid,
+            reason,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Cancels a pending build request; `None` when it was not pending.
+    pub async fn cancel_request(
+        &self,
+        brid: i64,
+    ) -> Result<Option<CancelledRequest>, ControlError> {
+        self.ask(|reply| Command::CancelRequest { brid, reply })
+            .await
+            .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// The running builds of one builder, or of the whole master.
+    pub async fn running_builds(&self, builderid: Option<i64>) -> Vec<Arc<BuildInfo>> {
+        self.ask(|reply| Command::RunningBuilds { builderid, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Starts, cancels or reports a clean shutdown, or stops now.
+    pub async fn shutdown(&self, action: ShutdownAction) -> ShutdownStatus {
+        self.ask(|reply| Command::Shutdown { action, reply })
+            .await
+            .unwrap_or(ShutdownStatus {
+                state: ShutdownState::Stopping,
+                running_builds: 0,
+            })
+    }
+}

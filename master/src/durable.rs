@@ -1,0 +1,145 @@
+//! Durable consumers of build events: the ones that must not miss a build's
+//! start or finish (the notification outbox, chat notifications).
+//!
+//! The event bus is fast but forgetful: a subscriber that falls behind, or
+//! that was not running, loses events. A durable consumer does not take its
+//! events from the bus. It reads the database's build journal, which records
+//! every build started and finished in the same transaction as the build
+//! itself, from a cursor stored under its name; the bus only tells it when to
+//! look again. Delivery is at least once: the cursor is stored after a batch
+//! is handled, so a consumer stopped in the middle of a batch sees that batch
+//! again, and must tolerate a repeat (by the build id and kind).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::db::{Db, JournalEntry, JournalKind};
+use crate::events::{BuildInfo, Bus, Event};
+
+/// How many journal entries are read at a time.
+const BATCH: u64 = 100;
+
+/// How long a consumer waits before trying again after a failure, and at
+/// most between two looks at the journal.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// One build event, as a durable consumer gets it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub entry: JournalEntry,
+    /// The build as it is now in the database (for a `Started` entry read
+    /// late, it may already be complete).
+    pub build: Arc<BuildInfo>,
+}
+
+/// Something that handles every build event once or more.
+pub trait Consumer: Send {
+    /// Names its cursor in the database; must stay the same across restarts.
+    fn name(&self) -> &str;
+
+    /// Handles one event. An error stops the batch; the event is delivered
+    /// again after [`RETRY`].
+    fn handle(&mut self, delivery: Delivery) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Feeds `consumer` every journal entry after its stored cursor, then every
+/// new one, until the task is stopped.
+pub async fn follow<C: Consumer>(db: Db, bus: Bus, mut consumer: C) {
+    // Subscribed before the first read, so no wake-up falls between the two.
+    let mut events = bus.subscribe();
+    let mut cursor = loop {
+        match db.consumer_cursor(consumer.name()).await {
+            Ok(cursor) => break cursor,
+            Err(error) => {
+                tracing::error!(
+                    "{}: cannot read its place in the journal: {error}",
+                    consumer.name()
+                );
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    loop {
+        let read = catch_up(&db, &mut consumer, &mut cursor).await;
+        match read {
+            Ok(true) => continue,
+            Ok(false) => wait_for_builds(&mut events).await,
+            Err(error) => {
+                tracing::error!("{}: {error}; trying again in {RETRY:?}", consumer.name());
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Handles one batch after `cursor` and stores the new cursor. True when
+/// the batch was full (more may follow at once).
+async fn catch_up<C: Consumer>(
+    db: &Db,
+    consumer: &mut C,
+    cursor: &mut i64,
+) -> Result<bool, String> {
+    let entries = db
+        .journal_after(*cursor, BATCH)
+        .await
+        .map_err(|e| format!("cannot read the journal: {e}"))?;
+    let full = entries.len() as u64 == BATCH;
+    let mut handled = None;
+    let mut outcome = Ok(());
+    for entry in entries {
+        let build = match db.build_info(entry.buildid).await {
+            Ok(Some(build)) => Arc::new(build),
+            Ok(None) => {
+                // A build that was removed since: nothing to say about it.
+                handled = Some(entry.eventid);
+                continue;
+            }
+            Err(e) => {
+                outcome = Err(format!("cannot read build {}: {e}", entry.buildid));
+                break;
+            }
+        };
+        if let Err(e) = consumer.handle(Delivery { entry, build }).await {
+            outcome = Err(format!(
+                "cannot handle build {} {}: {e}",
+                entry.buildid,
+                kind(entry.kind)
+            ));
+            break;
+        }
+        handled = Some(entry.eventid);
+    }
+    if let Some(eventid) = handled {
+        db.save_consumer_cursor(consumer.name(), eventid)
+            .await
+            .map_err(|e| format!("cannot store its place in the journal: {e}"))?;
+        *cursor = eventid;
+    }
+    outcome.map(|()| full)
+}
+
+fn kind(kind: JournalKind) -> &'static str {
+    match kind {
+        JournalKind::Started => "start",
+        JournalKind::Finished => "finish",
+    }
+}
+
+/// Waits until a build starts or finishes, the bus says events were missed,
+/// or [`RETRY`] passes (a safety net: the journal is the truth).
+async fn wait_for_builds(events: &mut tokio::sync::broadcast::Receiver<Event>) {
+    let _ = tokio::time::timeout(RETRY, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::BuildStarted(_) | Event::BuildFinished(_)) => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,116 @@
+//! Housekeeping: one log line per build and per worker event, and
+//! forgetting change-hook delivery ids once they are too old to matter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::service::{Next, Service};
+use crate::db::Db;
+use crate::events::{Bus, Event};
+use crate::results::Results;
+use crate::tasks::{Policy, Supervisor};
+
+/// The housekeeping tasks, and the one setting they follow.
+pub struct Housekeeping {
+    /// `[www] delivery_id_window`, in seconds.
+    window: Arc<AtomicU64>,
+}
+
+impl Housekeeping {
+    pub fn start(db: &Db, bus: &Bus, supervisor: &Supervisor) -> Housekeeping {
+        let window = Arc::new(AtomicU64::new(0));
+        let (logged, events) = (db.clone(), bus.clone());
+        supervisor.spawn("event log", Policy::Forever, move || {
+            log_events(logged.clone(), events.subscribe())
+        });
+        let (purged, kept) = (db.clone(), Arc::clone(&window));
+        supervisor.spawn("delivery id purge", Policy::Forever, move || {
+            purge_deliveries(purged.clone(), Arc::clone(&kept))
+        });
+        Housekeeping { window }
+    }
+}
+
+impl Service for Housekeeping {
+    type Prepared = u64;
+
+    async fn prepare(&self, next: &Next<'_>) -> Result<u64, Vec<String>> {
+        Ok(next.config.www.delivery_id_window)
+    }
+
+    async fn apply(&mut self, window: u64) -> Result<(), String> {
+        self.window.store(window, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn stop(&mut self) {}
+}
+
+/// Forgets expired change-hook delivery ids now and every hour. Expired ids
+/// are already ignored when checked; this only keeps the table small.
+async fn purge_deliveries(db: Db, window: Arc<AtomicU64>) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let before = crate::clock::now() - window.load(Ordering::Relaxed) as i64;
+        match db.purge_deliveries(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("forgot {n} expired delivery id(s)"),
+            Err(e) => tracing::warn!("cannot forget expired delivery ids: {e}"),
+        }
+    }
+}
+
+/// Logs one line per build started and finished (saying when a builder's
+/// result changed from its previous build), and per worker coming and going.
+async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(Event::BuildStarted(build)) => tracing::info!(
+                "build {} #{} started on worker {} (build {})",
+                build.builder.name,
+                build.number,
+                build.worker,
+                build.buildid
+            ),
+            Ok(Event::BuildFinished(build)) => {
+                let results = build.results.map_or("unknown", Results::name);
+                let previous = db
+                    .previous_build(build.builder.builderid, build.number)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|previous| previous["results"].as_i64())
+                    .and_then(Results::from_code);
+                let change = match previous {
+                    Some(previous) if previous.name() != results => {
+                        format!(", was {previous}")
+                    }
+                    _ => String::new(),
+                };
+                tracing::info!(
+                    "build {} #{} finished: {results} ({}{change})",
+                    build.builder.name,
+                    build.number,
+                    build.state_string
+                )
+            }
+            Ok(Event::WorkerConnected(worker)) => {
+                tracing::info!("worker {} connected", worker.name)
+            }
+            Ok(Event::WorkerDisconnected(worker)) => {
+                tracing::info!("worker {} disconnected", worker.name)
+            }
+            Ok(Event::WorkerMissing(worker)) => tracing::warn!("worker {} is missing", worker.name),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!("the event log missed {missed} events")
+            }
+            // The bus outlives this task; it never closes while the master runs.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
