@@ -143,3 +143,151 @@ async fn wait_for_builds(events: &mut tokio::sync::broadcast::Receiver<Event>) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::db::{NewBuildset, SchedulerWrite, StampSpec};
+    use crate::results::Results;
+
+    /// Records what it gets.
+    struct Recorder {
+        name: String,
+        deliveries: mpsc::UnboundedSender<(i64, JournalKind, Option<Results>)>,
+    }
+
+    impl Consumer for Recorder {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        async fn handle(&mut self, delivery: Delivery) -> Result<(), String> {
+            let _ = self.deliveries.send((
+                delivery.build.buildid,
+                delivery.entry.kind,
+                delivery.build.results,
+            ));
+            Ok(())
+        }
+    }
+
+    /// Runs `count` builds from request to finish, as the botmaster records
+    /// them, announcing their start and finish on `bus`.
+    async fn run_builds(db: &Db, bus: &Bus, builder: i64, worker: i64, count: usize) {
+        for _ in 0..count {
+            let write = SchedulerWrite {
+                buildsets: vec![NewBuildset {
+                    reason: "r".into(),
+                    scheduler: "s".into(),
+                    external_idstring: None,
+                    properties: Map::new(),
+                    sourcestamps: vec![StampSpec::New {
+                        branch: Some("main".into()),
+                        revision: None,
+                        repository: String::new(),
+                        project: String::new(),
+                        codebase: String::new(),
+                    }],
+                    builders: vec![(builder, false)],
+                    priority: 0,
+                }],
+                ..SchedulerWrite::default()
+            };
+            let added = db.scheduler_write(write).await.unwrap().remove(0);
+            let brid = added.requests[&builder];
+            let started = db
+                .claim_and_start_build(brid, builder, worker, Map::new())
+                .await
+                .unwrap()
+                .unwrap();
+            let info = Arc::new(db.build_info(started.buildid).await.unwrap().unwrap());
+            bus.send(Event::BuildStarted(Arc::clone(&info)));
+            db.finish_build(
+                started.buildid,
+                brid,
+                Results::Success,
+                "ok".into(),
+                Map::new(),
+            )
+            .await
+            .unwrap();
+            bus.send(Event::BuildFinished(info));
+        }
+    }
+
+    /// Takes `count` deliveries, then checks none follows for a moment.
+    async fn take(
+        received: &mut mpsc::UnboundedReceiver<(i64, JournalKind, Option<Results>)>,
+        count: usize,
+    ) -> Vec<(i64, JournalKind, Option<Results>)> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let next = tokio::time::timeout(Duration::from_secs(10), received.recv())
+                .await
+                .expect("a delivery within 10 s")
+                .expect("the consumer runs");
+            got.push(next);
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(200), received.recv()).await;
+        assert!(extra.is_err(), "one delivery too many: {extra:?}");
+        got
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_was_down_while_100_builds_finished_catches_up_with_all_100() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let bus = Bus::new();
+        let builder = db
+            .sync_builders(vec![("b".into(), None, vec![])])
+            .await
+            .unwrap()["b"];
+        let worker = db
+            .sync_workers(vec![("w".into(), serde_json::Value::Object(Map::new()))])
+            .await
+            .unwrap()["w"];
+        // First seen: the consumer starts at the end of the journal.
+        assert_eq!(db.consumer_cursor("notifier").await.unwrap(), 0);
+
+        run_builds(&db, &bus, builder, worker, 100).await;
+        let (deliveries, mut received) = mpsc::unbounded_channel();
+        let consumer = Recorder {
+            name: "notifier".into(),
+            deliveries: deliveries.clone(),
+        };
+        let task = tokio::spawn(follow(db.clone(), bus.clone(), consumer));
+        let got = take(&mut received, 200).await;
+        // Every build, started then finished, in order.
+        for (index, pair) in got.chunks(2).enumerate() {
+            let buildid = index as i64 + 1;
+            assert_eq!(pair[0].0, buildid);
+            assert_eq!(pair[0].1, JournalKind::Started);
+            assert_eq!(
+                pair[1],
+                (buildid, JournalKind::Finished, Some(Results::Success))
+            );
+        }
+
+        // Running, it follows new builds as they come.
+        run_builds(&db, &bus, builder, worker, 3).await;
+        let got = take(&mut received, 6).await;
+        assert_eq!(got[5].0, 103);
+
+        // Stopped and started again, it goes on from its stored place.
+        task.abort();
+        let _ = task.await;
+        run_builds(&db, &bus, builder, worker, 2).await;
+        let consumer = Recorder {
+            name: "notifier".into(),
+            deliveries,
+        };
+        let task = tokio::spawn(follow(db.clone(), bus.clone(), consumer));
+        let got = take(&mut received, 4).await;
+        let builds: Vec<i64> = got.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(builds, [104, 104, 105, 105]);
+        task.abort();
+    }
+}

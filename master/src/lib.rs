@@ -42,3 +42,99 @@ pub mod tasks;
 pub mod topology;
 pub mod workers;
 pub mod www;
+
+/// The layering the crate documentation describes, checked against the
+/// sources: a module uses only modules below it.
+#[cfg(test)]
+mod layering {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// From the top down.
+    const LAYERS: &[&str] = &[
+        "topology",
+        "pidfile",
+        "systemd",
+        "www",
+        "api",
+        "control",
+        "reconfig",
+        "durable",
+        "change_sources",
+        "schedulers",
+        "builds",
+        "workers",
+        "registry",
+        "plugins",
+        "host",
+        "db",
+        "events",
+        "tasks",
+        "config",
+        "changes",
+        "results",
+        "clock",
+    ];
+
+    /// The modules `text` names as `crate::<module>`, outside its tests
+    /// and comments.
+    fn uses(text: &str) -> BTreeSet<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        code.lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .flat_map(|line| line.split("crate::").skip(1))
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn sources(dir: &Path, found: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push((
+                    path.display().to_string(),
+                    std::fs::read_to_string(&path).unwrap(),
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn every_module_uses_only_modules_below_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut wrong = Vec::new();
+        for (path, text) in files {
+            let relative = path.strip_prefix(&*src.display().to_string()).unwrap();
+            let module = relative
+                .trim_start_matches('/')
+                .split(['/', '.'])
+                .next()
+                .unwrap();
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            let level = LAYERS
+                .iter()
+                .position(|m| *m == module)
+                .unwrap_or_else(|| panic!("module {module} is not in LAYERS"));
+            for used in uses(&text) {
+                if used == module {
+                    continue;
+                }
+                match LAYERS.iter().position(|m| *m == used) {
+                    Some(below) if below > level => {}
+                    _ => wrong.push(format!("{relative}: {module} uses {used}")),
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

@@ -130,17 +130,11 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
         // while they run; `always_run` steps still run after a stop.
         let (kill, killed) = watch::channel(false);
         let mut watcher = run.stop.clone();
-        let reason = watcher.borrow_and_update().clone();
-        match reason {
-            Some(StopReason::Shutdown) => return Ok(()),
-            Some(StopReason::Cancelled(reason)) if stopped.is_none() => {
-                progress.terminate = true;
-                progress.results = worst(progress.results, Results::Cancelled);
-                info = run.state(&info, format!("stopped: {reason}")).await?;
-                stopped = Some(reason);
-            }
-            _ => {}
+        watcher.borrow_and_update();
+        if *run.stop.borrow() == Some(StopReason::Shutdown) {
+            return Ok(());
         }
+        info = run.notice_stop(info, &mut stopped, &mut progress).await?;
         if progress.terminate && !step.always_run {
             continue;
         }
@@ -202,10 +196,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             step: step_info,
         });
     }
-    if let Some(StopReason::Cancelled(reason)) = run.stop.borrow().clone() {
-        progress.results = worst(progress.results, Results::Cancelled);
-        stopped.get_or_insert(reason);
-    }
+    info = run.notice_stop(info, &mut stopped, &mut progress).await?;
     let summary = match &stopped {
         Some(reason) => format!("{} (stopped: {reason})", progress.summary()),
         None => progress.summary(),
@@ -237,6 +228,25 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
 }
 
 impl Run {
+    /// When a stop was asked and not yet noticed: the build terminates
+    /// CANCELLED, and its state string says why.
+    async fn notice_stop(
+        &self,
+        info: Arc<BuildInfo>,
+        stopped: &mut Option<String>,
+        progress: &mut Progress,
+    ) -> Result<Arc<BuildInfo>, Error> {
+        let asked = self.stop.borrow().clone();
+        let (Some(StopReason::Cancelled(reason)), None) = (asked, stopped.as_ref()) else {
+            return Ok(info);
+        };
+        progress.terminate = true;
+        progress.results = worst(progress.results, Results::Cancelled);
+        let info = self.state(&info, format!("stopped: {reason}")).await?;
+        *stopped = Some(reason);
+        Ok(info)
+    }
+
     /// Records and announces a new state string of the build.
     async fn state(
         &self,

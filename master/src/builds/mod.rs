@@ -495,3 +495,6 @@ impl Botmaster {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -89,6 +89,12 @@ impl Http {
         self.state.registry.load_full()
     }
 
+    /// What the HTTP API sees and asks of the master.
+    #[cfg(test)]
+    pub fn control(&self) -> crate::control::Control {
+        self.state.engine.control.clone()
+    }
+
     /// Where the server listens.
     pub fn address(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(|server| server.address)

@@ -492,6 +492,7 @@ impl Topology {
 
     /// Stops every service in order and joins every task.
     async fn stop(mut self) {
+        let running = self.supervisor.reports().len();
         self.shutdown = ShutdownState::Stopping;
         self.publish();
         self.watch = None;
@@ -500,9 +501,9 @@ impl Topology {
         Service::stop(&mut self.botmaster).await;
         Service::stop(&mut self.schedulers).await;
         Service::stop(&mut self.housekeeping).await;
-        let (joined, stuck) = self.supervisor.shutdown(JOIN_BOUND).await;
+        let stuck = self.supervisor.shutdown(JOIN_BOUND).await;
         if stuck.is_empty() {
-            tracing::info!("stopped cleanly: {joined} task(s) joined");
+            tracing::info!("stopped cleanly: all {running} task(s) ended");
         } else {
             tracing::warn!(
                 "stopped; {} task(s) did not end within {JOIN_BOUND:?}: {}",
@@ -612,4 +613,184 @@ fn library_difference(old: &Registry, new: &Registry) -> Difference {
         |(path, _)| path,
         |a, b| a.1 == b.1,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::db::{NewBuildset, SchedulerWrite, StampSpec};
+    use crate::results::Results;
+    use crate::tasks::{Policy, TaskState};
+
+    /// A topology started on a master.toml of `text` (loopback, no plugin).
+    async fn started(dir: &std::path::Path, text: &str) -> (Topology, Inbox) {
+        let file = dir.join("master.toml");
+        let text = format!(
+            "[master]\nplugin_dirs = []\nreload_on_change = false\n[www]\nport = \"127.0.0.1:0\"\n{text}"
+        );
+        std::fs::write(&file, text).unwrap();
+        Topology::start(Config::load(&file).unwrap()).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_panics_is_restarted_while_the_master_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (topology, _inbox) = started(dir.path(), "").await;
+        let url = format!("http://{}", topology.http.address().unwrap());
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        topology
+            .supervisor
+            .spawn("flaky", Policy::Forever, move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if run <= 2 {
+                        panic!("flaky run {run}");
+                    }
+                    std::future::pending::<()>().await
+                }
+            });
+        let client = reqwest::Client::new();
+        while runs.load(Ordering::SeqCst) < 3 {
+            let changes = client
+                .get(format!("{url}/api/v2/changes"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(changes.status(), 200);
+            let hook = client
+                .post(format!("{url}/change_hook/base"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(hook.status(), 400, "answered, not failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let body = client
+            .get(format!("{url}/api/v2/reconfig"))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let status: Value = serde_json::from_str(&body).unwrap();
+        let tasks = status["reconfig"]["tasks"].as_array().unwrap();
+        let flaky = tasks.iter().find(|t| t["name"] == "flaky").unwrap();
+        assert_eq!(flaky["restarts"], 2, "{flaky}");
+        assert_eq!(flaky["state"], "running");
+        assert_eq!(status["reconfig"]["healthy"], true);
+        let report = topology
+            .supervisor
+            .reports()
+            .into_iter()
+            .find(|r| r.name == "flaky")
+            .unwrap();
+        assert_eq!(report.state, TaskState::Running);
+        topology.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_reach_the_services_through_the_main_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut topology, mut inbox) = started(
+            dir.path(),
+            "[[workers]]\ntype = 'local'\nname = 'w'\n\
+             [[builders]]\nname = 'b'\nworkernames = ['w']\n\
+             [[builders.steps]]\ntype = 'shell'\ncommand = 'sleep 30'\n\
+             [[schedulers]]\ntype = 'force'\nname = 'force'\nbuilder_names = ['b']\n",
+        )
+        .await;
+        let control = topology.http.control();
+        let asking = tokio::spawn(async move {
+            assert!(control.running_builds(None).await.is_empty());
+            let added = control.force("force", None, Map::new()).await.unwrap();
+            let builderid = *added.requests.keys().next().unwrap();
+            let running = loop {
+                let running = control.running_builds(Some(builderid)).await;
+                if !running.is_empty() {
+                    break running;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(
+                control.force("nope", None, Map::new()).await,
+                Err(ControlError::Force(
+                    crate::schedulers::ForceError::NoSuchScheduler("nope".into())
+                ))
+            );
+            control
+                .stop_build(running[0].buildid, "enough")
+                .await
+                .unwrap();
+            let status = control.shutdown(ShutdownAction::Status).await;
+            assert_eq!(status.state, ShutdownState::Running);
+            control.shutdown(ShutdownAction::Now).await
+        });
+        // The main loop's part.
+        let stop = loop {
+            let command = inbox.commands.recv().await.unwrap();
+            if let Some(reason) = topology.command(command) {
+                break reason;
+            }
+        };
+        assert_eq!(stop, "shutdown now asked");
+        assert_eq!(asking.await.unwrap().state, ShutdownState::Stopping);
+        topology.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_build_interrupted_by_a_restart_announces_its_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let builder = db
+            .sync_builders(vec![("b".into(), None, vec![])])
+            .await
+            .unwrap()["b"];
+        let worker = db
+            .sync_workers(vec![("w".into(), Value::Object(Map::new()))])
+            .await
+            .unwrap()["w"];
+        let write = SchedulerWrite {
+            buildsets: vec![NewBuildset {
+                reason: "r".into(),
+                scheduler: "s".into(),
+                external_idstring: None,
+                properties: Map::new(),
+                sourcestamps: vec![StampSpec::New {
+                    branch: Some("main".into()),
+                    revision: None,
+                    repository: String::new(),
+                    project: String::new(),
+                    codebase: String::new(),
+                }],
+                builders: vec![(builder, false)],
+                priority: 0,
+            }],
+            ..SchedulerWrite::default()
+        };
+        let added = db.scheduler_write(write).await.unwrap().remove(0);
+        let started = db
+            .claim_and_start_build(added.requests[&builder], builder, worker, Map::new())
+            .await
+            .unwrap()
+            .unwrap();
+        // The master stopped here. At the next start:
+        let bus = Bus::new();
+        let mut events = bus.subscribe();
+        recover_interrupted_builds(&db, &bus).await.unwrap();
+        let Ok(Event::BuildFinished(build)) = events.try_recv() else {
+            panic!("the RETRY build's finish is announced");
+        };
+        assert_eq!(build.buildid, started.buildid);
+        assert_eq!(build.results, Some(Results::Retry));
+        assert_eq!(build.state_string, "interrupted by master restart");
+        assert_eq!(build.builder.name, "b");
+        assert!(build.complete_at.is_some());
+    }
 }
