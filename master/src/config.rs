@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -156,6 +157,10 @@ pub struct RawWww {
     pub change_hook_auth: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub max_body_size: Option<Spanned<i64>>,
     pub delivery_id_window: Option<Spanned<i64>>,
+    pub rest_timeout: Option<Spanned<toml::Value>>,
+    pub header_read_timeout: Option<Spanned<toml::Value>>,
+    pub idle_timeout: Option<Spanned<toml::Value>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -206,6 +211,31 @@ pub struct WwwConfig {
     pub max_body_size: u64,
     /// How long a delivery id is remembered, in seconds; 0 turns de-duplication off.
     pub delivery_id_window: u64,
+    pub limits: HttpLimits,
+}
+
+/// What one client may make the HTTP server do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The longest a REST read may work; then it stops and answers 503.
+    pub rest_timeout: Duration,
+    /// The longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// The longest a connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// Connections at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            rest_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 2048,
+        }
+    }
 }
 
 /// One enabled dialect: `[www.change_hook_dialects.<name>]`.
@@ -360,6 +390,27 @@ impl Builder<'_> {
                 DEFAULT_DELIVERY_ID_WINDOW
             }
         };
+        let defaults = HttpLimits::default();
+        let limits = HttpLimits {
+            rest_timeout: self.seconds("rest_timeout", raw.www.rest_timeout, defaults.rest_timeout),
+            header_read_timeout: self.seconds(
+                "header_read_timeout",
+                raw.www.header_read_timeout,
+                defaults.header_read_timeout,
+            ),
+            idle_timeout: self.seconds("idle_timeout", raw.www.idle_timeout, defaults.idle_timeout),
+            max_connections: match raw.www.max_connections {
+                None => defaults.max_connections,
+                Some(count) if *count.get_ref() > 0 => *count.get_ref() as usize,
+                Some(count) => {
+                    let err = self
+                        .map
+                        .error(count.span(), "max_connections must be a positive number");
+                    self.errors.push(err);
+                    defaults.max_connections
+                }
+            },
+        };
         let change_sources = change_sources::change_sources(
             self.map,
             self.basedir,
@@ -393,12 +444,40 @@ impl Builder<'_> {
                 auth_files,
                 max_body_size,
                 delivery_id_window,
+                limits,
             },
             change_sources,
             workers,
             builders,
             schedulers,
         })
+    }
+
+    /// A duration in seconds (an integer or a decimal number, above zero).
+    fn seconds(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<toml::Value>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        let seconds = match value.get_ref() {
+            toml::Value::Integer(n) => Some(*n as f64),
+            toml::Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        match seconds {
+            Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
+                Duration::from_secs_f64(seconds)
+            }
+            _ => {
+                let message = format!("{key} must be a positive number of seconds");
+                self.errors.push(self.map.error(value.span(), message));
+                default
+            }
+        }
     }
 
     fn plugin_dirs(&mut self, dirs: Option<Vec<Spanned<String>>>) -> Vec<PluginDir> {

@@ -31,6 +31,8 @@ pub struct View {
     pub workers: Vec<(String, i64)>,
     pub schedulers: Arc<Vec<SchedulerConfig>>,
     pub shutdown: ShutdownState,
+    /// How long a REST read may work before it stops.
+    pub rest_timeout: std::time::Duration,
 }
 
 /// Where the master is in its life.

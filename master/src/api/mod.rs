@@ -1,10 +1,14 @@
 //! The REST data API (`/api/v2`), independent of the HTTP framework: callers
 //! pass the path, the decoded query pairs and the `Accept` header, and send
-//! back the [`ApiResponse`].
+//! back the [`ApiResponse`], whole or streamed.
 
-mod changes;
 mod engine;
 pub mod query;
+mod response;
+mod rpc;
 
-pub use changes::{changes_endpoint, ApiResponse};
 pub use engine::Engine;
+pub use response::{ApiResponse, Body, Chunks};
+
+#[cfg(test)]
+mod tests;

@@ -81,11 +81,13 @@ pub enum Setting {
     ChangeHookAuth,
     MaxBodySize,
     DeliveryIdWindow,
+    /// `[www]` rest_timeout, header_read_timeout, idle_timeout, max_connections.
+    HttpLimits,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 9] = [
+    pub const ALL: [Setting; 10] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -95,6 +97,7 @@ impl Setting {
         Setting::ChangeHookAuth,
         Setting::MaxBodySize,
         Setting::DeliveryIdWindow,
+        Setting::HttpLimits,
     ];
 
     /// The key as `master.toml` writes it.
@@ -109,6 +112,7 @@ impl Setting {
             Setting::ChangeHookAuth => "change_hook_auth",
             Setting::MaxBodySize => "max_body_size",
             Setting::DeliveryIdWindow => "delivery_id_window",
+            Setting::HttpLimits => "HTTP limits",
         }
     }
 }
@@ -151,6 +155,7 @@ impl ConfigDiff {
                 Setting::DeliveryIdWindow,
                 old.www.delivery_id_window == new.www.delivery_id_window,
             ),
+            (Setting::HttpLimits, old.www.limits == new.www.limits),
         ]
         .into_iter()
         .filter(|(_, same)| !same)

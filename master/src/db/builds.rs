@@ -1007,10 +1007,7 @@ mod tests {
         let f3 = submit(&db, buildset(vec![forced("y")], vec![(b, true)])).await;
         assert_eq!(f3.collapsed, vec![f2.requests[&b]]);
         assert!(!f3.collapsed.contains(&f1.requests[&b]));
-        let skipped = db
-            .rest_rows(super::super::Resource::BuildRequests, None)
-            .await
-            .unwrap();
+        let skipped = crate::db::rest::all(&db, &crate::db::BUILDREQUESTS).await;
         let first_b = skipped
             .iter()
             .find(|r| r["buildrequestid"] == first.requests[&b])
@@ -1128,10 +1125,7 @@ mod tests {
             }
         );
         assert_eq!(db.pending_requests(ids["b"]).await.unwrap()[0].brid, brid);
-        let steps = db
-            .rest_rows(super::super::Resource::Steps, None)
-            .await
-            .unwrap();
+        let steps = crate::db::rest::all(&db, &crate::db::STEPS).await;
         assert_eq!(steps[0]["stepid"], step.stepid);
         assert_eq!(steps[0]["results"], Results::Retry as i64);
         assert_eq!(steps[0]["state_string"], "'sleep' (retry)");

@@ -8,8 +8,9 @@
 
 mod builds;
 mod journal;
+mod listing;
 mod query;
-mod rest;
+pub(crate) mod rest;
 mod schema;
 mod writer;
 
@@ -27,8 +28,11 @@ pub use builds::{
     NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
 };
 pub use journal::{JournalEntry, JournalKind};
-pub use query::{ChangePage, ChangeQuery, Column, Filter, Operand, Operator, Order};
-pub use rest::{Resource, Scope, MASTER_ID};
+pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};
+pub use rest::{
+    Collection, RowSink, Scope, BUILDERS, BUILDREQUESTS, BUILDS, BUILDSETS, CHANGES, LOGS,
+    MASTER_ID, STEPS, WORKERS,
+};
 
 use crate::changes::{Change, NewChange};
 use crate::clock::now;
@@ -85,6 +89,8 @@ pub enum Error {
         name: String,
         source: serde_json::Error,
     },
+    #[error("the read was stopped: its client went away or it took too long")]
+    Interrupted,
     #[error("database read task failed: {0}")]
     ReadTask(#[from] tokio::task::JoinError),
 }
@@ -293,9 +299,15 @@ impl Db {
             .await
     }
 
-    /// One page of the changes the query selects, and how many it selects in all.
-    pub async fn changes(&self, query: ChangeQuery) -> Result<ChangePage, Error> {
-        self.read(move |conn| query::query_changes(conn, &query))
+    /// Up to `limit` changes after change `changeid`, oldest first.
+    pub async fn changes_after(&self, changeid: i64, limit: u64) -> Result<Vec<Change>, Error> {
+        self.read(move |conn| query::changes_after(conn, changeid, limit))
+            .await
+    }
+
+    /// The changes of these ids, oldest first.
+    pub async fn changes_by_id(&self, ids: Vec<i64>) -> Result<Vec<Change>, Error> {
+        self.read(move |conn| query::changes_by_id(conn, &ids))
             .await
     }
 
@@ -454,7 +466,7 @@ mod tests {
             db.source_revisions("a").await.unwrap(),
             revisions("a", &[("main", "r1")])
         );
-        assert_eq!(db.changes(ChangeQuery::default()).await.unwrap().total, 0);
+        assert_eq!(db.changes_after(0, u64::MAX).await.unwrap().len() as u64, 0);
     }
 
     #[tokio::test]
@@ -463,7 +475,7 @@ mod tests {
         let path = dir.path().join("state.sqlite");
         let db = Db::open(&path).unwrap();
         db.add_changes(vec![change(json!({}))]).await.unwrap();
-        db.changes(ChangeQuery::default()).await.unwrap();
+        db.changes_after(0, 10).await.unwrap();
         let wal = dir.path().join("state.sqlite-wal");
         assert!(wal.exists());
         drop(db);
@@ -565,7 +577,7 @@ mod tests {
         assert_eq!(stats.requests, CALLERS as u64);
         assert!(stats.transactions < stats.requests, "{stats:?}");
         assert_eq!(
-            db.changes(ChangeQuery::default()).await.unwrap().total,
+            db.changes_after(0, u64::MAX).await.unwrap().len() as u64,
             CALLERS as u64
         );
     }
@@ -597,7 +609,7 @@ mod tests {
             task.await.unwrap().unwrap();
         }
         assert_eq!(
-            db.changes(ChangeQuery::default()).await.unwrap().total,
+            db.changes_after(0, u64::MAX).await.unwrap().len() as u64,
             CALLERS as u64
         );
     }

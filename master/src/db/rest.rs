@@ -1,48 +1,364 @@
-//! Reading the build engine's tables as Buildbot's REST objects.
+//! The database's REST collections: what each declares (its fields, with the
+//! SQL that reads them, and how a row becomes Buildbot's object), and the
+//! reader that answers a [`Listing`] of one from SQL, row by row.
 //!
-//! Each resource is read whole (optionally narrowed to one parent) and the
-//! REST layer filters, sorts and pages it; the tables of one master stay
-//! small enough for that, and the changes table, which grows fastest, has its
-//! own SQL queries.
+//! A listing is read on a blocking thread in one read transaction (the count
+//! and the rows see the same data) and handed row by row to a [`RowSink`],
+//! which writes the answer out as it goes: nothing holds a whole collection.
+//! The reader stops when the sink's reader goes away or a deadline passes,
+//! also in the middle of a long scan (SQLite's progress handler checks).
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use super::builds::{json_object, sourcestamps};
-use super::{Db, Error};
+use super::listing::{Field, FieldKind, Listing};
+use super::{query, Db, Error};
 use crate::changes::SourceStamp;
+
+use FieldKind::{Boolean, Integer, Presence, Structured, Text};
 
 /// The id of this master in REST objects; there is one master per database.
 pub const MASTER_ID: i64 = 1;
 
-/// A resource of the build engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    Builders,
-    Workers,
-    Buildsets,
-    BuildRequests,
-    Builds,
-    Steps,
-    Logs,
+/// How many SQLite virtual-machine steps run between two checks of whether
+/// a read should stop.
+const CHECK_EVERY: i32 = 10_000;
+
+/// Turns one row of a collection's SELECT into its REST object.
+type Reader = fn(&Connection, &Row) -> rusqlite::Result<Value>;
+
+/// A REST collection stored in the database.
+pub struct Collection {
+    /// The envelope key, e.g. `builds`.
+    pub key: &'static str,
+    /// One object, in messages.
+    pub noun: &'static str,
+    /// What the SELECT reads from (a table, or a join).
+    from: &'static str,
+    /// The table that holds one row per object, which filters name: what
+    /// `meta.total` counts, without the joins that only add columns.
+    table: &'static str,
+    /// The columns the reader expects, in its order.
+    columns: &'static str,
+    /// The id column, for single objects.
+    id: &'static str,
+    pub fields: &'static [Field],
+    /// The order when a query gives none; it also breaks ties.
+    pub default_order: &'static [(&'static str, bool)],
+    read: Reader,
 }
 
-/// Narrows a resource to the rows whose `column` is `id`.
+/// Narrows a collection to the rows whose `column` is a parent's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
     pub column: &'static str,
     pub id: i64,
 }
 
+/// Where a listing's objects go, as they are read: the writer of the HTTP
+/// answer. Runs on the reading thread.
+pub trait RowSink: Send + 'static {
+    /// Takes one object; false when its reader has gone away.
+    fn row(&mut self, object: Value) -> bool;
+    /// The listing is complete; `total` is its `meta.total`.
+    fn finish(&mut self, total: u64);
+    /// Whether its reader has gone away, so the read should stop.
+    fn abandoned(&self) -> bool;
+}
+
+const fn field(name: &'static str, sql: &'static str, kind: FieldKind) -> Field {
+    Field { name, sql, kind }
+}
+
+pub static BUILDERS: Collection = Collection {
+    key: "builders",
+    noun: "builder",
+    from: "builders",
+    table: "builders",
+    columns: "id, name, description, tags",
+    id: "id",
+    fields: &[
+        field("builderid", "id", Integer),
+        field("name", "name", Text),
+        field("description", "description", Text),
+        field("tags", "", Structured),
+        field("masterids", "", Structured),
+    ],
+    default_order: &[("builderid", false)],
+    read: builder,
+};
+
+pub static WORKERS: Collection = Collection {
+    key: "workers",
+    noun: "worker",
+    from: "workers",
+    table: "workers",
+    columns: "id, name, info",
+    id: "id",
+    fields: &[
+        field("workerid", "id", Integer),
+        field("name", "name", Text),
+        field("workerinfo", "", Structured),
+        field("paused", "0", Boolean),
+        field("graceful", "0", Boolean),
+        field("connected_to", "", Structured),
+        field("configured_on", "", Structured),
+    ],
+    default_order: &[("workerid", false)],
+    read: worker,
+};
+
+pub static BUILDSETS: Collection = Collection {
+    key: "buildsets",
+    noun: "buildset",
+    from: "buildsets",
+    table: "buildsets",
+    columns: "id, external_idstring, reason, submitted_at, complete, complete_at, results",
+    id: "id",
+    fields: &[
+        field("bsid", "id", Integer),
+        field("external_idstring", "external_idstring", Text),
+        field("reason", "reason", Text),
+        field("submitted_at", "submitted_at", Integer),
+        field("complete", "complete", Boolean),
+        field("complete_at", "complete_at", Integer),
+        field("results", "results", Integer),
+        field("sourcestamps", "", Structured),
+        field("parent_buildid", "NULL", Integer),
+        field("parent_relationship", "NULL", Text),
+    ],
+    default_order: &[("bsid", false)],
+    read: buildset,
+};
+
+pub static BUILDREQUESTS: Collection = Collection {
+    key: "buildrequests",
+    noun: "build request",
+    from: "buildrequests",
+    table: "buildrequests",
+    columns: "id, buildsetid, builderid, priority, submitted_at, claimed_at, complete,
+        complete_at, results",
+    id: "id",
+    fields: &[
+        field("buildrequestid", "id", Integer),
+        field("buildsetid", "buildsetid", Integer),
+        field("builderid", "builderid", Integer),
+        field("priority", "priority", Integer),
+        field("submitted_at", "submitted_at", Integer),
+        field("claimed", "claimed_at", Presence),
+        field("claimed_at", "claimed_at", Integer),
+        field(
+            "claimed_by_masterid",
+            "(CASE WHEN claimed_at IS NULL THEN NULL ELSE 1 END)",
+            Integer,
+        ),
+        field("complete", "complete", Boolean),
+        field("complete_at", "complete_at", Integer),
+        field("results", "results", Integer),
+        field("waited_for", "0", Boolean),
+    ],
+    default_order: &[("buildrequestid", false)],
+    read: buildrequest,
+};
+
+const BUILD_COLUMNS: &str = "id, number, builderid, buildrequestid, workerid, started_at,
+    complete_at, state_string, results, properties";
+
+pub static BUILDS: Collection = Collection {
+    key: "builds",
+    noun: "build",
+    from: "builds",
+    table: "builds",
+    columns: BUILD_COLUMNS,
+    id: "id",
+    fields: &[
+        field("buildid", "id", Integer),
+        field("number", "number", Integer),
+        field("builderid", "builderid", Integer),
+        field("buildrequestid", "buildrequestid", Integer),
+        field("workerid", "workerid", Integer),
+        field("masterid", "1", Integer),
+        field("started_at", "started_at", Integer),
+        field("complete", "complete_at", Presence),
+        field("complete_at", "complete_at", Integer),
+        field("state_string", "state_string", Text),
+        field("results", "results", Integer),
+        field("properties", "", Structured),
+    ],
+    default_order: &[("buildid", false)],
+    read: build,
+};
+
+pub static STEPS: Collection = Collection {
+    key: "steps",
+    noun: "step",
+    from: "steps",
+    table: "steps",
+    columns: "id, number, name, buildid, started_at, complete_at, state_string, results",
+    id: "id",
+    fields: &[
+        field("stepid", "id", Integer),
+        field("number", "number", Integer),
+        field("name", "name", Text),
+        field("buildid", "buildid", Integer),
+        field("started_at", "started_at", Integer),
+        field("complete", "complete_at", Presence),
+        field("complete_at", "complete_at", Integer),
+        field("state_string", "state_string", Text),
+        field("results", "results", Integer),
+        field("urls", "", Structured),
+        field("hidden", "0", Boolean),
+    ],
+    default_order: &[("number", false), ("stepid", false)],
+    read: step,
+};
+
+pub static LOGS: Collection = Collection {
+    key: "logs",
+    noun: "log",
+    from: "logs",
+    table: "logs",
+    columns: "id, name, slug, stepid, complete, num_lines, type",
+    id: "id",
+    fields: &[
+        field("logid", "id", Integer),
+        field("name", "name", Text),
+        field("slug", "slug", Text),
+        field("stepid", "stepid", Integer),
+        field("complete", "complete", Boolean),
+        field("num_lines", "num_lines", Integer),
+        field("type", "type", Text),
+    ],
+    default_order: &[("logid", false)],
+    read: log,
+};
+
+pub static CHANGES: Collection = Collection {
+    key: "changes",
+    noun: "change",
+    from: query::CHANGES_FROM,
+    table: "changes",
+    columns: query::CHANGE_COLUMNS,
+    id: "changes.changeid",
+    fields: &[
+        field("changeid", "changes.changeid", Integer),
+        field("author", "changes.author", Text),
+        field("committer", "changes.committer", Text),
+        field("comments", "changes.comments", Text),
+        field("files", "", Structured),
+        field("revision", "changes.revision", Text),
+        field("when_timestamp", "changes.when_timestamp", Integer),
+        field("branch", "changes.branch", Text),
+        field("category", "changes.category", Text),
+        field("revlink", "changes.revlink", Text),
+        field("properties", "", Structured),
+        field("repository", "changes.repository", Text),
+        field("project", "changes.project", Text),
+        field("codebase", "changes.codebase", Text),
+        field("parent_changeids", "", Structured),
+        field("sourcestamp", "", Structured),
+    ],
+    // Buildbot lists changes newest first.
+    default_order: &[("changeid", true)],
+    read: change,
+};
+
 impl Db {
-    /// Every row of a resource (within `scope`) as a REST object.
-    pub async fn rest_rows(
+    /// Reads the objects `listing` selects from `collection` (within
+    /// `scope`) into `sink`, and gives it `meta.total`: the number of
+    /// matches (counted apart when the listing pages, else those read).
+    /// Stops with [`Error::Interrupted`] at `deadline` or when the sink's
+    /// reader goes away.
+    pub async fn read_listing<S: RowSink>(
         &self,
-        resource: Resource,
+        collection: &'static Collection,
         scope: Option<Scope>,
-    ) -> Result<Vec<Value>, Error> {
-        self.read(move |conn| rows(conn, resource, scope)).await
+        listing: Listing,
+        deadline: Instant,
+        sink: S,
+    ) -> Result<(), Error> {
+        let sink = Arc::new(std::sync::Mutex::new(sink));
+        let watched = Arc::clone(&sink);
+        self.read(move |conn| {
+            stoppable(conn, deadline, watched, |conn, sink| {
+                let tx = conn.transaction()?;
+                let (condition, mut params) = listing.condition(scope.map(|s| (s.column, s.id)));
+                let total = if listing.pages() {
+                    let count: i64 = tx.query_row(
+                        &format!("SELECT COUNT(*) FROM {}{condition}", collection.table),
+                        rusqlite::params_from_iter(&params),
+                        |row| row.get(0),
+                    )?;
+                    Some(count as u64)
+                } else {
+                    None
+                };
+                let order = listing.order_by(collection.fields, collection.default_order);
+                let page = listing.page(&mut params);
+                let sql = format!(
+                    "SELECT {} FROM {}{condition}{order}{page}",
+                    collection.columns, collection.from
+                );
+                let mut select = tx.prepare(&sql)?;
+                let mut rows = select.query(rusqlite::params_from_iter(&params))?;
+                let mut read = 0;
+                while let Some(row) = rows.next()? {
+                    let object = (collection.read)(&tx, row)?;
+                    read += 1;
+                    if !lock(sink).row(object) {
+                        return Err(Error::Interrupted);
+                    }
+                }
+                lock(sink).finish(total.unwrap_or(read));
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// One object of `collection` by its id.
+    pub async fn rest_object(
+        &self,
+        collection: &'static Collection,
+        id: i64,
+    ) -> Result<Option<Value>, Error> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} = ?1",
+                collection.columns, collection.from, collection.id
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut rows = select.query([id])?;
+            Ok(match rows.next()? {
+                Some(row) => Some((collection.read)(conn, row)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    /// The id of the object of `collection` whose `name` is `name`.
+    pub async fn rest_id_by_name(
+        &self,
+        collection: &'static Collection,
+        name: &str,
+    ) -> Result<Option<i64>, Error> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE name = ?1",
+                collection.id, collection.from
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([name], |row| row.get(0))
+                .optional()?)
+        })
+        .await
     }
 
     /// The build of a builder just before build number `number`, if any: what
@@ -54,7 +370,8 @@ impl Db {
     ) -> Result<Option<Value>, Error> {
         self.read(move |conn| {
             let mut select = conn.prepare_cached(&format!(
-                "{BUILD_COLUMNS} WHERE builderid = ?1 AND number < ?2 ORDER BY number DESC LIMIT 1"
+                "SELECT {BUILD_COLUMNS} FROM builds
+                 WHERE builderid = ?1 AND number < ?2 ORDER BY number DESC LIMIT 1"
             ))?;
             let mut rows = select.query((builderid, number))?;
             Ok(match rows.next()? {
@@ -67,14 +384,10 @@ impl Db {
 
     /// A log and its whole content, in Buildbot's stream format.
     pub async fn log_contents(&self, logid: i64) -> Result<Option<(Value, String)>, Error> {
+        let Some(log) = self.rest_object(&LOGS, logid).await? else {
+            return Ok(None);
+        };
         self.read(move |conn| {
-            let scope = Scope {
-                column: "id",
-                id: logid,
-            };
-            let Some(log) = rows(conn, Resource::Logs, Some(scope))?.into_iter().next() else {
-                return Ok(None);
-            };
             let mut select = conn.prepare_cached(
                 "SELECT content FROM logchunks WHERE logid = ?1 ORDER BY first_line",
             )?;
@@ -89,53 +402,56 @@ impl Db {
     }
 }
 
-const BUILD_COLUMNS: &str = "SELECT id, number, builderid, buildrequestid, workerid, started_at,
-        complete_at, state_string, results, properties
-    FROM builds";
+fn lock<S>(sink: &std::sync::Mutex<S>) -> std::sync::MutexGuard<'_, S> {
+    sink.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-/// Turns one row of a resource's SELECT into its REST object.
-type ToJson = fn(&Connection, &Row) -> rusqlite::Result<Value>;
+/// Runs `read` with SQLite checking, every few thousand steps, whether the
+/// deadline has passed or the sink's reader has gone; either interrupts it.
+fn stoppable<S: RowSink>(
+    conn: &mut Connection,
+    deadline: Instant,
+    sink: Arc<std::sync::Mutex<S>>,
+    read: impl FnOnce(&mut Connection, &std::sync::Mutex<S>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let watched = Arc::clone(&sink);
+    conn.progress_handler(
+        CHECK_EVERY,
+        Some(move || Instant::now() >= deadline || lock(&watched).abandoned()),
+    );
+    let result = read(conn, &sink);
+    conn.progress_handler(0, None::<fn() -> bool>);
+    result.map_err(|error| match error {
+        Error::Read(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == ErrorCode::OperationInterrupted =>
+        {
+            Error::Interrupted
+        }
+        other => other,
+    })
+}
 
-fn rows(conn: &Connection, resource: Resource, scope: Option<Scope>) -> Result<Vec<Value>, Error> {
-    let (sql, to_json): (&str, ToJson) = match resource {
-        Resource::Builders => ("SELECT id, name, description, tags FROM builders", builder),
-        Resource::Workers => ("SELECT id, name, info FROM workers", worker),
-        Resource::Buildsets => (
-            "SELECT id, external_idstring, reason, submitted_at, complete, complete_at, results
-             FROM buildsets",
-            buildset,
-        ),
-        Resource::BuildRequests => (
-            "SELECT id, buildsetid, builderid, priority, submitted_at, claimed_at, complete,
-                 complete_at, results
-             FROM buildrequests",
-            buildrequest,
-        ),
-        Resource::Builds => (BUILD_COLUMNS, build),
-        Resource::Steps => (
-            "SELECT id, number, name, buildid, started_at, complete_at, state_string, results
-             FROM steps",
-            step,
-        ),
-        Resource::Logs => (
-            "SELECT id, name, slug, stepid, complete, num_lines, type FROM logs",
-            log,
-        ),
-    };
-    let (sql, params) = match scope {
-        None => (format!("{sql} ORDER BY id"), Vec::new()),
-        Some(scope) => (
-            format!("{sql} WHERE {} = ?1 ORDER BY id", scope.column),
-            vec![SqlValue::Integer(scope.id)],
-        ),
-    };
-    let mut select = conn.prepare(&sql)?;
-    let mut query = select.query(rusqlite::params_from_iter(params))?;
-    let mut objects = Vec::new();
-    while let Some(row) = query.next()? {
-        objects.push(to_json(conn, row)?);
+/// Every object of a collection, for tests.
+#[cfg(test)]
+pub(crate) async fn all(db: &Db, collection: &'static Collection) -> Vec<Value> {
+    struct Collect(std::sync::mpsc::Sender<Value>);
+    impl RowSink for Collect {
+        fn row(&mut self, object: Value) -> bool {
+            self.0.send(object).is_ok()
+        }
+        fn finish(&mut self, _: u64) {}
+        fn abandoned(&self) -> bool {
+            false
+        }
     }
-    Ok(objects)
+    let (sender, received) = std::sync::mpsc::channel();
+    let listing = Listing::parse(&[], collection.fields).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    db.read_listing(collection, None, listing, deadline, Collect(sender))
+        .await
+        .unwrap();
+    received.try_iter().collect()
 }
 
 fn builder(_: &Connection, row: &Row) -> rusqlite::Result<Value> {
@@ -242,4 +558,11 @@ fn log(_: &Connection, row: &Row) -> rusqlite::Result<Value> {
         "num_lines": row.get::<_, i64>(5)?,
         "type": row.get::<_, String>(6)?,
     }))
+}
+
+fn change(conn: &Connection, row: &Row) -> rusqlite::Result<Value> {
+    let mut change = query::change_from_row(row)?;
+    query::complete_change(conn, &mut change)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok(change.to_rest())
 }

@@ -221,6 +221,20 @@ CREATE TABLE consumer_cursors (
     eventid INTEGER NOT NULL
 );
 ",
+    // 7: indexes for the REST queries dashboards, the web UI and chat make,
+    // so that their cost does not grow with the history: the newest changes
+    // of a branch, project, repository or author; a builder's builds; the
+    // incomplete requests and buildsets (incomplete builds use
+    // builds_incomplete). Each costs the change-hook writer a little.
+    r"
+CREATE INDEX changes_branch ON changes (branch, changeid);
+CREATE INDEX changes_project ON changes (project, changeid);
+CREATE INDEX changes_repository ON changes (repository, changeid);
+CREATE INDEX changes_author ON changes (author, changeid);
+CREATE INDEX builds_builder ON builds (builderid, id);
+CREATE INDEX buildrequests_complete ON buildrequests (complete, id);
+CREATE INDEX buildsets_complete ON buildsets (complete, id);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

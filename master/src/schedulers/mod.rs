@@ -25,10 +25,7 @@ use tokio::time::Instant;
 use crate::changes::Change;
 use crate::config::change_filter::FilterSubject;
 use crate::config::{Nightly, SchedulerConfig, SchedulerKind};
-use crate::db::{
-    AddedBuildset, ChangeQuery, Column, Db, Error, Filter, NewBuildset, Operand, Operator, Order,
-    SchedulerWrite, StampSpec,
-};
+use crate::db::{AddedBuildset, Db, Error, NewBuildset, SchedulerWrite, StampSpec};
 use crate::events::{Bus, Event};
 use crate::tasks::{Policy, Supervisor, TaskHandle};
 
@@ -236,15 +233,15 @@ impl Schedulers {
                 .filter_map(|s| cursors.get(&s.name).copied())
                 .min()
                 .unwrap_or(0);
-            let page = db.changes(changes_after(from)).await?;
-            let Some(last) = page.changes.last().map(|c| c.changeid) else {
+            let page = db.changes_after(from, PAGE).await?;
+            let Some(last) = page.last().map(|c| c.changeid) else {
                 return Ok(());
             };
             let mut write = SchedulerWrite::default();
             let mut timers = Vec::new();
             for scheduler in &schedulers {
                 let cursor = cursors.get(&scheduler.name).copied().unwrap_or(last);
-                for change in page.changes.iter().filter(|c| c.changeid > cursor) {
+                for change in page.iter().filter(|c| c.changeid > cursor) {
                     self.offer(&set, scheduler, change, &mut write, &mut timers);
                 }
                 cursors.insert(scheduler.name.clone(), last.max(cursor));
@@ -425,7 +422,7 @@ impl Schedulers {
                 .collect();
             let mut write = SchedulerWrite::default();
             if !ids.is_empty() {
-                let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+                let changes = self.shared.db.changes_by_id(ids.clone()).await?;
                 write
                     .buildsets
                     .push(buildset_for_changes(&set, scheduler, &changes));
@@ -493,7 +490,7 @@ impl Schedulers {
         if nightly.only_if_changed {
             if !waiting.is_empty() {
                 let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
-                let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+                let changes = self.shared.db.changes_by_id(ids.clone()).await?;
                 write
                     .buildsets
                     .push(buildset_for_changes(&set, scheduler, &changes));
@@ -660,7 +657,7 @@ impl Schedulers {
             return Ok(());
         }
         let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
-        let changes = self.shared.db.changes(changes_in(&ids)).await?.changes;
+        let changes = self.shared.db.changes_by_id(ids.clone()).await?;
         let filter = match &new.kind {
             SchedulerKind::SingleBranch { filter, .. }
             | SchedulerKind::AnyBranch { filter, .. } => Some(filter),
@@ -888,38 +885,6 @@ fn timer_key(
     }
 }
 
-fn changes_after(changeid: i64) -> ChangeQuery {
-    ChangeQuery {
-        filters: vec![Filter {
-            column: Column::ChangeId,
-            operator: Operator::Gt,
-            values: vec![Operand::Integer(changeid)],
-        }],
-        order: vec![Order {
-            column: Column::ChangeId,
-            descending: false,
-        }],
-        limit: Some(PAGE),
-        offset: 0,
-    }
-}
-
-fn changes_in(ids: &[i64]) -> ChangeQuery {
-    ChangeQuery {
-        filters: vec![Filter {
-            column: Column::ChangeId,
-            operator: Operator::In,
-            values: ids.iter().map(|&id| Operand::Integer(id)).collect(),
-        }],
-        order: vec![Order {
-            column: Column::ChangeId,
-            descending: false,
-        }],
-        limit: None,
-        offset: 0,
-    }
-}
-
 fn pair(value: Value, source: &str) -> Value {
     Value::Array(vec![value, Value::from(source)])
 }
@@ -931,7 +896,6 @@ mod tests {
     use super::*;
     use crate::changes::NewChange;
     use crate::config::Config;
-    use crate::db::Resource;
     use serde_json::json;
 
     /// A database with builder `b`, and schedulers from `toml`.
@@ -980,7 +944,7 @@ mod tests {
     }
 
     async fn buildsets(db: &Db) -> Vec<Value> {
-        db.rest_rows(Resource::Buildsets, None).await.unwrap()
+        crate::db::rest::all(db, &crate::db::BUILDSETS).await
     }
 
     /// Waits (up to 10 s) for `count` buildsets.
@@ -1038,7 +1002,10 @@ mod tests {
         add_change(&db, "main", "new").await;
         let found = wait_for_buildsets(&db, 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(buildsets(&db).await.len(), 1);
+        assert_eq!(
+            crate::db::rest::all(&db, &crate::db::BUILDSETS).await.len(),
+            1
+        );
         assert_eq!(found[0]["sourcestamps"][0]["revision"], "new");
         let state = db.scheduler_state("main").await.unwrap();
         assert_eq!(state["last_changeid"], 2);
@@ -1070,7 +1037,7 @@ mod tests {
         assert_eq!(state["last_build"], missed);
         assert!(state["next_build"].as_i64().unwrap() > crate::clock::now());
         assert_eq!(
-            buildsets(&db).await.len(),
+            crate::db::rest::all(&db, &crate::db::BUILDSETS).await.len(),
             1,
             "one catch-up run, not one per missed day"
         );
@@ -1101,7 +1068,9 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(buildsets(&db).await.is_empty());
+        assert!(crate::db::rest::all(&db, &crate::db::BUILDSETS)
+            .await
+            .is_empty());
         add_change(&db, "main", "m1").await;
         add_change(&db, "dev", "d1").await;
         for _ in 0..100 {
@@ -1126,7 +1095,7 @@ mod tests {
             .fire_nightly("n", &nightly, crate::clock::now())
             .await
             .unwrap();
-        let found = buildsets(&db).await;
+        let found = crate::db::rest::all(&db, &crate::db::BUILDSETS).await;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["sourcestamps"][0]["revision"], "m1");
         assert!(db.classified_changes("n").await.unwrap().is_empty());
@@ -1141,7 +1110,6 @@ mod reconfiguration_tests {
     use super::*;
     use crate::changes::NewChange;
     use crate::config::Config;
-    use crate::db::Resource;
     use serde_json::json;
 
     fn schedulers_of(toml: &str) -> Vec<SchedulerConfig> {
@@ -1169,7 +1137,7 @@ mod reconfiguration_tests {
             .iter()
             .map(|c| c.changeid)
             .collect();
-        let changes = db.changes(changes_in(&ids)).await.unwrap().changes;
+        let changes = db.changes_by_id(ids.clone()).await.unwrap();
         changes.iter().filter_map(|c| c.branch.clone()).collect()
     }
 
@@ -1216,10 +1184,8 @@ mod reconfiguration_tests {
             .unwrap();
         assert_eq!(waiting(&db).await, ["main"]);
         assert_eq!(schedulers.shared.timers.lock().await.len(), 1);
-        assert!(db
-            .rest_rows(Resource::Buildsets, None)
+        assert!(crate::db::rest::all(&db, &crate::db::BUILDSETS)
             .await
-            .unwrap()
             .is_empty());
 
         // Without a timer there is nothing to wait for: it builds now.
@@ -1230,7 +1196,7 @@ mod reconfiguration_tests {
             .unwrap();
         assert!(waiting(&db).await.is_empty());
         assert!(schedulers.shared.timers.lock().await.is_empty());
-        let buildsets = db.rest_rows(Resource::Buildsets, None).await.unwrap();
+        let buildsets = crate::db::rest::all(&db, &crate::db::BUILDSETS).await;
         assert_eq!(buildsets.len(), 1);
 
         // Turned into a force scheduler, it stops looking at changes, and a
@@ -1247,7 +1213,7 @@ mod reconfiguration_tests {
             .expect("the pass ends")
             .unwrap();
         assert_eq!(
-            db.rest_rows(Resource::Buildsets, None).await.unwrap().len(),
+            crate::db::rest::all(&db, &crate::db::BUILDSETS).await.len(),
             1
         );
 

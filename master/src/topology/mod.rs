@@ -409,6 +409,7 @@ impl Topology {
             workers,
             schedulers: self.schedulers.configs(),
             shutdown: self.shutdown,
+            rest_timeout: self.config.www.limits.rest_timeout,
         }));
     }
 

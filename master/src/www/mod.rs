@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::api::{ApiResponse, Engine};
+use crate::api::{ApiResponse, Body, Engine};
 use crate::db::Db;
 use crate::host::HostServices;
 use crate::registry::Registry;
@@ -65,14 +65,6 @@ pub fn routes(
         .and(with_state.clone())
         .then(hooks::handle);
 
-    let changes = warp::path!("api" / "v2" / "changes" / ..)
-        .and(warp::get())
-        .and(warp::path::tail())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::optional::<String>("accept"))
-        .and(with_state.clone())
-        .then(api_changes);
-
     let api_get = warp::path!("api" / "v2" / ..)
         .and(warp::get())
         .and(warp::path::tail())
@@ -91,8 +83,6 @@ pub fn routes(
         .and_then(api_engine_post);
 
     home.or(change_hook)
-        .unify()
-        .or(changes)
         .unify()
         .or(api_get)
         .unify()
@@ -139,34 +129,18 @@ async fn api_engine_post(
 }
 
 fn api_reply(response: ApiResponse) -> warp::reply::Response {
-    let mut reply = warp::reply::with_status(
-        response.body,
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .into_response();
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut reply = match response.body {
+        Body::Full(text) => warp::reply::with_status(text, status).into_response(),
+        Body::Stream(chunks) => {
+            warp::reply::with_status(warp::reply::stream(chunks), status).into_response()
+        }
+    };
     reply.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
         warp::http::HeaderValue::from_static(response.content_type),
     );
     reply
-}
-
-async fn api_changes(
-    tail: warp::path::Tail,
-    query: String,
-    accept: Option<String>,
-    state: AppState,
-) -> warp::reply::Response {
-    let id = match tail.as_str().trim_end_matches('/') {
-        "" => None,
-        id => Some(id.to_string()),
-    };
-    let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let response =
-        crate::api::changes_endpoint(&state.db, id.as_deref(), &query, accept.as_deref()).await;
-    api_reply(response)
 }
 
 async fn not_found(_: Rejection) -> Result<warp::reply::Response, Infallible> {

@@ -1,0 +1,202 @@
+//! The REST API's JSON-RPC actions (`POST /api/v2/<path>`), as Buildbot's
+//! web UI makes them: force a build, stop a build, cancel a build request,
+//! shut the master down. Each is a command to the topology through
+//! [`Control`](crate::control::Control).
+
+use serde_json::{json, Map, Value};
+
+use super::response::{ApiResponse, JSON};
+use super::Engine;
+use crate::control::{ControlError, ShutdownAction};
+use crate::db::MASTER_ID;
+use crate::schedulers::ForceError;
+
+impl Engine {
+    /// Answers a JSON-RPC `POST /api/v2/<path>`: `force` on a force
+    /// scheduler, `stop` on a build, `cancel` on a build request, `shutdown`
+    /// on the master. As in Buildbot, the body must be sent as
+    /// `application/json`: a web page can make a browser post a form or text
+    /// anywhere, but not that.
+    pub async fn post(
+        &self,
+        path: &[&str],
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<ApiResponse> {
+        let target = match path {
+            ["forceschedulers", name] => Target::Force((*name).to_owned()),
+            ["builds", id] => Target::Build((*id).to_owned()),
+            ["buildrequests", id] => Target::Request((*id).to_owned()),
+            ["masters", id] => Target::Master((*id).to_owned()),
+            _ => return None,
+        };
+        let media_type = content_type
+            .and_then(|value| value.split(';').next())
+            .map(|media_type| media_type.trim().to_ascii_lowercase());
+        if media_type.as_deref() != Some("application/json") {
+            return Some(rpc_error(
+                Value::Null,
+                -32600,
+                "Invalid content-type (use application/json)",
+            ));
+        }
+        let call: Value = match serde_json::from_slice(body) {
+            Ok(call @ Value::Object(_)) => call,
+            _ => {
+                return Some(rpc_error(
+                    Value::Null,
+                    -32700,
+                    "the body is not a JSON object",
+                ))
+            }
+        };
+        let id = call.get("id").cloned().unwrap_or(Value::Null);
+        let method = call
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let params = match call.get("params") {
+            None => Map::new(),
+            Some(Value::Object(params)) => params.clone(),
+            Some(_) => return Some(rpc_error(id, -32602, "params must be an object")),
+        };
+        Some(match (target, method) {
+            (Target::Force(name), "force") => self.force(id, &name, params).await,
+            (Target::Build(build), "stop") => {
+                let Ok(buildid) = build.parse::<i64>() else {
+                    return Some(rpc_error(
+                        id,
+                        -32602,
+                        &format!("invalid build id '{build}'"),
+                    ));
+                };
+                let reason = params
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason");
+                match self.control.stop_build(buildid, reason).await {
+                    Ok(()) => rpc_result(id, Value::Null),
+                    Err(error) => control_error(id, error),
+                }
+            }
+            (Target::Request(request), "cancel") => {
+                let Ok(brid) = request.parse::<i64>() else {
+                    return Some(rpc_error(
+                        id,
+                        -32602,
+                        &format!("invalid build request id '{request}'"),
+                    ));
+                };
+                match self.control.cancel_request(brid).await {
+                    Ok(Some(_)) => rpc_result(id, Value::Null),
+                    Ok(None) => {
+                        rpc_error(id, -32602, &format!("build request {brid} is not pending"))
+                    }
+                    Err(error) => control_error(id, error),
+                }
+            }
+            (Target::Master(master), "shutdown") if master == MASTER_ID.to_string() => {
+                let word = params
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .unwrap_or("status");
+                match ShutdownAction::parse(word) {
+                    Some(action) => {
+                        let status = self.control.shutdown(action).await;
+                        rpc_result(id, json!(status))
+                    }
+                    None => rpc_error(
+                        id,
+                        -32602,
+                        &format!(
+                            "invalid shutdown action '{word}'; use start, cancel, status or now"
+                        ),
+                    ),
+                }
+            }
+            (Target::Master(master), "shutdown") => {
+                rpc_error(id, -32602, &format!("no master has id '{master}'"))
+            }
+            (_, method) => rpc_error(id, -32601, &format!("invalid method '{method}'")),
+        })
+    }
+
+    /// `force`: every builder of the scheduler, or those `builderNames`
+    /// lists, or the one `builderid` names (by id or name).
+    async fn force(&self, id: Value, name: &str, mut params: Map<String, Value>) -> ApiResponse {
+        let builder = params.remove("builderid").map(|b| match b {
+            Value::String(text) => text,
+            other => other.to_string(),
+        });
+        let builders = match params.remove("builderNames") {
+            None => builder.map(|b| vec![b]),
+            Some(Value::Array(names)) if names.iter().all(Value::is_string) => Some(
+                names
+                    .into_iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                return rpc_error(id, -32602, "builderNames must be a list of builder names")
+            }
+        };
+        match self.control.force(name, builders, params).await {
+            Ok(added) => {
+                let requests: Map<String, Value> = added
+                    .requests
+                    .iter()
+                    .map(|(builderid, brid)| (builderid.to_string(), Value::from(*brid)))
+                    .collect();
+                rpc_result(id, json!([added.bsid, requests]))
+            }
+            Err(error) => control_error(id, error),
+        }
+    }
+}
+
+enum Target {
+    Force(String),
+    Build(String),
+    Request(String),
+    Master(String),
+}
+
+/// A command's refusal as a JSON-RPC error.
+fn control_error(id: Value, error: ControlError) -> ApiResponse {
+    match error {
+        ControlError::Force(ForceError::NoSuchScheduler(name)) => with_status(
+            404,
+            rpc_error(id, -32601, &format!("no force scheduler is named '{name}'")),
+        ),
+        ControlError::Force(ForceError::Storage(cause)) => {
+            tracing::error!("cannot store a forced buildset: {cause}");
+            with_status(500, rpc_error(id, -32603, "internal error"))
+        }
+        ControlError::Internal => with_status(500, rpc_error(id, -32603, "internal error")),
+        ControlError::Stopping => with_status(503, rpc_error(id, -32603, "the master is stopping")),
+        error => rpc_error(id, -32602, &error.to_string()),
+    }
+}
+
+/// The same answer with another HTTP status.
+fn with_status(status: u16, response: ApiResponse) -> ApiResponse {
+    ApiResponse { status, ..response }
+}
+
+fn rpc_result(id: Value, result: Value) -> ApiResponse {
+    ApiResponse::full(
+        200,
+        JSON,
+        json!({"jsonrpc": "2.0", "result": result, "id": id}).to_string(),
+    )
+}
+
+/// A JSON-RPC error, answered with 400 as Buildbot does.
+fn rpc_error(id: Value, code: i64, message: &str) -> ApiResponse {
+    ApiResponse::full(
+        400,
+        JSON,
+        json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
+            .to_string(),
+    )
+}
