@@ -12,6 +12,7 @@
 //! target/release/buildmaster-bench base|github [SECONDS_PER_LEVEL] [CONNECTIONS...]
 //! target/release/buildmaster-bench builds [ROUNDS] [QUEUED] [WORKERS]
 //! target/release/buildmaster-bench reload [ROUNDS]
+//! target/release/buildmaster-bench history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
@@ -25,10 +26,15 @@
 //! costs, the latency of hooks posted during a storm of 50 reloads, and
 //! ROUNDS saves picked up by the file watch alone.
 //!
+//! `history` times the REST queries of dashboards against a master with a
+//! small and a large history (see [`history`]).
+//!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
 //! the other, default 20), then how fast QUEUED builds (default 100) queued
 //! at once are completed by WORKERS local workers (default 1).
+
+mod history;
 
 use std::io::Read;
 
@@ -667,6 +673,17 @@ async fn main() {
             reload_bench(rounds).await;
             return;
         }
+        Some("history") => {
+            let mut number = |default: usize| {
+                args.next()
+                    .map(|s| s.parse().expect("a number"))
+                    .unwrap_or(default)
+            };
+            let small = (number(10_000), number(1_000));
+            let large = (number(1_000_000), number(100_000));
+            history::run(small, large).await;
+            return;
+        }
         Some("builds") => {
             let mut number = |default: usize| {
                 args.next()
@@ -679,7 +696,8 @@ async fn main() {
         }
         other => panic!(
             "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] \
-             | builds [ROUNDS] [QUEUED] [WORKERS] (got {other:?})"
+             | builds [ROUNDS] [QUEUED] [WORKERS] | reload [ROUNDS] \
+             | history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS] (got {other:?})"
         ),
     };
     let seconds: u64 = args

@@ -1,0 +1,308 @@
+//! `buildmaster-bench history`: the REST queries of dashboards, the web UI
+//! and chat commands against a master with a long history.
+//!
+//! The database is created by the master's own code (`Db::open`, so its
+//! schema and migrations), then filled directly with SQL in one transaction
+//! per table, with rows in the shape the master writes: each change with its
+//! own source stamp, two files and a property; each build with its buildset,
+//! build request, two steps, and a log of two lines per step. Builds cycle
+//! over ten builders and two workers; all but the last two are complete.
+//! Then the real master starts on it and each query is timed over 50
+//! requests; the master's resident memory is read after start and after the
+//! queries.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection};
+
+use crate::{resident, start_in, Master};
+
+/// The queries timed, as the issue that set the aim lists them.
+pub const QUERIES: &[&str] = &[
+    "/api/v2/builds?limit=10&order=-buildid",
+    "/api/v2/builds?complete=false",
+    "/api/v2/builders/1/builds?limit=10",
+    "/api/v2/buildsets?limit=10",
+    "/api/v2/buildrequests?limit=10",
+    "/api/v2/changes?limit=10&branch=br3",
+    "/api/v2/changes?limit=10&author=nobody",
+    "/api/v2/changes?limit=10&order=-changeid",
+];
+
+const BUILDERS: usize = 10;
+const REQUESTS_PER_QUERY: usize = 50;
+/// Epoch seconds of the first change; one change a minute after it.
+const START: i64 = 1_700_000_000;
+
+/// The master.toml of the benchmark master: the workers and builders the
+/// database names, so that they keep their ids.
+fn config() -> String {
+    let mut text = String::from(
+        "[master]\nreload_on_change = false\n[www]\nport = \"127.0.0.1:0\"\n\
+         [[workers]]\ntype = \"local\"\nname = \"w1\"\n[[workers]]\ntype = \"local\"\nname = \"w2\"\n",
+    );
+    for builder in 1..=BUILDERS {
+        text.push_str(&format!(
+            "[[builders]]\nname = \"b{builder}\"\nworkernames = [\"w1\", \"w2\"]\n\
+             [[builders.steps]]\ntype = \"shell\"\ncommand = \"true\"\n"
+        ));
+    }
+    text
+}
+
+/// Fills a fresh database at `path` with `changes` changes and `builds` builds.
+fn populate(path: &Path, changes: usize, builds: usize) -> rusqlite::Result<()> {
+    // The master's schema, then closed: its writer must not run alongside.
+    drop(buildmaster::db::Db::open(path).expect("the master opens the database"));
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    let tx = conn.transaction()?;
+    {
+        let mut stamp = tx.prepare(
+            "INSERT INTO sourcestamps (id, ss_hash, branch, revision, repository, codebase,
+                 project, created_at) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+        )?;
+        let mut change = tx.prepare(
+            "INSERT INTO changes (changeid, author, committer, comments, branch, revision,
+                 revlink, when_timestamp, category, repository, codebase, project,
+                 sourcestampid, parent_changeid)
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5, '', ?6, NULL, ?7, '', ?8, ?1, ?9)",
+        )?;
+        let mut file = tx.prepare(
+            "INSERT INTO change_files (changeid, position, filename) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut property = tx.prepare(
+            "INSERT INTO change_properties (changeid, property_name, property_value)
+             VALUES (?1, 'ticket', ?2)",
+        )?;
+        for id in 1..=changes as i64 {
+            let branch = format!("br{}", id % 10);
+            let revision = format!("{:040x}", id * 2_654_435_761);
+            let repository = format!("https://git.example.org/repo{}.git", id % 3);
+            let project = format!("p{}", id % 5);
+            let when = START + id * 60;
+            stamp.execute(params![
+                id,
+                format!("bench-{id}"),
+                branch,
+                revision,
+                repository,
+                project,
+                when
+            ])?;
+            // The change before it on the same branch, repository and project.
+            let parent = (id > 30).then_some(id - 30);
+            change.execute(params![
+                id,
+                format!("Dev {} <dev{}@example.org>", id % 100, id % 100),
+                format!("Change {id}\n\nWith a body."),
+                branch,
+                revision,
+                when,
+                repository,
+                project,
+                parent
+            ])?;
+            file.execute(params![id, 0, format!("src/module{}.c", id % 50)])?;
+            file.execute(params![id, 1, "README"])?;
+            property.execute(params![id, format!("[{}, \"Change\"]", id % 1000)])?;
+        }
+    }
+    {
+        for worker in 1..=2 {
+            tx.execute(
+                "INSERT INTO workers (id, name, info) VALUES (?1, ?2, '{}')",
+                params![worker, format!("w{worker}")],
+            )?;
+        }
+        for builder in 1..=BUILDERS as i64 {
+            tx.execute(
+                "INSERT INTO builders (id, name, description, tags) VALUES (?1, ?2, NULL, '[]')",
+                params![builder, format!("b{builder}")],
+            )?;
+        }
+        let mut buildset = tx.prepare(
+            "INSERT INTO buildsets (id, external_idstring, reason, scheduler, submitted_at,
+                 complete, complete_at, results, properties)
+             VALUES (?1, NULL, 'The SingleBranchScheduler scheduler named ''main'' triggered this build',
+                 'main', ?2, ?3, ?4, ?5, '{\"scheduler\": [\"main\", \"Scheduler\"]}')",
+        )?;
+        let mut buildset_stamp = tx.prepare(
+            "INSERT INTO buildset_sourcestamps (buildsetid, sourcestampid) VALUES (?1, ?2)",
+        )?;
+        let mut request = tx.prepare(
+            "INSERT INTO buildrequests (id, buildsetid, builderid, priority, submitted_at,
+                 claimed_at, complete, complete_at, results)
+             VALUES (?1, ?1, ?2, 0, ?3, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut build = tx.prepare(
+            "INSERT INTO builds (id, number, builderid, buildrequestid, workerid, started_at,
+                 complete_at, state_string, results, properties)
+             VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut step = tx.prepare(
+            "INSERT INTO steps (id, buildid, number, name, started_at, complete_at,
+                 state_string, results)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut log = tx.prepare(
+            "INSERT INTO logs (id, stepid, name, slug, type, complete, num_lines)
+             VALUES (?1, ?1, 'stdio', 'stdio', 's', 1, 2)",
+        )?;
+        let mut chunk = tx.prepare(
+            "INSERT INTO logchunks (logid, first_line, last_line, content)
+             VALUES (?1, 0, 1, ?2)",
+        )?;
+        for id in 1..=builds as i64 {
+            let builder = (id - 1) % BUILDERS as i64 + 1;
+            let number = (id - 1) / BUILDERS as i64 + 1;
+            let complete = id <= builds as i64 - 2;
+            let started = START + id * 600;
+            let finished = complete.then_some(started + 120);
+            let results = complete.then_some(if id % 7 == 0 { 2 } else { 0 });
+            let stamp = (id % changes.max(1) as i64) + 1;
+            buildset.execute(params![id, started - 5, complete, finished, results])?;
+            buildset_stamp.execute(params![id, stamp])?;
+            request.execute(params![
+                id,
+                builder,
+                started - 5,
+                complete,
+                finished,
+                results
+            ])?;
+            let state = if complete {
+                "build successful"
+            } else {
+                "'make check'"
+            };
+            build.execute(params![
+                id,
+                number,
+                builder,
+                (id % 2) + 1,
+                started,
+                finished,
+                state,
+                results,
+                format!(
+                    "{{\"branch\": [\"br{}\", \"Build\"], \"buildnumber\": [{number}, \"Build\"]}}",
+                    stamp % 10
+                )
+            ])?;
+            for number in 1..=2 {
+                let stepid = (id - 1) * 2 + number;
+                step.execute(params![
+                    stepid,
+                    id,
+                    number,
+                    if number == 1 { "git" } else { "make check" },
+                    started,
+                    finished,
+                    "done",
+                    results
+                ])?;
+                log.execute(params![stepid])?;
+                chunk.execute(params![stepid, "hmake check\n in dir /work/build\nook\n"])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Median and 99th percentile of `times`.
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+async fn time_query(client: &reqwest::Client, master: &Master, path: &str) -> (Duration, Duration) {
+    let url = format!("http://{}{path}", master.addr);
+    let mut times = Vec::with_capacity(REQUESTS_PER_QUERY);
+    for _ in 0..REQUESTS_PER_QUERY {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("the master answers");
+        let status = response.status();
+        let body = response.bytes().await.expect("a body");
+        times.push(started.elapsed());
+        assert!(status.is_success(), "{path}: {status} {body:?}");
+    }
+    percentiles(times)
+}
+
+/// One size of history: its timings and the master's memory.
+struct Measured {
+    timings: Vec<(Duration, Duration)>,
+    rss_start: u64,
+    rss_after: u64,
+    populate: Duration,
+}
+
+async fn measure(changes: usize, builds: usize) -> Measured {
+    let basedir = tempfile::tempdir().expect("basedir");
+    let started = Instant::now();
+    populate(&basedir.path().join("state.sqlite"), changes, builds).expect("populate");
+    let populate = started.elapsed();
+    let master = start_in(basedir, &config());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_start = resident(master.child.id()).0;
+    let client = reqwest::Client::new();
+    let mut timings = Vec::new();
+    for query in QUERIES {
+        timings.push(time_query(&client, &master, query).await);
+    }
+    let rss_after = resident(master.child.id()).0;
+    Measured {
+        timings,
+        rss_start,
+        rss_after,
+        populate,
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// Runs the queries at a small and a large history and prints the table.
+pub async fn run(small: (usize, usize), large: (usize, usize)) {
+    let few = measure(small.0, small.1).await;
+    let many = measure(large.0, large.1).await;
+    println!(
+        "history: {} changes / {} builds (filled in {:.1} s) and {} changes / {} builds (filled in {:.1} s)",
+        small.0,
+        small.1,
+        few.populate.as_secs_f64(),
+        large.0,
+        large.1,
+        many.populate.as_secs_f64()
+    );
+    println!("| request | median (large) | p99 (large) | median (small) | p99 (small) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (index, query) in QUERIES.iter().enumerate() {
+        let (large_median, large_p99) = many.timings[index];
+        let (small_median, small_p99) = few.timings[index];
+        println!(
+            "| `GET {query}` | {} | {} | {} | {} |",
+            ms(large_median),
+            ms(large_p99),
+            ms(small_median),
+            ms(small_p99)
+        );
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "RSS small: {:.1} MiB after start, {:.1} MiB after the queries; large: {:.1} MiB after start, {:.1} MiB after the queries",
+        mib(few.rss_start),
+        mib(few.rss_after),
+        mib(many.rss_start),
+        mib(many.rss_after)
+    );
+}
