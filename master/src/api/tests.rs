@@ -237,6 +237,27 @@ async fn bad_parameters_are_rejected_with_400() {
             "{query}"
         );
     }
+    let many = vec!["comments__contains=x"; 201].join("&");
+    let listed = format!("author__in={}", vec!["a"; 201].join(","));
+    for (query, message) in [
+        (
+            many.as_str(),
+            "too many values for 'comments__contains': 201 (at most 200)",
+        ),
+        (
+            listed.as_str(),
+            "too many values for 'author__in': 201 (at most 200)",
+        ),
+        (
+            "offset=10001",
+            "offset 10001 is larger than 10000: page further with a filter on the id \
+             (e.g. id__lt=LAST) instead",
+        ),
+    ] {
+        assert_eq!(error(&db, None, query).await, (400, message.to_owned()));
+    }
+    let most = vec!["comments__contains=x"; 200].join("&");
+    assert_eq!(ids(&db, &most).await.0, [3, 1]);
 }
 
 #[tokio::test]

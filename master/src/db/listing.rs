@@ -20,6 +20,11 @@ use rusqlite::types::Value as SqlValue;
 /// id (`buildid__lt=…`) instead.
 pub const MAX_OFFSET: u64 = 10_000;
 
+/// The most values one filter may test: each is a term of the SQL condition,
+/// and a condition thousands of terms deep is refused by SQLite and costs
+/// every row it tests.
+pub const MAX_VALUES: usize = 200;
+
 /// The type of a field, which decides how query values parse and compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
@@ -124,7 +129,7 @@ impl Listing {
     /// take comma-separated lists. The errors are the 400 bodies: "no such
     /// field 'x'", "cannot filter on field 'x'", "cannot sort on field 'x'",
     /// "unrecognized query parameter 'x'", "invalid value 'v' for 'name'",
-    /// and the offset cap.
+    /// and the offset and value-count caps.
     pub fn parse(pairs: &[(String, String)], fields: &'static [Field]) -> Result<Listing, String> {
         let mut listing = Listing {
             fields: None,
@@ -369,6 +374,12 @@ fn filter(name: &str, values: &[&str], fields: &'static [Field]) -> Result<Filte
         }
         _ => values.to_vec(),
     };
+    if values.len() > MAX_VALUES {
+        return Err(format!(
+            "too many values for '{name}': {} (at most {MAX_VALUES})",
+            values.len()
+        ));
+    }
     let values = values
         .into_iter()
         .map(|value| operand(name, value, field.kind, operator))

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row};
 use serde_json::{json, Value};
 
@@ -286,25 +287,13 @@ impl Db {
         self.read(move |conn| {
             stoppable(conn, deadline, watched, |conn, sink| {
                 let tx = conn.transaction()?;
-                let (condition, mut params) = listing.condition(scope.map(|s| (s.column, s.id)));
-                let total = if listing.pages() {
-                    let count: i64 = tx.query_row(
-                        &format!("SELECT COUNT(*) FROM {}{condition}", collection.table),
-                        rusqlite::params_from_iter(&params),
-                        |row| row.get(0),
-                    )?;
-                    Some(count as u64)
-                } else {
-                    None
+                let statements = Statements::new(collection, scope, &listing);
+                let total = match &statements.total {
+                    Some(total) => Some(total.read(&tx, &statements.params)?),
+                    None => None,
                 };
-                let order = listing.order_by(collection.fields, collection.default_order);
-                let page = listing.page(&mut params);
-                let sql = format!(
-                    "SELECT {} FROM {}{condition}{order}{page}",
-                    collection.columns, collection.from
-                );
-                let mut select = tx.prepare(&sql)?;
-                let mut rows = select.query(rusqlite::params_from_iter(&params))?;
+                let mut select = tx.prepare(&statements.select)?;
+                let mut rows = select.query(rusqlite::params_from_iter(&statements.params))?;
                 let mut read = 0;
                 while let Some(row) = rows.next()? {
                     let object = (collection.read)(&tx, row)?;
@@ -402,6 +391,113 @@ impl Db {
     }
 }
 
+/// Matches counted one by one, at most; past this, `meta.total` is an
+/// estimate (see [`Total::Counted`]).
+pub const EXACT_TOTAL: u64 = 10_000;
+
+/// The SQL that answers one listing.
+struct Statements {
+    /// How `meta.total` is known when the listing pages.
+    total: Option<Total>,
+    select: String,
+    /// The condition's parameters, then the page's.
+    params: Vec<rusqlite::types::Value>,
+}
+
+/// How a paged listing learns its `meta.total` without counting the history.
+enum Total {
+    /// Every row of the table: read from `row_counts`, which triggers keep.
+    Rows(&'static str),
+    /// The filter's matches, counted in its index up to [`EXACT_TOTAL`].
+    /// Past that the total is estimated: the share of matches among the
+    /// newest [`EXACT_TOTAL`] rows times the table's rows (and never less
+    /// than `EXACT_TOTAL + 1`).
+    Counted {
+        table: &'static str,
+        /// `SELECT COUNT(*)` of at most `EXACT_TOTAL + 1` matches.
+        capped: String,
+        /// The matches whose id is above `?` (the condition's parameters first).
+        recent: String,
+        /// The newest id.
+        newest: String,
+        condition_params: usize,
+    },
+}
+
+impl Total {
+    fn read(&self, tx: &rusqlite::Transaction<'_>, params: &[SqlValue]) -> rusqlite::Result<u64> {
+        match self {
+            Total::Rows(table) => table_rows(tx, table),
+            Total::Counted {
+                table,
+                capped,
+                recent,
+                newest,
+                condition_params,
+            } => {
+                let params = &params[..*condition_params];
+                let counted: i64 =
+                    tx.query_row(capped, rusqlite::params_from_iter(params), |row| row.get(0))?;
+                if counted as u64 <= EXACT_TOTAL {
+                    return Ok(counted as u64);
+                }
+                let newest: i64 = tx.query_row(newest, [], |row| row.get(0))?;
+                let since = SqlValue::Integer(newest - EXACT_TOTAL as i64);
+                let params = params.iter().cloned().chain([since]);
+                let matched: i64 =
+                    tx.query_row(recent, rusqlite::params_from_iter(params), |row| row.get(0))?;
+                let estimate = table_rows(tx, table)? * matched as u64 / EXACT_TOTAL;
+                Ok(estimate.max(EXACT_TOTAL + 1))
+            }
+        }
+    }
+}
+
+/// The rows of `table`, as `row_counts` keeps them.
+fn table_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count FROM row_counts WHERE name = ?1")?
+        .query_row([table], |row| row.get(0))?;
+    Ok(count.max(0) as u64)
+}
+
+impl Statements {
+    fn new(collection: &Collection, scope: Option<Scope>, listing: &Listing) -> Statements {
+        let (condition, mut params) = listing.condition(scope.map(|s| (s.column, s.id)));
+        let table = collection.table;
+        let total = listing.pages().then(|| {
+            if condition.is_empty() {
+                Total::Rows(table)
+            } else {
+                Total::Counted {
+                    table,
+                    capped: format!(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM {table}{condition} LIMIT {})",
+                        EXACT_TOTAL + 1
+                    ),
+                    recent: format!(
+                        "SELECT COUNT(*) FROM {table}{condition} AND {} > ?",
+                        collection.id
+                    ),
+                    newest: format!("SELECT COALESCE(MAX({}), 0) FROM {table}", collection.id),
+                    condition_params: params.len(),
+                }
+            }
+        });
+        let order = listing.order_by(collection.fields, collection.default_order);
+        let page = listing.page(&mut params);
+        let select = format!(
+            "SELECT {} FROM {}{condition}{order}{page}",
+            collection.columns, collection.from
+        );
+        Statements {
+            total,
+            select,
+            params,
+        }
+    }
+}
+
 fn lock<S>(sink: &std::sync::Mutex<S>) -> std::sync::MutexGuard<'_, S> {
     sink.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -422,14 +518,28 @@ fn stoppable<S: RowSink>(
     );
     let result = read(conn, &sink);
     conn.progress_handler(0, None::<fn() -> bool>);
-    result.map_err(|error| match error {
-        Error::Read(rusqlite::Error::SqliteFailure(failure, _))
-            if failure.code == ErrorCode::OperationInterrupted =>
-        {
+    result.map_err(|error| {
+        if interrupted(&error) {
             Error::Interrupted
+        } else {
+            error
         }
-        other => other,
     })
+}
+
+/// Whether SQLite stopped `error`'s statement, which may be one a row
+/// reader ran (and wrapped) as well as the listing's own.
+fn interrupted(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) = error.downcast_ref() {
+            if failure.code == ErrorCode::OperationInterrupted {
+                return true;
+            }
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Every object of a collection, for tests.
@@ -565,4 +675,246 @@ fn change(conn: &Connection, row: &Row) -> rusqlite::Result<Value> {
     query::complete_change(conn, &mut change)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     Ok(change.to_rest())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::changes::NewChange;
+
+    fn listing(collection: &'static Collection, query: &str) -> Listing {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        Listing::parse(&pairs, collection.fields).unwrap()
+    }
+
+    /// SQLite's plan for `sql`, one step per line.
+    fn plan(conn: &Connection, sql: &str, params: &[rusqlite::types::Value]) -> String {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = explain
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        steps.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_queries_dashboards_and_chat_make_are_served_by_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let builder = Some(Scope {
+            column: "builderid",
+            id: 1,
+        });
+        // (collection, scope, query, what the plan must say)
+        let cases: &[(&'static Collection, Option<Scope>, &str, &[&str])] = &[
+            (&BUILDS, None, "limit=10&order=-buildid", &["SCAN builds"]),
+            (
+                &BUILDS,
+                None,
+                "complete=false",
+                &["SEARCH builds USING INDEX builds_incomplete (complete_at=?)"],
+            ),
+            (
+                &BUILDS,
+                builder,
+                "limit=10&order=-buildid",
+                &["SEARCH builds USING INDEX builds_builder (builderid=?)"],
+            ),
+            (&BUILDSETS, None, "limit=10", &["SCAN buildsets"]),
+            (
+                &BUILDSETS,
+                None,
+                "complete=false",
+                &["SEARCH buildsets USING INDEX buildsets_complete (complete=?)"],
+            ),
+            (
+                &BUILDREQUESTS,
+                None,
+                "complete=false&limit=10",
+                &["SEARCH buildrequests USING INDEX buildrequests_complete (complete=?)"],
+            ),
+            (
+                &CHANGES,
+                None,
+                "limit=10&branch=br3",
+                &["SEARCH changes USING INDEX changes_branch (branch=?)"],
+            ),
+            (
+                &CHANGES,
+                None,
+                "limit=10&project=p",
+                &["SEARCH changes USING INDEX changes_project (project=?)"],
+            ),
+            (
+                &CHANGES,
+                None,
+                "limit=10&repository=r",
+                &["SEARCH changes USING INDEX changes_repository (repository=?)"],
+            ),
+            (
+                &CHANGES,
+                None,
+                "limit=10&author=nobody",
+                &["SEARCH changes USING INDEX changes_author (author=?)"],
+            ),
+            (
+                &CHANGES,
+                None,
+                "limit=10&order=-changeid",
+                &["SCAN changes"],
+            ),
+        ];
+        let cases: Vec<_> = cases
+            .iter()
+            .map(|(collection, scope, query, wanted)| {
+                let listing = listing(collection, query);
+                let filtered = scope.is_some() || listing.has_filters();
+                let statements = Statements::new(collection, *scope, &listing);
+                (*query, statements, filtered, *wanted)
+            })
+            .collect();
+        let failures = db
+            .read(move |conn| {
+                let mut failures = Vec::new();
+                for (query, statements, filtered, wanted) in &cases {
+                    let select = plan(conn, &statements.select, &statements.params);
+                    // Sorting in a temporary tree would read every match before the first row.
+                    let sorted = statements.total.is_some() && select.contains("TEMP B-TREE");
+                    if sorted || !wanted.iter().all(|step| select.contains(step)) {
+                        failures.push(format!("{query}:\n{select}"));
+                    }
+                    // A filtered total is counted in the filter's index.
+                    if let Some(Total::Counted {
+                        capped,
+                        recent,
+                        condition_params,
+                        ..
+                    }) = &statements.total
+                    {
+                        assert!(filtered);
+                        let params = &statements.params[..*condition_params];
+                        let mut recent_params = params.to_vec();
+                        recent_params.push(SqlValue::Integer(0));
+                        for plan in [
+                            plan(conn, capped, params),
+                            plan(conn, recent, &recent_params),
+                        ] {
+                            let scans_a_table = plan.lines().any(|step| {
+                                step.starts_with("SCAN ") && !step.starts_with("SCAN (")
+                            });
+                            if scans_a_table {
+                                failures.push(format!("{query} (total):\n{plan}"));
+                            }
+                        }
+                    }
+                }
+                Ok(failures)
+            })
+            .await
+            .unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
+
+    async fn changes_on_branches(db: &Db, branches: impl Iterator<Item = &'static str>) {
+        let changes: Vec<NewChange> = branches
+            .map(|branch| serde_json::from_value(json!({"branch": branch})).unwrap())
+            .collect();
+        db.add_changes(changes).await.unwrap();
+    }
+
+    /// `meta.total` of one listing.
+    async fn total(db: &Db, query: &str) -> u64 {
+        let sink = Arc::new(std::sync::Mutex::new(None));
+        struct Shared(Arc<std::sync::Mutex<Option<u64>>>);
+        impl RowSink for Shared {
+            fn row(&mut self, _: Value) -> bool {
+                true
+            }
+            fn finish(&mut self, total: u64) {
+                *lock(&self.0) = Some(total);
+            }
+            fn abandoned(&self) -> bool {
+                false
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        db.read_listing(
+            &CHANGES,
+            None,
+            listing(&CHANGES, query),
+            deadline,
+            Shared(sink.clone()),
+        )
+        .await
+        .unwrap();
+        let total = *lock(&sink);
+        total.expect("a total")
+    }
+
+    #[tokio::test]
+    async fn totals_are_exact_to_ten_thousand_then_estimated_from_the_newest_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        // 20,000 changes, three in four on main.
+        let branches = ["main", "main", "main", "dev"]
+            .into_iter()
+            .cycle()
+            .take(20_000);
+        changes_on_branches(&db, branches).await;
+        assert_eq!(total(&db, "limit=1").await, 20_000);
+        assert_eq!(total(&db, "limit=1&branch=dev").await, 5_000);
+        assert_eq!(total(&db, "limit=1&branch=main").await, 15_000);
+        assert_eq!(
+            total(&db, "branch=main&field=changeid").await,
+            15_000,
+            "read whole"
+        );
+        // A branch busy long ago and quiet lately is at least past the exact count.
+        changes_on_branches(&db, std::iter::repeat_n("dev", 10_000)).await;
+        assert_eq!(total(&db, "limit=1&branch=main").await, EXACT_TOTAL + 1);
+        assert_eq!(total(&db, "limit=1").await, 30_000);
+    }
+
+    /// A sink that takes rows until it is told its reader has gone.
+    struct Reader {
+        gone_after: usize,
+        rows: usize,
+    }
+
+    impl RowSink for Reader {
+        fn row(&mut self, _: Value) -> bool {
+            self.rows += 1;
+            true
+        }
+        fn finish(&mut self, _: u64) {}
+        fn abandoned(&self) -> bool {
+            self.rows >= self.gone_after
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_stops_at_its_deadline_or_when_its_reader_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        changes_on_branches(&db, std::iter::repeat_n("main", 2_000)).await;
+        let read = |deadline: Instant, gone_after: usize| {
+            let sink = Reader {
+                gone_after,
+                rows: 0,
+            };
+            db.read_listing(&CHANGES, None, listing(&CHANGES, ""), deadline, sink)
+        };
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(read(later, usize::MAX).await.is_ok());
+        assert!(matches!(
+            read(Instant::now(), usize::MAX).await,
+            Err(Error::Interrupted)
+        ));
+        assert!(matches!(read(later, 10).await, Err(Error::Interrupted)));
+    }
 }

@@ -235,6 +235,70 @@ CREATE INDEX builds_builder ON builds (builderid, id);
 CREATE INDEX buildrequests_complete ON buildrequests (complete, id);
 CREATE INDEX buildsets_complete ON buildsets (complete, id);
 ",
+    // 8: the number of rows of each REST collection, kept by triggers, so
+    // that the total of an unfiltered listing is read, not counted.
+    r"
+CREATE TABLE row_counts (
+    name TEXT NOT NULL PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+INSERT INTO row_counts SELECT 'builders', COUNT(*) FROM builders;
+INSERT INTO row_counts SELECT 'workers', COUNT(*) FROM workers;
+INSERT INTO row_counts SELECT 'changes', COUNT(*) FROM changes;
+INSERT INTO row_counts SELECT 'buildsets', COUNT(*) FROM buildsets;
+INSERT INTO row_counts SELECT 'buildrequests', COUNT(*) FROM buildrequests;
+INSERT INTO row_counts SELECT 'builds', COUNT(*) FROM builds;
+INSERT INTO row_counts SELECT 'steps', COUNT(*) FROM steps;
+INSERT INTO row_counts SELECT 'logs', COUNT(*) FROM logs;
+CREATE TRIGGER builders_counted AFTER INSERT ON builders BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'builders';
+END;
+CREATE TRIGGER builders_uncounted AFTER DELETE ON builders BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'builders';
+END;
+CREATE TRIGGER workers_counted AFTER INSERT ON workers BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'workers';
+END;
+CREATE TRIGGER workers_uncounted AFTER DELETE ON workers BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'workers';
+END;
+CREATE TRIGGER changes_counted AFTER INSERT ON changes BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'changes';
+END;
+CREATE TRIGGER changes_uncounted AFTER DELETE ON changes BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'changes';
+END;
+CREATE TRIGGER buildsets_counted AFTER INSERT ON buildsets BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'buildsets';
+END;
+CREATE TRIGGER buildsets_uncounted AFTER DELETE ON buildsets BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'buildsets';
+END;
+CREATE TRIGGER buildrequests_counted AFTER INSERT ON buildrequests BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'buildrequests';
+END;
+CREATE TRIGGER buildrequests_uncounted AFTER DELETE ON buildrequests BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'buildrequests';
+END;
+CREATE TRIGGER builds_counted AFTER INSERT ON builds BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'builds';
+END;
+CREATE TRIGGER builds_uncounted AFTER DELETE ON builds BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'builds';
+END;
+CREATE TRIGGER steps_counted AFTER INSERT ON steps BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'steps';
+END;
+CREATE TRIGGER steps_uncounted AFTER DELETE ON steps BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'steps';
+END;
+CREATE TRIGGER logs_counted AFTER INSERT ON logs BEGIN
+    UPDATE row_counts SET count = count + 1 WHERE name = 'logs';
+END;
+CREATE TRIGGER logs_uncounted AFTER DELETE ON logs BEGIN
+    UPDATE row_counts SET count = count - 1 WHERE name = 'logs';
+END;
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each
