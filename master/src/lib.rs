@@ -28,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod descriptors;
 pub mod durable;
 pub mod events;
 pub mod host;
@@ -55,6 +56,7 @@ mod layering {
         "topology",
         "pidfile",
         "systemd",
+        "descriptors",
         "www",
         "api",
         "control",

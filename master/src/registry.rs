@@ -13,7 +13,7 @@ use std::sync::Arc;
 use abi_stable::std_types::RResult;
 use buildmaster_plugin_api::boundary::{host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest};
 
-use crate::config::{Config, Credentials, DialectConfig, PluginRef};
+use crate::config::{Config, Credentials, DialectConfig, HttpLimits, PluginRef};
 use crate::host::HostServices;
 use crate::plugins::{Library, LoadError, Loader};
 
@@ -84,6 +84,8 @@ pub struct Registry {
     pub exempt_from_auth: HashSet<String>,
     pub max_body_size: u64,
     pub delivery_id_window: u64,
+    /// What one client may make the HTTP server do.
+    pub limits: HttpLimits,
     /// Every library this generation uses or offers.
     pub libraries: Vec<Arc<Library>>,
 }
@@ -163,6 +165,7 @@ pub fn prepare(
             .collect(),
         max_body_size: config.www.max_body_size,
         delivery_id_window: config.www.delivery_id_window,
+        limits: config.www.limits,
         libraries,
     };
     (registry, problems)

@@ -143,12 +143,23 @@ pub async fn listing(
     let db = db.clone();
     let deadline = Instant::now() + timeout;
     tokio::spawn(async move {
-        if let Err(error) = db
+        let result = db
             .read_listing(collection, scope, listing, deadline, writer)
-            .await
-        {
-            // Nobody listens when the client went away.
-            let _ = sender.send(Err(failure(&error, timeout))).await;
+            .await;
+        match result {
+            Ok(()) => {}
+            Err(Error::Interrupted) if sender.is_closed() => {
+                tracing::info!("stopped reading {}: the client went away", collection.key);
+            }
+            Err(error) => {
+                if matches!(error, Error::Interrupted) {
+                    tracing::warn!(
+                        "stopped reading {}: past rest_timeout ({timeout:?})",
+                        collection.key
+                    );
+                }
+                let _ = sender.send(Err(failure(&error, timeout))).await;
+            }
         }
     });
     let content_type = if compact { JSON } else { TEXT };

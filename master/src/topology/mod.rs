@@ -72,6 +72,7 @@ const COMMAND_QUEUE: usize = 64;
 /// (systemd) each step.
 pub async fn run(config: Config, mut signals: Signals, notifier: Notifier) -> anyhow::Result<()> {
     let _pid_file = PidFile::create(&config.basedir)?;
+    crate::descriptors::raise_and_log();
     let (mut topology, mut inbox) = Topology::start(config).await?;
     // Said once the file watch runs: an edit made as soon as the master
     // says it listens is seen.

@@ -47,7 +47,7 @@ pub(super) async fn handle<S, B>(
     path: FullPath,
     raw_query: String,
     headers: HeaderMap,
-    remote: Option<SocketAddr>,
+    remote: Option<super::ClientAddress>,
     body: S,
     state: AppState,
 ) -> warp::reply::Response
@@ -55,6 +55,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let remote: Option<SocketAddr> = remote.map(|client| client.0);
     let name = dialect_name(path.as_str()).to_string();
     let from = remote.map(|a| a.ip().to_string()).unwrap_or_default();
     let refuse = |status: StatusCode, reason: String| {
@@ -275,12 +276,11 @@ async fn store_and_answer(
     };
     match stored {
         Ok(Stored::Changes(ids)) => {
-            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
             tracing::info!(
                 dialect = %name,
                 delivery = %delivery_id,
                 "hook accepted: {count} change(s) stored{}",
-                if ids.is_empty() { String::new() } else { format!(" (ids {})", ids.join(", ")) }
+                if ids.is_empty() { String::new() } else { format!(" (ids {})", id_ranges(&ids)) }
             );
         }
         Ok(Stored::Duplicate) => {
@@ -306,9 +306,38 @@ async fn store_and_answer(
     }
 }
 
+/// `1, 2, 3, 7` as `1-3, 7`: a push of thousands of commits stays one short line.
+fn id_ranges(ids: &[i64]) -> String {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &id in ids {
+        match ranges.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => ranges.push((id, id)),
+        }
+    }
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|&(first, last)| match last - first {
+            0 => first.to_string(),
+            1 => format!("{first}, {last}"),
+            _ => format!("{first}-{last}"),
+        })
+        .collect();
+    text.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dialect_name;
+    use super::{dialect_name, id_ranges};
+
+    #[test]
+    fn stored_ids_are_logged_as_ranges() {
+        assert_eq!(id_ranges(&[1]), "1");
+        assert_eq!(id_ranges(&[41, 42, 43]), "41-43");
+        assert_eq!(id_ranges(&[1, 2, 5, 7, 8, 9]), "1, 2, 5, 7-9");
+        let many: Vec<i64> = (1..=2000).collect();
+        assert_eq!(id_ranges(&many), "1-2000");
+    }
 
     #[test]
     fn dialect_names_as_buildbot_parses_them() {

@@ -6,9 +6,11 @@
 
 mod home;
 mod hooks;
+mod server;
+
+pub use server::{serve, ClientAddress};
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -60,7 +62,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<ClientAddress>())
         .and(warp::body::stream())
         .and(with_state.clone())
         .then(hooks::handle);
@@ -151,18 +153,4 @@ async fn not_found(_: Rejection) -> Result<warp::reply::Response, Infallible> {
         warp::http::HeaderValue::from_static("application/json; charset=utf-8"),
     );
     Ok(reply)
-}
-
-/// Serves `routes(state)` on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await
 }
