@@ -393,7 +393,7 @@ impl Db {
 
 /// Matches counted one by one, at most; past this, `meta.total` is an
 /// estimate (see [`Total::Counted`]).
-pub const EXACT_TOTAL: u64 = 10_000;
+pub const EXACT_TOTAL: u64 = 2_000;
 
 /// The SQL that answers one listing.
 struct Statements {
@@ -410,8 +410,8 @@ enum Total {
     Rows(&'static str),
     /// The filter's matches, counted in its index up to [`EXACT_TOTAL`].
     /// Past that the total is estimated: the share of matches among the
-    /// newest [`EXACT_TOTAL`] rows times the table's rows (and never less
-    /// than `EXACT_TOTAL + 1`).
+    /// rows of the newest [`EXACT_TOTAL`] ids times the table's rows (and
+    /// never less than `EXACT_TOTAL + 1`).
     Counted {
         table: &'static str,
         /// `SELECT COUNT(*)` of at most `EXACT_TOTAL + 1` matches.
@@ -420,6 +420,8 @@ enum Total {
         recent: String,
         /// The newest id.
         newest: String,
+        /// The rows whose id is above `?`.
+        sampled: String,
         condition_params: usize,
     },
 }
@@ -433,6 +435,7 @@ impl Total {
                 capped,
                 recent,
                 newest,
+                sampled,
                 condition_params,
             } => {
                 let params = &params[..*condition_params];
@@ -442,11 +445,15 @@ impl Total {
                     return Ok(counted as u64);
                 }
                 let newest: i64 = tx.query_row(newest, [], |row| row.get(0))?;
-                let since = SqlValue::Integer(newest - EXACT_TOTAL as i64);
-                let params = params.iter().cloned().chain([since]);
+                let since = newest - EXACT_TOTAL as i64;
+                let sampled: i64 = tx.query_row(sampled, [since], |row| row.get(0))?;
+                let params = params.iter().cloned().chain([SqlValue::Integer(since)]);
                 let matched: i64 =
                     tx.query_row(recent, rusqlite::params_from_iter(params), |row| row.get(0))?;
-                let estimate = table_rows(tx, table)? * matched as u64 / EXACT_TOTAL;
+                let estimate = match sampled {
+                    0 => 0,
+                    sampled => table_rows(tx, table)? * matched as u64 / sampled as u64,
+                };
                 Ok(estimate.max(EXACT_TOTAL + 1))
             }
         }
@@ -480,6 +487,7 @@ impl Statements {
                         collection.id
                     ),
                     newest: format!("SELECT COALESCE(MAX({}), 0) FROM {table}", collection.id),
+                    sampled: format!("SELECT COUNT(*) FROM {table} WHERE {} > ?", collection.id),
                     condition_params: params.len(),
                 }
             }
@@ -857,7 +865,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn totals_are_exact_to_ten_thousand_then_estimated_from_the_newest_rows() {
+    async fn totals_are_exact_to_two_thousand_then_estimated_from_the_newest_rows() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
         // 20,000 changes, three in four on main.
@@ -867,6 +875,8 @@ mod tests {
             .take(20_000);
         changes_on_branches(&db, branches).await;
         assert_eq!(total(&db, "limit=1").await, 20_000);
+        assert_eq!(total(&db, "limit=1&branch=dev&changeid__gt=18500").await, 375);
+        // Past 2,000 matches, estimated: a quarter of the newest 2,000 are on dev.
         assert_eq!(total(&db, "limit=1&branch=dev").await, 5_000);
         assert_eq!(total(&db, "limit=1&branch=main").await, 15_000);
         assert_eq!(
@@ -875,9 +885,9 @@ mod tests {
             "read whole"
         );
         // A branch busy long ago and quiet lately is at least past the exact count.
-        changes_on_branches(&db, std::iter::repeat_n("dev", 10_000)).await;
+        changes_on_branches(&db, std::iter::repeat_n("dev", 2_000)).await;
         assert_eq!(total(&db, "limit=1&branch=main").await, EXACT_TOTAL + 1);
-        assert_eq!(total(&db, "limit=1").await, 30_000);
+        assert_eq!(total(&db, "limit=1").await, 22_000);
     }
 
     /// A sink that takes rows until it is told its reader has gone.
