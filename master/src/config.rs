@@ -24,6 +24,7 @@ pub mod cron;
 mod diff;
 pub mod force;
 pub mod interpolate;
+mod retention;
 mod schedulers;
 
 pub use builders::{
@@ -32,6 +33,7 @@ pub use builders::{
 pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
 pub use credentials::Credentials;
 pub use diff::{ConfigDiff, Difference, Setting};
+pub use retention::{JanitorConfig, LogCompression, LogSettings};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
 
 /// The file name of the configuration inside a basedir.
@@ -122,6 +124,9 @@ pub struct RawConfig {
     pub builders: Vec<Spanned<builders::RawBuilder>>,
     #[serde(default)]
     pub schedulers: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub logs: retention::RawLogs,
+    pub janitor: Option<Spanned<retention::RawJanitor>>,
 }
 
 /// `[master]`
@@ -189,6 +194,9 @@ pub struct Config {
     pub workers: Vec<WorkerConfig>,
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
+    pub logs: LogSettings,
+    /// `None` when no `[janitor]` is configured: history is kept forever.
+    pub janitor: Option<JanitorConfig>,
 }
 
 /// One directory searched for plugins.
@@ -421,6 +429,8 @@ impl Builder<'_> {
         let builders = builders::builders(self.map, raw.builders, &workers, &mut self.errors);
         let schedulers =
             schedulers::schedulers(self.map, raw.schedulers, &builders, &mut self.errors);
+        let logs = retention::logs(self.map, raw.logs, &mut self.errors);
+        let janitor = retention::janitor(self.map, raw.janitor, &mut self.errors);
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -450,6 +460,8 @@ impl Builder<'_> {
             workers,
             builders,
             schedulers,
+            logs,
+            janitor,
         })
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::builds::StopError;
 use crate::config::{BuilderConfig, SchedulerConfig};
-use crate::db::{AddedBuildset, CancelledRequest};
+use crate::db::{AddedBuildset, CancelledRequest, Pruned};
 use crate::events::BuildInfo;
 use crate::reconfig::{SharedStatus, Status};
 use crate::schedulers::ForceError;
@@ -107,6 +107,10 @@ pub enum Command {
     Shutdown {
         action: ShutdownAction,
         reply: oneshot::Sender<ShutdownStatus>,
+    },
+    /// A janitor pass now; `None` when no `[janitor]` is configured.
+    RunJanitor {
+        reply: oneshot::Sender<Option<Result<Pruned, String>>>,
     },
 }
 
@@ -214,6 +218,17 @@ impl Control {
         self.ask(|reply| Command::CancelRequest { brid, reply })
             .await
             .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Runs a janitor pass now and says what it deleted; `None` when no
+    /// `[janitor]` is configured.
+    pub async fn run_janitor(&self) -> Result<Option<Pruned>, ControlError> {
+        match self.ask(|reply| Command::RunJanitor { reply }).await {
+            None => Err(ControlError::Stopping),
+            Some(None) => Ok(None),
+            Some(Some(Ok(pruned))) => Ok(Some(pruned)),
+            Some(Some(Err(_))) => Err(ControlError::Internal),
+        }
     }
 
     /// The running builds of one builder, or of the whole master.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::query;
-use super::response::{self, ApiResponse, Shape, JSON, TEXT};
+use super::response::{self, ApiResponse, LogForm, Shape, JSON, TEXT};
 use crate::config::SchedulerKind;
 use crate::control::{Control, ShutdownAction};
 use crate::db::{self, Collection, Db, Field, FieldKind, Listing, Scope, MASTER_ID};
@@ -94,7 +94,7 @@ impl Engine {
                 return Some(respond(Ok(self.masters().await), accept))
             }
             ["logs", id, "raw"] => return Some(self.raw_log(id).await),
-            ["logs", id, "contents"] => return Some(respond(self.log_contents(id).await, accept)),
+            ["logs", id, "contents"] => return Some(self.log_contents(id, pairs, accept).await),
             ["schedulers"] => {
                 return Some(self.configured(
                     &self.schedulers(),
@@ -404,52 +404,88 @@ impl Engine {
         json!({"masters": [master], "meta": {"total": 1}})
     }
 
-    async fn log_contents(&self, id: &str) -> Result<Value, Failure> {
-        let logid = integer(id, "log")?;
-        let (log, content) = self
-            .db
-            .log_contents(logid)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found(format!("no log {logid}")))?;
-        let lines = log["num_lines"].as_i64().unwrap_or(0);
-        Ok(json!({
-            "logchunks": [{
-                "logid": logid,
-                "firstline": 0,
-                "lastline": (lines - 1).max(0),
-                "content": content,
-            }],
-            "meta": {},
-        }))
+    /// Buildbot's `logs/<id>/contents`: lines `offset` to `offset + limit - 1`
+    /// (to the end without a limit), streamed.
+    async fn log_contents(
+        &self,
+        id: &str,
+        pairs: &[(String, String)],
+        accept: Option<&str>,
+    ) -> ApiResponse {
+        let found = async {
+            let logid = integer(id, "log")?;
+            let (first, limit) = line_range(pairs)?;
+            let log = self.log(logid).await?;
+            let last = match limit {
+                Some(limit) => first + limit - 1,
+                None => (log["num_lines"].as_i64().unwrap_or(0) - 1).max(0),
+            };
+            if first > last {
+                return Err(not_found(format!("no lines {first}-{last} in log {logid}")));
+            }
+            Ok((logid, first, last))
+        };
+        match found.await {
+            Ok((logid, first, last)) => {
+                let lines = self.db.log_lines(logid, first, Some(last));
+                let form = LogForm::Contents {
+                    logid,
+                    firstline: first,
+                };
+                response::log(lines, form, accept).await
+            }
+            Err(failure) => respond(Err(failure), accept),
+        }
     }
 
-    /// The log as plain text, each line without its channel prefix.
+    /// The log as plain text, each line without its channel prefix, streamed.
     async fn raw_log(&self, id: &str) -> ApiResponse {
-        let contents = match integer(id, "log") {
-            Ok(logid) => self.db.log_contents(logid).await.map_err(internal),
-            Err(failure) => Err(failure),
+        let found = async {
+            let logid = integer(id, "log")?;
+            Ok::<_, Failure>((logid, self.log(logid).await?))
         };
-        match contents {
-            Ok(Some((log, content))) => {
-                let text = if log["type"] == "s" {
-                    content
-                        .lines()
-                        .map(|line| line.get(1..).unwrap_or_default())
-                        .fold(String::new(), |mut text, line| {
-                            text.push_str(line);
-                            text.push('\n');
-                            text
-                        })
-                } else {
-                    content
+        match found.await {
+            Ok((logid, log)) => {
+                let form = LogForm::Raw {
+                    strip_channels: log["type"] == "s",
                 };
-                ApiResponse::full(200, TEXT, text)
+                response::log(self.db.log_lines(logid, 0, None), form, None).await
             }
-            Ok(None) => respond(Err(not_found(format!("no log {id}"))), None),
             Err(failure) => respond(Err(failure), None),
         }
     }
+
+    async fn log(&self, logid: i64) -> Result<Value, Failure> {
+        self.db
+            .rest_object(&db::LOGS, logid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(format!("no log {logid}")))
+    }
+}
+
+/// `offset` and `limit` of a log's lines; nothing else is understood.
+fn line_range(pairs: &[(String, String)]) -> Result<(i64, Option<i64>), Failure> {
+    let mut range = (0, None);
+    for (name, value) in pairs {
+        let count = || {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| bad_request(format!("invalid value '{value}' for '{name}'")))
+        };
+        match name.as_str() {
+            "offset" => range.0 = count()?,
+            "limit" => range.1 = Some(count()?),
+            other => {
+                return Err(bad_request(format!(
+                    "unrecognized query parameter '{other}'"
+                )))
+            }
+        }
+    }
+    Ok(range)
 }
 
 /// The collections at the root of the API.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::db::{Collection, Db, Error, Listing, RowSink, Scope};
+use crate::db::{Collection, Db, Error, Listing, LogLines, RowSink, Scope};
 
 pub const JSON: &str = "application/json; charset=utf-8";
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -253,5 +253,100 @@ impl RowSink for Envelope {
 
     fn abandoned(&self) -> bool {
         self.sender.is_closed()
+    }
+}
+
+/// How a log is sent.
+pub enum LogForm {
+    /// Buildbot's `contents`: one logchunk object whose content is the lines
+    /// as stored, each with its channel.
+    Contents { logid: i64, firstline: i64 },
+    /// `raw`: the text, each line without its channel when the log is a
+    /// stream of channels (type `s`).
+    Raw { strip_channels: bool },
+}
+
+/// Streams a log's lines in `form`, a piece at a time as they are read; no
+/// deadline applies (a long log takes long to send), but a client that
+/// hangs up stops the reading.
+pub async fn log(mut lines: LogLines, form: LogForm, accept: Option<&str>) -> ApiResponse {
+    let compact = accept.is_some_and(|accept| accept.contains("application/json"));
+    let first = match lines.next().await {
+        Ok(first) => first,
+        Err(error) => {
+            tracing::error!("cannot read a log: {error}");
+            return ApiResponse::error(500, "internal error");
+        }
+    };
+    let (sender, received) = mpsc::channel(4);
+    let (content_type, opening, closing) = match &form {
+        LogForm::Contents { logid, firstline } if compact => (
+            JSON,
+            r#"{"logchunks":[{"content":""#.to_owned(),
+            format!(r#"","firstline":{firstline},"logid":{logid}}}],"meta":{{}}}}"#),
+        ),
+        LogForm::Contents { logid, firstline } => (
+            TEXT,
+            "{\n  \"logchunks\": [\n    {\n      \"content\": \"".to_owned(),
+            format!(
+                "\",\n      \"firstline\": {firstline},\n      \"logid\": {logid}\n    }}\n  ],\n  \"meta\": {{}}\n}}"
+            ),
+        ),
+        LogForm::Raw { .. } => (TEXT, String::new(), String::new()),
+    };
+    let write = move |piece: &str| -> Bytes {
+        match &form {
+            LogForm::Contents { .. } => {
+                // The piece as a JSON string, without its quotes.
+                let quoted = serde_json::to_string(piece).unwrap_or_default();
+                Bytes::from(quoted[1..quoted.len() - 1].to_owned())
+            }
+            LogForm::Raw {
+                strip_channels: true,
+            } => {
+                let mut text = String::with_capacity(piece.len());
+                for line in piece.lines() {
+                    text.push_str(line.get(1..).unwrap_or_default());
+                    text.push('\n');
+                }
+                Bytes::from(text)
+            }
+            LogForm::Raw { .. } => Bytes::from(piece.to_owned()),
+        }
+    };
+    tokio::spawn(async move {
+        let mut piece = first;
+        let mut opening = Some(opening);
+        loop {
+            let mut chunk = opening.take().map(String::into_bytes).unwrap_or_default();
+            if let Some(piece) = &piece {
+                chunk.extend_from_slice(&write(piece));
+            } else {
+                chunk.extend_from_slice(closing.as_bytes());
+            }
+            if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+                tracing::info!("stopped sending a log: the client went away");
+                return;
+            }
+            if piece.is_none() {
+                return;
+            }
+            piece = match lines.next().await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::error!("cannot read a log: {error}");
+                    let _ = sender.send(Err(Failure::Internal)).await;
+                    return;
+                }
+            };
+        }
+    });
+    ApiResponse {
+        status: 200,
+        content_type,
+        body: Body::Stream(Chunks {
+            first: None,
+            rest: received,
+        }),
     }
 }

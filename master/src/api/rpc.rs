@@ -1,6 +1,7 @@
 //! The REST API's JSON-RPC actions (`POST /api/v2/<path>`), as Buildbot's
 //! web UI makes them: force a build, stop a build, cancel a build request,
-//! shut the master down. Each is a command to the topology through
+//! shut the master down; and run the janitor now (Buildbot's
+//! `force-janitor`). Each is a command to the topology through
 //! [`Control`](crate::control::Control).
 
 use serde_json::{json, Map, Value};
@@ -28,6 +29,7 @@ impl Engine {
             ["builds", id] => Target::Build((*id).to_owned()),
             ["buildrequests", id] => Target::Request((*id).to_owned()),
             ["masters", id] => Target::Master((*id).to_owned()),
+            ["janitor"] => Target::Janitor,
             _ => return None,
         };
         let media_type = content_type
@@ -117,6 +119,11 @@ impl Engine {
             (Target::Master(master), "shutdown") => {
                 rpc_error(id, -32602, &format!("no master has id '{master}'"))
             }
+            (Target::Janitor, "run") => match self.control.run_janitor().await {
+                Ok(Some(pruned)) => rpc_result(id, json!(pruned)),
+                Ok(None) => rpc_error(id, -32602, "no [janitor] is configured"),
+                Err(error) => control_error(id, error),
+            },
             (_, method) => rpc_error(id, -32601, &format!("invalid method '{method}'")),
         })
     }
@@ -159,6 +166,7 @@ enum Target {
     Build(String),
     Request(String),
     Master(String),
+    Janitor,
 }
 
 /// A command's refusal as a JSON-RPC error.

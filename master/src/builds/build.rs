@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 use super::properties::Properties;
 use super::steps::{self, StepContext};
-use crate::config::{BuilderConfig, StepConfig};
+use crate::config::{BuilderConfig, LogSettings, StepConfig};
 use crate::db::{Db, Error};
 use crate::events::{BuildInfo, Bus, Event, StepInfo};
 use crate::results::{worst, Results};
@@ -115,6 +115,7 @@ pub struct Run {
     pub worker: Arc<dyn Worker>,
     pub info: BuildInfo,
     pub properties: Properties,
+    pub logs: LogSettings,
     pub stop: watch::Receiver<Option<StopReason>>,
 }
 
@@ -175,6 +176,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             worker: Arc::clone(&run.worker),
             builder: &run.builder.name,
             properties: &mut run.properties,
+            logs: run.logs,
             stop: killed.clone(),
         };
         let outcome = steps::run(step, context, &added.logids).await;

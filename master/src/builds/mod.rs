@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 pub use build::{Progress, StopReason};
 pub use properties::Properties;
 
-use crate::config::BuilderConfig;
+use crate::config::{BuilderConfig, LogSettings};
 use crate::db::{BuildsetDetails, Db, Error, PendingRequest};
 use crate::events::{BuildInfo, BuilderInfo, BuildsetInfo, Bus, Event, WorkerEvent};
 use crate::results::Results;
@@ -64,6 +64,8 @@ struct Shared {
     supervisor: Supervisor,
     builders: RwLock<BTreeMap<i64, Arc<Builder>>>,
     workers: ArcSwap<WorkerPool>,
+    /// How the logs of builds started from now on are kept.
+    logs: ArcSwap<LogSettings>,
     running: Mutex<BTreeMap<i64, RunningBuild>>,
     /// How many builds run; tells a clean shutdown when the last one ends.
     count: watch::Sender<usize>,
@@ -95,6 +97,7 @@ impl Botmaster {
                 supervisor: supervisor.clone(),
                 builders: RwLock::new(BTreeMap::new()),
                 workers: ArcSwap::from_pointee(WorkerPool::default()),
+                logs: ArcSwap::from_pointee(LogSettings::default()),
                 running: Mutex::new(BTreeMap::new()),
                 count: watch::Sender::new(0),
                 closing: AtomicBool::new(false),
@@ -116,8 +119,15 @@ impl Botmaster {
     /// Makes `builders` the configured builders: new ones start, removed ones
     /// retire (their running builds finish), changed ones apply their new
     /// settings to the builds they start from now on. `workers` replaces the
-    /// worker pool; workers that come or go are announced.
-    pub fn apply(&self, builders: Vec<(i64, BuilderConfig)>, workers: WorkerPool) {
+    /// worker pool; workers that come or go are announced. Builds started
+    /// from now on keep their logs as `logs` says.
+    pub fn apply(
+        &self,
+        builders: Vec<(i64, BuilderConfig)>,
+        workers: WorkerPool,
+        logs: LogSettings,
+    ) {
+        self.shared.logs.store(Arc::new(logs));
         let before = self.shared.workers.swap(Arc::new(workers));
         let after = self.shared.workers.load();
         let now = crate::clock::now();
@@ -319,6 +329,7 @@ impl Botmaster {
             worker: Arc::clone(&slot.worker),
             info: (*info).clone(),
             properties,
+            logs: **self.shared.logs.load(),
             stop: stop_receiver,
         };
         let botmaster = self.clone();

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::log::LogWriter;
 use super::properties::Properties;
 use crate::config::interpolate::Template;
-use crate::config::{CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind};
+use crate::config::{CommandLine, GitMode, GitStep, LogSettings, ShellStep, StepConfig, StepKind};
 use crate::db::{Db, Error};
 use crate::results::Results;
 use crate::workers::{is_contained, Ending, ShellCommand, Stream, Worker};
@@ -24,6 +24,8 @@ pub struct StepContext<'a> {
     pub worker: Arc<dyn Worker>,
     pub builder: &'a str,
     pub properties: &'a mut Properties,
+    /// How the step's log is kept.
+    pub logs: LogSettings,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -84,13 +86,13 @@ pub async fn run(
 ) -> Result<StepOutcome, Error> {
     let results = match &step.kind {
         StepKind::Shell(shell) => {
-            let mut log = LogWriter::new(context.db.clone(), logs[0]);
+            let mut log = LogWriter::new(context.db.clone(), logs[0], context.logs);
             let results = run_shell(shell, &context, &mut log).await?;
             log.close().await?;
             results
         }
         StepKind::Git(git) => {
-            let mut log = LogWriter::new(context.db.clone(), logs[0]);
+            let mut log = LogWriter::new(context.db.clone(), logs[0], context.logs);
             let outcome = run_git(git, &context, &mut log).await;
             log.close().await?;
             let (results, got_revision) = outcome?;

@@ -42,7 +42,11 @@ async fn botmaster(
         Map::new(),
     ))]);
     let botmaster = Botmaster::new(db.clone(), bus.clone(), Supervisor::new());
-    botmaster.apply(vec![(builderid, config.builders[0].clone())], pool);
+    botmaster.apply(
+        vec![(builderid, config.builders[0].clone())],
+        pool,
+        config.logs,
+    );
     (db, bus, botmaster, builderid, events)
 }
 

@@ -83,11 +83,15 @@ pub enum Setting {
     DeliveryIdWindow,
     /// `[www]` rest_timeout, header_read_timeout, idle_timeout, max_connections.
     HttpLimits,
+    /// `[logs]`.
+    Logs,
+    /// `[janitor]`.
+    Janitor,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 10] = [
+    pub const ALL: [Setting; 12] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -98,6 +102,8 @@ impl Setting {
         Setting::MaxBodySize,
         Setting::DeliveryIdWindow,
         Setting::HttpLimits,
+        Setting::Logs,
+        Setting::Janitor,
     ];
 
     /// The key as `master.toml` writes it.
@@ -113,6 +119,8 @@ impl Setting {
             Setting::MaxBodySize => "max_body_size",
             Setting::DeliveryIdWindow => "delivery_id_window",
             Setting::HttpLimits => "HTTP limits",
+            Setting::Logs => "[logs]",
+            Setting::Janitor => "[janitor]",
         }
     }
 }
@@ -156,6 +164,8 @@ impl ConfigDiff {
                 old.www.delivery_id_window == new.www.delivery_id_window,
             ),
             (Setting::HttpLimits, old.www.limits == new.www.limits),
+            (Setting::Logs, old.logs == new.logs),
+            (Setting::Janitor, old.janitor == new.janitor),
         ]
         .into_iter()
         .filter(|(_, same)| !same)

@@ -599,36 +599,6 @@ impl Db {
         .await
     }
 
-    /// Appends lines (each ending in a newline) to a log; `complete` closes it.
-    pub async fn append_log(
-        &self,
-        logid: i64,
-        content: String,
-        lines: i64,
-        complete: bool,
-    ) -> Result<(), Error> {
-        self.transact(move |conn| {
-            if lines > 0 {
-                let first: i64 = conn
-                    .prepare_cached("SELECT num_lines FROM logs WHERE id = ?1")?
-                    .query_row([logid], |row| row.get(0))?;
-                conn.prepare_cached(
-                    "INSERT INTO logchunks (logid, first_line, last_line, content)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute((logid, first, first + lines - 1, &content))?;
-                conn.prepare_cached("UPDATE logs SET num_lines = num_lines + ?2 WHERE id = ?1")?
-                    .execute((logid, lines))?;
-            }
-            if complete {
-                conn.prepare_cached("UPDATE logs SET complete = 1 WHERE id = ?1")?
-                    .execute([logid])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
     /// Finishes a step; returns when it completed, in epoch seconds.
     pub async fn finish_step(
         &self,
@@ -1111,9 +1081,15 @@ mod tests {
             )
             .await
             .unwrap();
-        db.append_log(step.logids[0], "ohello\n".into(), 1, false)
-            .await
-            .unwrap();
+        db.append_log(
+            step.logids[0],
+            "ohello\n".into(),
+            1,
+            false,
+            Default::default(),
+        )
+        .await
+        .unwrap();
         assert!(db.pending_requests(ids["b"]).await.unwrap().is_empty());
 
         let recovered = db.recover_interrupted_builds().await.unwrap();
@@ -1129,7 +1105,13 @@ mod tests {
         assert_eq!(steps[0]["stepid"], step.stepid);
         assert_eq!(steps[0]["results"], Results::Retry as i64);
         assert_eq!(steps[0]["state_string"], "'sleep' (retry)");
-        let (log, content) = db.log_contents(step.logids[0]).await.unwrap().unwrap();
+        let logid = step.logids[0];
+        let log = db
+            .rest_object(&crate::db::LOGS, logid)
+            .await
+            .unwrap()
+            .unwrap();
+        let content = crate::db::logs::whole(&db, logid).await;
         assert_eq!(
             (log["complete"].clone(), content.as_str()),
             (json!(true), "ohello\n")

@@ -7,8 +7,10 @@
 //! WAL mode lets run alongside the writer.
 
 mod builds;
+mod janitor;
 mod journal;
 mod listing;
+pub(crate) mod logs;
 mod query;
 pub(crate) mod rest;
 mod schema;
@@ -27,8 +29,10 @@ pub use builds::{
     AddedBuildset, AddedStep, BuildsetDetails, CancelledRequest, ClassifiedChange, FinishedBuild,
     NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
 };
+pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};
+pub use logs::LogLines;
 pub use rest::{
     Collection, RowSink, Scope, BUILDERS, BUILDREQUESTS, BUILDS, BUILDSETS, CHANGES, LOGS,
     MASTER_ID, STEPS, WORKERS,
@@ -88,6 +92,12 @@ pub enum Error {
         changeid: i64,
         name: String,
         source: serde_json::Error,
+    },
+    #[error("log {logid}: the chunk at line {line} cannot be read: {reason}")]
+    CorruptLogChunk {
+        logid: i64,
+        line: i64,
+        reason: String,
     },
     #[error("the read was stopped: its client went away or it took too long")]
     Interrupted,

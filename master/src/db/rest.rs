@@ -370,25 +370,6 @@ impl Db {
         })
         .await
     }
-
-    /// A log and its whole content, in Buildbot's stream format.
-    pub async fn log_contents(&self, logid: i64) -> Result<Option<(Value, String)>, Error> {
-        let Some(log) = self.rest_object(&LOGS, logid).await? else {
-            return Ok(None);
-        };
-        self.read(move |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT content FROM logchunks WHERE logid = ?1 ORDER BY first_line",
-            )?;
-            let chunks = select.query_map([logid], |row| row.get::<_, String>(0))?;
-            let mut content = String::new();
-            for chunk in chunks {
-                content.push_str(&chunk?);
-            }
-            Ok(Some((log, content)))
-        })
-        .await
-    }
 }
 
 /// Matches counted one by one, at most; past this, `meta.total` is an
@@ -875,7 +856,10 @@ mod tests {
             .take(20_000);
         changes_on_branches(&db, branches).await;
         assert_eq!(total(&db, "limit=1").await, 20_000);
-        assert_eq!(total(&db, "limit=1&branch=dev&changeid__gt=18500").await, 375);
+        assert_eq!(
+            total(&db, "limit=1&branch=dev&changeid__gt=18500").await,
+            375
+        );
         // Past 2,000 matches, estimated: a quarter of the newest 2,000 are on dev.
         assert_eq!(total(&db, "limit=1&branch=dev").await, 5_000);
         assert_eq!(total(&db, "limit=1&branch=main").await, 15_000);

@@ -299,11 +299,30 @@ CREATE TRIGGER logs_uncounted AFTER DELETE ON logs BEGIN
     UPDATE row_counts SET count = count - 1 WHERE name = 'logs';
 END;
 ",
+    // 9: compressed log chunks, and what the janitor deletes by. Chunks
+    // written before have a NULL `compressed` until the conversion that
+    // runs after start (in batches, resumable) has looked at them; the
+    // partial index finds those that are left.
+    r"
+ALTER TABLE logchunks ADD COLUMN compressed INTEGER;
+CREATE INDEX logchunks_unconverted ON logchunks (logid, first_line) WHERE compressed IS NULL;
+CREATE INDEX logs_kept ON logs (stepid) WHERE type != 'd';
+CREATE INDEX buildsets_complete_at ON buildsets (complete_at);
+CREATE INDEX buildset_sourcestamps_sourcestampid ON buildset_sourcestamps (sourcestampid);
+CREATE INDEX changes_parent ON changes (parent_changeid);
+CREATE INDEX build_events_buildid ON build_events (buildid);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each
 /// applied migration in `schema_version`.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to version `target`, as a release that knew
+/// only those did.
+pub(super) fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Error> {
     let failed = |version| move |source| Error::Migrate { version, source };
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -325,7 +344,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
             known: MIGRATIONS.len(),
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let version = index + 1;
         let tx = conn.transaction().map_err(failed(version))?;
         tx.execute_batch(sql).map_err(failed(version))?;

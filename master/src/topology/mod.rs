@@ -23,6 +23,7 @@
 
 mod housekeeping;
 mod http;
+mod retention;
 mod service;
 mod signals;
 
@@ -57,6 +58,7 @@ use crate::tasks::Supervisor;
 use crate::www::AppState;
 use housekeeping::Housekeeping;
 use http::Http;
+use retention::Retention;
 use service::{Next, Service};
 use signals::Asked;
 
@@ -129,6 +131,7 @@ struct Topology {
     schedulers: Schedulers,
     change_sources: Arc<ChangeSources>,
     housekeeping: Housekeeping,
+    retention: Retention,
     /// Where the file watch sends its triggers.
     triggers: mpsc::UnboundedSender<Trigger>,
     /// The file watch, when the configuration asks for one.
@@ -145,6 +148,7 @@ struct Prepared {
     schedulers: <Schedulers as Service>::Prepared,
     change_sources: <Arc<ChangeSources> as Service>::Prepared,
     housekeeping: <Housekeeping as Service>::Prepared,
+    retention: <Retention as Service>::Prepared,
 }
 
 impl Topology {
@@ -159,6 +163,7 @@ impl Topology {
         db.announce_changes_to(bus.clone());
         let supervisor = Supervisor::new();
         let housekeeping = Housekeeping::start(&db, &bus, &supervisor);
+        let retention = Retention::start(&db, &supervisor, config.logs);
         recover_interrupted_builds(&db, &bus).await?;
 
         let botmaster = Botmaster::new(db.clone(), bus.clone(), supervisor.clone());
@@ -197,6 +202,7 @@ impl Topology {
             schedulers,
             change_sources,
             housekeeping,
+            retention,
             triggers,
             watch: None,
             shutdown: ShutdownState::Running,
@@ -342,6 +348,7 @@ impl Topology {
         let schedulers = Service::prepare(&self.schedulers, &next).await?;
         let change_sources = Service::prepare(&self.change_sources, &next).await?;
         let housekeeping = Service::prepare(&self.housekeeping, &next).await?;
+        let retention = Service::prepare(&self.retention, &next).await?;
         Ok(Some(Prepared {
             config,
             diff,
@@ -350,6 +357,7 @@ impl Topology {
             schedulers,
             change_sources,
             housekeeping,
+            retention,
         }))
     }
 
@@ -361,6 +369,7 @@ impl Topology {
         Service::apply(&mut self.botmaster, prepared.botmaster).await?;
         Service::apply(&mut self.change_sources, prepared.change_sources).await?;
         Service::apply(&mut self.housekeeping, prepared.housekeeping).await?;
+        Service::apply(&mut self.retention, prepared.retention).await?;
         let moved = address.is_some() && prepared.diff.changed(Setting::ListenAddress);
         self.config = prepared.config;
         if let (true, Some(address)) = (moved, self.http.address()) {
@@ -459,6 +468,13 @@ impl Topology {
                 });
                 None
             }
+            Command::RunJanitor { reply } => {
+                let pass = self.retention.run_now();
+                tokio::spawn(async move {
+                    let _ = reply.send(pass.await);
+                });
+                None
+            }
             Command::RunningBuilds { builderid, reply } => {
                 let _ = reply.send(self.botmaster.running_builds(builderid));
                 None
@@ -503,6 +519,7 @@ impl Topology {
         Service::stop(&mut self.botmaster).await;
         Service::stop(&mut self.schedulers).await;
         Service::stop(&mut self.housekeeping).await;
+        Service::stop(&mut self.retention).await;
         let stuck = self.supervisor.shutdown(JOIN_BOUND).await;
         if stuck.is_empty() {
             tracing::info!("stopped cleanly: all {running} task(s) ended");
@@ -636,6 +653,29 @@ mod tests {
         );
         std::fs::write(&file, text).unwrap();
         Topology::start(Config::load(&file).unwrap()).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_started_on_a_previous_release_database_converts_its_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = crate::db::logs::previous_release(&dir.path().join("state.sqlite"), 120);
+        let (topology, _inbox) = started(dir.path(), "").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while topology.db.unconverted_log_chunks().await.unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "not converted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(crate::db::logs::whole(&topology.db, 1).await, text);
+        let url = format!(
+            "http://{}/api/v2/logs/1/raw",
+            topology.http.address().unwrap()
+        );
+        let raw = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let stripped: String = text
+            .lines()
+            .map(|line| format!("{}\n", &line[1..]))
+            .collect();
+        assert_eq!(raw, stripped);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

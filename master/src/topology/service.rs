@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::builds::Botmaster;
 use crate::change_sources::ChangeSources;
 use crate::config::{
-    BuilderConfig, Config, ConfigDiff, GitPollerConfig, SchedulerConfig, WorkerConfig,
+    BuilderConfig, Config, ConfigDiff, GitPollerConfig, LogSettings, SchedulerConfig, WorkerConfig,
 };
 use crate::registry::Registry;
 use crate::schedulers::Schedulers;
@@ -56,7 +56,7 @@ pub trait Service {
 
 /// The builders and the workers they run on.
 impl Service for Botmaster {
-    type Prepared = (Vec<(i64, BuilderConfig)>, WorkerPool);
+    type Prepared = (Vec<(i64, BuilderConfig)>, WorkerPool, LogSettings);
 
     async fn prepare(&self, next: &Next<'_>) -> Result<Self::Prepared, Vec<String>> {
         let builders = next
@@ -75,11 +75,11 @@ impl Service for Botmaster {
                 .await
                 .map_err(|e| vec![format!("cannot prepare the workers: {e}")])?
                 .map_err(|e| vec![e])?;
-        Ok((builders, pool))
+        Ok((builders, pool, next.config.logs))
     }
 
-    async fn apply(&mut self, (builders, workers): Self::Prepared) -> Result<(), String> {
-        Botmaster::apply(self, builders, workers);
+    async fn apply(&mut self, (builders, workers, logs): Self::Prepared) -> Result<(), String> {
+        Botmaster::apply(self, builders, workers, logs);
         Ok(())
     }
 
