@@ -156,6 +156,30 @@ fn query_parameters_are_refused_before_anything_is_read() {
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
+#[test]
+fn the_open_file_limit_is_raised_and_logged_at_start() {
+    let master = Master::start("");
+    let log = master.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // "raised from A to B" or, already at the hard limit, "open-file limit: B".
+    let limit: u64 = line
+        .rsplit([' ', ':'])
+        .next()
+        .and_then(|figure| figure.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let status = std::fs::read_to_string(format!("/proc/{}/limits", master.pid())).unwrap();
+    let soft: u64 = status
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap();
+    assert_eq!(limit, soft);
+}
+
 /// Posts one GitHub push of `count` commits whose messages are `message`.
 fn push(master: &Master, count: usize, message: &str) {
     let commits: Vec<Value> = (0..count)

@@ -9,7 +9,10 @@
 //! over ten builders and two workers; all but the last two are complete.
 //! Then the real master starts on it and each query is timed over 50
 //! requests; the master's resident memory is read after start and after the
-//! queries.
+//! queries. At the large size, a 200 MiB log is first written through the
+//! master's own writer, and after the queries four clients list every build
+//! while a small request is timed, then four clients read the whole log at
+//! once, with the master's RSS sampled throughout.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -151,8 +154,8 @@ fn populate(path: &Path, changes: usize, builds: usize) -> rusqlite::Result<()> 
              VALUES (?1, ?1, 'stdio', 'stdio', 's', 1, 2)",
         )?;
         let mut chunk = tx.prepare(
-            "INSERT INTO logchunks (logid, first_line, last_line, content)
-             VALUES (?1, 0, 1, ?2)",
+            "INSERT INTO logchunks (logid, first_line, last_line, content, compressed)
+             VALUES (?1, 0, 1, ?2, 0)",
         )?;
         for id in 1..=builds as i64 {
             let builder = (id - 1) % BUILDERS as i64 + 1;
@@ -204,7 +207,7 @@ fn populate(path: &Path, changes: usize, builds: usize) -> rusqlite::Result<()> 
                     results
                 ])?;
                 log.execute(params![stepid])?;
-                chunk.execute(params![stepid, "hmake check\n in dir /work/build\nook\n"])?;
+                chunk.execute(params![stepid, "hmake check\nook\n"])?;
             }
         }
     }
@@ -243,13 +246,138 @@ struct Measured {
     rss_start: u64,
     rss_after: u64,
     populate: Duration,
+    load: Option<UnderLoad>,
 }
 
-async fn measure(changes: usize, builds: usize) -> Measured {
+/// The large history only: what whole listings and a long log cost.
+struct UnderLoad {
+    /// A small request's median and p99 while four clients list every build.
+    small_request: (Duration, Duration),
+    listings: Duration,
+    listing_bytes: usize,
+    listing_peak_rss: u64,
+    log_bytes: u64,
+    log_stored: u64,
+    log_reads: Duration,
+    log_peak_rss: u64,
+    rss_after: u64,
+}
+
+/// Lines of a long build log, as a compiler prints them.
+const LOG_MIB: usize = 200;
+
+/// Appends a log of [`LOG_MIB`] MiB to log 1 through the master's own
+/// writer (64 KiB chunks, compressed as by default); returns the bytes of
+/// output and the bytes stored.
+async fn write_long_log(path: &Path) -> (u64, u64) {
+    let db = buildmaster::db::Db::open(path).expect("the master opens the database");
+    let settings = buildmaster::config::LogSettings::default();
+    let mut written = 0u64;
+    let mut line = 0u64;
+    while written < (LOG_MIB * 1024 * 1024) as u64 {
+        let mut chunk = String::with_capacity(64 * 1024 + 200);
+        let mut lines = 0;
+        while chunk.len() < 64 * 1024 {
+            line += 1;
+            let module = line % 997;
+            chunk.push_str(&format!(
+                "o[{line:>8}] cc -c -O2 -Wall -Isrc src/module_{module}.c -o build/module_{module}.o\n"
+            ));
+            lines += 1;
+        }
+        written += chunk.len() as u64;
+        db.append_log(1, chunk, lines, false, settings)
+            .await
+            .expect("a chunk stored");
+    }
+    drop(db);
+    let conn = Connection::open(path).expect("the database");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT SUM(length(content)) FROM logchunks WHERE logid = 1",
+            [],
+            |row| row.get(0),
+        )
+        .expect("the stored size");
+    (written, stored as u64)
+}
+
+/// Runs `clients` GETs of `path` at once to the end of their bodies while
+/// sampling the master's RSS; the time they took, the bytes of one answer,
+/// and the peak RSS (KiB).
+async fn concurrent_reads(
+    client: &reqwest::Client,
+    (addr, pid): (&str, u32),
+    path: &str,
+    clients: usize,
+) -> (Duration, usize, u64) {
+    let url = format!("http://{addr}{path}");
+    let started = Instant::now();
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, url) = (client.clone(), url.clone());
+        reads.spawn(async move {
+            let mut response = client.get(&url).send().await.expect("an answer");
+            assert!(response.status().is_success(), "{url}");
+            let mut bytes = 0;
+            while let Some(chunk) = response.chunk().await.expect("a chunk") {
+                bytes += chunk.len();
+            }
+            bytes
+        });
+    }
+    let mut peak = 0;
+    let mut bytes = 0;
+    while !reads.is_empty() {
+        peak = peak.max(resident(pid).0);
+        tokio::select! {
+            done = reads.join_next() => bytes = done.expect("a read").expect("it ran"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    (started.elapsed(), bytes, peak)
+}
+
+/// The large history's extra measurements: a small request while four
+/// clients list all builds, then four clients reading the long log.
+async fn under_load(master: &Master, log: (u64, u64)) -> UnderLoad {
+    let client = reqwest::Client::new();
+    let pid = master.child.id();
+    let listing = {
+        let (client, addr) = (client.clone(), master.addr.clone());
+        tokio::spawn(
+            async move { concurrent_reads(&client, (&addr, pid), "/api/v2/builds", 4).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let small_request = time_query(&client, master, "/api/v2/builders").await;
+    let (listings, listing_bytes, listing_peak_rss) = listing.await.expect("the listings");
+    let (log_reads, _, log_peak_rss) =
+        concurrent_reads(&client, (&master.addr, pid), "/api/v2/logs/1/raw", 4).await;
+    UnderLoad {
+        small_request,
+        listings,
+        listing_bytes,
+        listing_peak_rss,
+        log_bytes: log.0,
+        log_stored: log.1,
+        log_reads,
+        log_peak_rss,
+        rss_after: resident(master.child.id()).0,
+    }
+}
+
+async fn measure(changes: usize, builds: usize, extras: bool) -> Measured {
     let basedir = tempfile::tempdir().expect("basedir");
     let started = Instant::now();
-    populate(&basedir.path().join("state.sqlite"), changes, builds).expect("populate");
+    let path = basedir.path().join("state.sqlite");
+    populate(&path, changes, builds).expect("populate");
     let populate = started.elapsed();
+    let log = if extras {
+        Some(write_long_log(&path).await)
+    } else {
+        None
+    };
     let master = start_in(basedir, &config());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_start = resident(master.child.id()).0;
@@ -259,11 +387,16 @@ async fn measure(changes: usize, builds: usize) -> Measured {
         timings.push(time_query(&client, &master, query).await);
     }
     let rss_after = resident(master.child.id()).0;
+    let load = match log {
+        Some(log) => Some(under_load(&master, log).await),
+        None => None,
+    };
     Measured {
         timings,
         rss_start,
         rss_after,
         populate,
+        load,
     }
 }
 
@@ -273,8 +406,8 @@ fn ms(duration: Duration) -> String {
 
 /// Runs the queries at a small and a large history and prints the table.
 pub async fn run(small: (usize, usize), large: (usize, usize)) {
-    let few = measure(small.0, small.1).await;
-    let many = measure(large.0, large.1).await;
+    let few = measure(small.0, small.1, false).await;
+    let many = measure(large.0, large.1, true).await;
     println!(
         "history: {} changes / {} builds (filled in {:.1} s) and {} changes / {} builds (filled in {:.1} s)",
         small.0,
@@ -305,4 +438,25 @@ pub async fn run(small: (usize, usize), large: (usize, usize)) {
         mib(many.rss_start),
         mib(many.rss_after)
     );
+    if let Some(load) = many.load {
+        println!(
+            "while 4 clients listed all {} builds ({:.1} MiB each, {:.1} s): GET /api/v2/builders \
+             median {}, p99 {}; peak RSS {:.1} MiB",
+            large.1,
+            load.listing_bytes as f64 / 1048576.0,
+            load.listings.as_secs_f64(),
+            ms(load.small_request.0),
+            ms(load.small_request.1),
+            mib(load.listing_peak_rss)
+        );
+        println!(
+            "a log of {:.0} MiB stored in {:.1} MiB; 4 clients read it whole at once in {:.1} s; \
+             peak RSS {:.1} MiB; RSS after all: {:.1} MiB",
+            load.log_bytes as f64 / 1048576.0,
+            load.log_stored as f64 / 1048576.0,
+            load.log_reads.as_secs_f64(),
+            mib(load.log_peak_rss),
+            mib(load.rss_after)
+        );
+    }
 }

@@ -1003,7 +1003,31 @@ mod tests {
 
     #[test]
     fn the_example_configuration_is_valid() {
-        parse(EXAMPLE).unwrap();
+        let config = parse(EXAMPLE).unwrap();
+        // The values it shows are the defaults.
+        assert_eq!(config.www.limits, HttpLimits::default());
+        assert_eq!(config.logs, LogSettings::default());
+        assert!(config.janitor.is_none());
+    }
+
+    #[test]
+    fn the_example_janitor_is_valid_once_uncommented() {
+        let section = &EXAMPLE[EXAMPLE.find("# [janitor]").unwrap()..];
+        let text: String = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let janitor = parse(&text).unwrap().janitor.unwrap();
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        assert_eq!(
+            (
+                janitor.logs_horizon,
+                janitor.builds_horizon,
+                janitor.changes_horizon
+            ),
+            (days(30), days(365), days(365))
+        );
     }
 
     #[test]
@@ -1028,7 +1052,7 @@ mod tests {
     fn the_example_change_source_is_valid_once_uncommented() {
         let section = &EXAMPLE[EXAMPLE.find("# [[change_sources]]").unwrap()..];
         let is_setting = |line: &&str| {
-            line.starts_with("[[")
+            line.starts_with('[')
                 || line
                     .split_once(" = ")
                     .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))

@@ -220,10 +220,25 @@ fn delete_changes(conn: &Connection, before: i64, after: i64) -> Result<(u64, Op
         .unzip();
     if !ids.is_empty() {
         let list = placeholders(ids.len());
+        let twice = params_from_iter(ids.iter().chain(ids.iter()));
         let ids = || params_from_iter(ids.iter());
+        // A change's parent is the one before it on its branch, repository,
+        // project and codebase: the changes naming a deleted one as their
+        // parent are found through that lineage's index, one lookup each.
         conn.execute(
-            &format!("UPDATE changes SET parent_changeid = NULL WHERE parent_changeid IN ({list})"),
-            ids(),
+            &format!(
+                "UPDATE changes SET parent_changeid = NULL
+                 WHERE parent_changeid IN ({list}) AND changeid IN (
+                     SELECT (SELECT next.changeid FROM changes AS next
+                             WHERE next.branch IS NOT DISTINCT FROM old.branch
+                               AND next.repository = old.repository
+                               AND next.project = old.project
+                               AND next.codebase = old.codebase
+                               AND next.changeid > old.changeid
+                             ORDER BY next.changeid LIMIT 1)
+                     FROM changes AS old WHERE old.changeid IN ({list}))"
+            ),
+            twice,
         )?;
         for table in ["change_files", "change_properties", "changes"] {
             conn.execute(
@@ -329,11 +344,12 @@ mod tests {
                 "INSERT INTO builders (id, name, tags) VALUES (1, 'b', '[]');
                  INSERT INTO workers (id, name, info) VALUES (1, 'w', '{}');",
             )?;
-            // Changes 1-5 are old, 6 and 7 recent; 3 is held by a scheduler,
-            // 7 names 5 as its parent, and buildset 1 uses change 2's stamp.
+            // Changes 1-5 are old, 6 and 7 recent, all on one branch (so each
+            // names the one before as its parent, as the writer does); 3 is
+            // held by a scheduler, and buildset 1 uses change 2's stamp.
             for id in 1..=7 {
                 let at = if id <= 5 { 100 } else { recent };
-                let parent = (id == 7).then_some(5);
+                let parent = (id > 1).then_some(id - 1);
                 change(conn, id, at, parent);
             }
             conn.execute(
@@ -421,13 +437,15 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(left, [3, 6, 7]);
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT COUNT(*) FROM changes WHERE parent_changeid IS NOT NULL"
-            ),
-            0
-        );
+        // Those whose parent went have none; 7 keeps 6.
+        let parents: Vec<Option<i64>> = conn
+            .prepare("SELECT parent_changeid FROM changes ORDER BY changeid")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(parents, [None, None, Some(6)]);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM change_files"), 3);
         // The stamps of the changes left, and buildset 3's.
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM sourcestamps"), 3);

@@ -309,7 +309,6 @@ CREATE INDEX logchunks_unconverted ON logchunks (logid, first_line) WHERE compre
 CREATE INDEX logs_kept ON logs (stepid) WHERE type != 'd';
 CREATE INDEX buildsets_complete_at ON buildsets (complete_at);
 CREATE INDEX buildset_sourcestamps_sourcestampid ON buildset_sourcestamps (sourcestampid);
-CREATE INDEX changes_parent ON changes (parent_changeid);
 CREATE INDEX build_events_buildid ON build_events (buildid);
 ",
 ];
