@@ -475,16 +475,9 @@ impl Builder<'_> {
         let Some(value) = value else {
             return default;
         };
-        let seconds = match value.get_ref() {
-            toml::Value::Integer(n) => Some(*n as f64),
-            toml::Value::Float(f) => Some(*f),
-            _ => None,
-        };
-        match seconds {
-            Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
-                Duration::from_secs_f64(seconds)
-            }
-            _ => {
+        match positive_number(value.get_ref()) {
+            Some(seconds) => Duration::from_secs_f64(seconds),
+            None => {
                 let message = format!("{key} must be a positive number of seconds");
                 self.errors.push(self.map.error(value.span(), message));
                 default
@@ -803,6 +796,16 @@ fn parse_listen(value: &toml::Value) -> Result<SocketAddr, String> {
         }
         _ => Err("port must be a number or a \"HOST:PORT\" string".into()),
     }
+}
+
+/// An integer or decimal number above zero (a duration in seconds or days).
+fn positive_number(value: &toml::Value) -> Option<f64> {
+    let number = match value {
+        toml::Value::Integer(n) => *n as f64,
+        toml::Value::Float(f) => *f,
+        _ => return None,
+    };
+    (number > 0.0 && number.is_finite()).then_some(number)
 }
 
 #[cfg(test)]

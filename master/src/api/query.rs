@@ -165,7 +165,7 @@ fn compare_keys(a: &[Option<Scalar>], b: &[Option<Scalar>], keys: &[(&str, bool)
 /// and as the SQL a stored collection runs, on the same rows, and both must
 /// give the same answer.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::db::{Field, FieldKind};
     use serde_json::json;
@@ -194,7 +194,7 @@ mod tests {
     ];
 
     /// Splits `a=1&b=2` into pairs, undecoded.
-    fn pairs(query: &str) -> Vec<(String, String)> {
+    pub(crate) fn pairs(query: &str) -> Vec<(String, String)> {
         query
             .split('&')
             .filter(|pair| !pair.is_empty())

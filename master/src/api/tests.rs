@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::query::tests::pairs;
 use super::response::{ApiResponse, TEXT};
 use super::Engine;
 use crate::control::{Control, View};
@@ -32,18 +33,6 @@ fn engine(db: &Db) -> Engine {
             Supervisor::new(),
         ),
     }
-}
-
-/// Splits `a=1&b=2` into pairs, undecoded.
-fn pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (name.to_owned(), value.to_owned())
-        })
-        .collect()
 }
 
 async fn changes(db: &Db, id: Option<&str>, query: &str, accept: Option<&str>) -> ApiResponse {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::cron::{CronField, Timetable};
-use super::{ConfigError, SourceMap};
+use super::{positive_number, ConfigError, SourceMap};
 
 /// `[logs]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -138,16 +138,9 @@ pub fn janitor(
     let raw = raw.into_inner();
     let mut days = |key: &str, value: Option<Spanned<toml::Value>>| {
         let value = value?;
-        let days = match value.get_ref() {
-            toml::Value::Integer(n) => Some(*n as f64),
-            toml::Value::Float(f) => Some(*f),
-            _ => None,
-        };
-        match days {
-            Some(days) if days > 0.0 && days.is_finite() => {
-                Some(Duration::from_secs_f64(days * 86_400.0))
-            }
-            _ => {
+        match positive_number(value.get_ref()) {
+            Some(days) => Some(Duration::from_secs_f64(days * 86_400.0)),
+            None => {
                 let message = format!("{key} must be a positive number of days");
                 errors.push(map.error(value.span(), message));
                 None

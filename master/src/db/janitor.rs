@@ -38,7 +38,8 @@ pub struct Pruned {
 impl Db {
     /// Deletes the contents of the logs of steps that started before
     /// `before` (epoch seconds) and marks those logs deleted (type `d`, as
-    /// Buildbot does); the log and its line count stay.
+    /// Buildbot does); the log and its line count stay. A log still being
+    /// written is left alone until it is complete.
     pub async fn prune_log_contents(&self, before: i64, pruned: &mut Pruned) -> Result<(), Error> {
         let newest_old_step = self
             .read(move |conn| {
@@ -104,7 +105,8 @@ impl Db {
 /// [`CHUNKS_PER_BATCH`] chunks: (logs emptied, chunks deleted).
 fn empty_logs(conn: &Connection, last_step: i64) -> Result<(u64, u64), Error> {
     let mut find = conn.prepare_cached(
-        "SELECT id FROM logs WHERE stepid <= ?1 AND type != 'd' ORDER BY stepid LIMIT ?2",
+        "SELECT id FROM logs WHERE stepid <= ?1 AND type != 'd' AND complete = 1
+         ORDER BY stepid LIMIT ?2",
     )?;
     let logids: Vec<i64> = find
         .query_map((last_step, LOGS_PER_BATCH as i64), |row| row.get(0))?
@@ -386,6 +388,26 @@ mod tests {
         let mut again = Pruned::default();
         db.prune_log_contents(horizon, &mut again).await.unwrap();
         assert_eq!(again, Pruned::default());
+        // A log still being written (of an old step) is left until it is complete.
+        db.transact(|conn| {
+            conn.execute_batch(
+                "INSERT INTO logs (id, stepid, name, slug, type, complete, num_lines)
+                     VALUES (4, 2, 'trace', 'trace', 's', 0, 1);
+                 INSERT INTO logchunks (logid, first_line, last_line, content, compressed)
+                     VALUES (4, 0, 0, 'oline', 0);",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut again = Pruned::default();
+        db.prune_log_contents(horizon, &mut again).await.unwrap();
+        assert_eq!(again, Pruned::default());
+        db.transact(|conn| Ok(conn.execute("UPDATE logs SET complete = 1 WHERE id = 4", [])?))
+            .await
+            .unwrap();
+        db.prune_log_contents(horizon, &mut again).await.unwrap();
+        assert_eq!((again.logs, again.chunks), (1, 1));
     }
 
     #[tokio::test]
