@@ -20,8 +20,11 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
-    pub fn start(db: &Db, bus: &Bus, supervisor: &Supervisor) -> Housekeeping {
-        let window = Arc::new(AtomicU64::new(0));
+    /// Starts the tasks with the first configuration's `window`: the purge
+    /// runs at once, and must not take the window for 0 (forgetting every
+    /// delivery id) before that configuration is applied.
+    pub fn start(db: &Db, bus: &Bus, supervisor: &Supervisor, window: u64) -> Housekeeping {
+        let window = Arc::new(AtomicU64::new(window));
         let (logged, events) = (db.clone(), bus.clone());
         supervisor.spawn("event log", Policy::Forever, move || {
             log_events(logged.clone(), events.subscribe())
@@ -112,5 +115,33 @@ async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
             // The bus outlives this task; it never closes while the master runs.
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Delivery;
+
+    #[tokio::test]
+    async fn the_first_purge_keeps_the_delivery_ids_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let delivery = Delivery {
+            dialect: "github".into(),
+            id: "72d3162e".into(),
+            not_before: 0,
+        };
+        db.add_delivered_changes(Vec::new(), delivery.clone())
+            .await
+            .unwrap();
+        // Recorded a second ago at least.
+        std::thread::sleep(Duration::from_millis(1100));
+        let supervisor = Supervisor::new();
+        let _housekeeping = Housekeeping::start(&db, &Bus::new(), &supervisor, 3600);
+        // The purge runs as soon as it starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(db.delivery_seen(delivery).await.unwrap());
+        supervisor.shutdown(Duration::from_secs(1)).await;
     }
 }

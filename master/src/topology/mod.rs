@@ -162,7 +162,8 @@ impl Topology {
         let bus = Bus::new();
         db.announce_changes_to(bus.clone());
         let supervisor = Supervisor::new();
-        let housekeeping = Housekeeping::start(&db, &bus, &supervisor);
+        let housekeeping =
+            Housekeeping::start(&db, &bus, &supervisor, config.www.delivery_id_window);
         let retention = Retention::start(&db, &supervisor, config.logs);
         recover_interrupted_builds(&db, &bus).await?;
 
