@@ -222,14 +222,18 @@ impl SharedStatus {
     /// Makes `status` the current one, and writes it to the basedir's
     /// status file (aside, then renamed, so a reader never sees half a file).
     pub fn record(&self, basedir: &Path, status: Status) {
-        let text = serde_json::to_string_pretty(&status).unwrap_or_default();
+        // Memory first, under the lock the file is written with: whoever sees
+        // the file change (`buildmaster reconfig`) and then asks the API gets
+        // the same status, never the one before.
+        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *current = status;
+        let text = serde_json::to_string_pretty(&*current).unwrap_or_default();
         let temporary = basedir.join(format!(".{STATUS_FILE}.tmp"));
         let written = std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, basedir.join(STATUS_FILE)));
         if let Err(error) = written {
             tracing::warn!("cannot record the reconfig status in {STATUS_FILE}: {error}");
         }
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = status;
     }
 }
 
