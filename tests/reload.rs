@@ -201,7 +201,7 @@ fn a_bad_configuration_leaves_the_old_one_serving_and_says_why() {
                 "{good}[www.change_hook_dialects.example]\nplugin = \"{}\"\ntoken = 5\n",
                 example.display()
             ),
-            "'token' must be a string",
+            "options.token: expected a string or a list of strings",
         ),
         (
             good.replace("[www]", "[db]\ndb_url = \"sqlite:///other.sqlite\"\n[www]"),

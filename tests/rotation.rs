@@ -198,7 +198,7 @@ fn an_edit_that_changes_only_strict_applies() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("'strict' is set but no 'secret' is configured"),
+        stderr.contains("options.strict: set, but no 'secret' is configured"),
         "{stderr}"
     );
     wait_until("the old dialect to keep serving", || {

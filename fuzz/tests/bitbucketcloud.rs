@@ -2,5 +2,5 @@
 
 #[test]
 fn mutated_requests_never_panic() {
-    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucketcloud::BitbucketCloud>("bitbucketcloud");
+    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucket::BitbucketCloud>("bitbucketcloud");
 }

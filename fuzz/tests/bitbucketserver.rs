@@ -2,7 +2,5 @@
 
 #[test]
 fn mutated_requests_never_panic() {
-    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucketserver::BitbucketServer>(
-        "bitbucketserver",
-    );
+    buildmaster_fuzz::smoke::<buildmaster_dialect_bitbucket::BitbucketServer>("bitbucketserver");
 }

@@ -13,6 +13,8 @@ use buildmaster::plugins::Loader;
 use buildmaster::reconfig::{ReloadResult, Status};
 use buildmaster::{pidfile, registry, systemd, topology};
 
+mod new_plugin;
+
 #[derive(Parser)]
 #[command(
     name = "buildmaster",
@@ -65,6 +67,19 @@ enum Command {
     },
     /// Send a change to a master's `base` change hook.
     Sendchange(Box<Sendchange>),
+    /// Write a new plugin crate: a dialect or a reporter with typed options,
+    /// a test and a README, ready for `cargo build`.
+    NewPlugin {
+        kind: new_plugin::Kind,
+        /// The kind's name in master.toml, e.g. `forgejo`.
+        name: String,
+        /// The directory to create.
+        dir: PathBuf,
+        /// The plugin SDK's source directory (default: the one this master
+        /// was built from, if present).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,6 +138,12 @@ fn main() -> ExitCode {
         Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Reconfig { dir } => reconfig(&dir),
         Command::Sendchange(args) => sendchange(*args),
+        Command::NewPlugin {
+            kind,
+            name,
+            dir,
+            sdk,
+        } => new_plugin::create(kind, &name, &dir, sdk),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,7 +228,7 @@ fn checkconfig(path: &Path) -> ExitCode {
     println!(
         "{}: {} plugin(s), dialects: {}",
         file.display(),
-        registry.libraries.len(),
+        registry.offers.len(),
         if names.is_empty() {
             "none".to_string()
         } else {

@@ -1,6 +1,7 @@
 //! One generation of live plugin instances, built from a [`Config`] to one side.
 //!
-//! [`prepare`] loads the libraries the configuration needs and constructs every
+//! [`prepare`] learns what each library in the plugin directories offers, loads
+//! only the libraries the configuration's dialects use, and constructs every
 //! dialect. What cannot be used is recorded as a [`Problem`]: `checkconfig` fails
 //! on any, `start` logs each in one line and serves everything else. Requests load
 //! the current [`Registry`] once and finish on the instances they started with.
@@ -15,7 +16,7 @@ use buildmaster_plugin_api::boundary::{host_ref, DialectBox, FfiError, FfiHookRe
 
 use crate::config::{Config, Credentials, DialectConfig, HttpLimits, PluginRef};
 use crate::host::HostServices;
-use crate::plugins::{Library, LoadError, Loader};
+use crate::plugins::{Library, LoadError, Loader, Offer};
 
 /// Something in the configuration or a plugin directory that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +87,11 @@ pub struct Registry {
     pub delivery_id_window: u64,
     /// What one client may make the HTTP server do.
     pub limits: HttpLimits,
-    /// Every library this generation uses or offers.
+    /// The libraries this generation has loaded: those its dialects use, and
+    /// those without a metadata section, which are loaded to be described.
     pub libraries: Vec<Arc<Library>>,
+    /// Every library found in the plugin directories or named by file.
+    pub offers: Vec<Offer>,
 }
 
 impl Registry {
@@ -109,7 +113,7 @@ pub fn prepare(
     previous: Option<&Registry>,
 ) -> (Registry, Vec<Problem>) {
     let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
-    let (mut libraries, refused) = loader.scan(&dirs);
+    let (mut offers, refused) = loader.scan(&dirs);
     let mut problems: Vec<Problem> = refused.into_iter().map(Problem::Refused).collect();
     // Not an error: an empty plugins/ is lost by git and by most copies.
     for dir in config
@@ -128,19 +132,34 @@ pub fn prepare(
     let mut by_file = HashMap::new();
     for dialect in &config.www.dialects {
         if let Some(PluginRef::File(path)) = &dialect.plugin {
-            let loaded = loader.load(path);
-            if let Ok(library) = &loaded {
-                if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
-                    libraries.push(library.clone());
+            let described = loader.describe(path);
+            if let Ok(offer) = &described {
+                if !offers.iter().any(|o| o.path() == offer.path()) {
+                    offers.push(offer.clone());
                 }
             }
-            by_file.insert(path.clone(), loaded);
+            by_file.insert(path.clone(), described);
         }
     }
+    let mut libraries: Vec<Arc<Library>> = offers
+        .iter()
+        .filter_map(|offer| match offer {
+            Offer::Loaded(library) => Some(library.clone()),
+            Offer::Described { .. } => None,
+        })
+        .collect();
     let mut dialects = HashMap::new();
     for dialect in &config.www.dialects {
         let kept = previous.and_then(|registry| registry.dialects.get(&dialect.name));
-        let slot = match build_dialect(dialect, &libraries, &by_file, kept) {
+        let chosen = choose_offer(dialect, &offers, &by_file);
+        let slot = match chosen.and_then(|offer| match offer {
+            Some(offer) => {
+                let library = use_offer(loader, offer, &mut libraries)
+                    .map_err(|e| format!("dialect '{}': {e}", dialect.name))?;
+                build_dialect(dialect, library, kept)
+            }
+            None => Ok(DialectSlot::NotAPlugin),
+        }) {
             Ok(slot) => slot,
             Err(message) => {
                 problems.push(Problem::Dialect {
@@ -167,20 +186,23 @@ pub fn prepare(
         delivery_id_window: config.www.delivery_id_window,
         limits: config.www.limits,
         libraries,
+        offers,
     };
     (registry, problems)
 }
 
-fn build_dialect(
+/// The library that serves `dialect`: the one named by file or by plugin
+/// name, else the first that offers its kind. `None` when no library offers
+/// the kind (Buildbot's "not registered": its requests answer 400).
+fn choose_offer<'a>(
     dialect: &DialectConfig,
-    libraries: &[Arc<Library>],
-    by_file: &HashMap<PathBuf, Result<Arc<Library>, LoadError>>,
-    previous: Option<&DialectSlot>,
-) -> Result<DialectSlot, String> {
+    offers: &'a [Offer],
+    by_file: &'a HashMap<PathBuf, Result<Offer, LoadError>>,
+) -> Result<Option<&'a Offer>, String> {
     let name = &dialect.name;
-    let library = match &dialect.plugin {
+    let offer = match &dialect.plugin {
         Some(PluginRef::File(path)) => match by_file.get(path) {
-            Some(Ok(library)) => library.clone(),
+            Some(Ok(offer)) => offer,
             Some(Err(error)) => return Err(format!("dialect '{name}': {error}")),
             None => {
                 return Err(format!(
@@ -189,25 +211,56 @@ fn build_dialect(
                 ))
             }
         },
-        Some(PluginRef::Name(plugin)) => libraries
+        Some(PluginRef::Name(plugin)) => offers
             .iter()
-            .find(|l| &l.name == plugin)
-            .cloned()
+            .find(|o| o.name() == plugin)
             .ok_or_else(|| format!("dialect '{name}': no loaded plugin is named '{plugin}'"))?,
-        None => match libraries
-            .iter()
-            .find(|l| l.dialects.contains(&dialect.kind))
-        {
-            Some(library) => library.clone(),
+        None => match offers.iter().find(|o| o.dialects().contains(&dialect.kind)) {
+            Some(offer) => offer,
             None => {
                 tracing::warn!(
                     "{}: dialect '{name}' is enabled but no loaded plugin offers it; its requests answer 400",
                     dialect.location
                 );
-                return Ok(DialectSlot::NotAPlugin);
+                return Ok(None);
             }
         },
     };
+    if !offer.dialects().contains(&dialect.kind) {
+        return Err(format!(
+            "dialect '{name}': plugin {} ({}) offers no dialect '{}' (it offers: {})",
+            offer.name(),
+            offer.path().display(),
+            dialect.kind,
+            offer.dialects().join(", ")
+        ));
+    }
+    Ok(Some(offer))
+}
+
+/// Maps the library of `offer` (once per generation) and records it among
+/// the generation's `libraries`.
+fn use_offer(
+    loader: &Loader,
+    offer: &Offer,
+    libraries: &mut Vec<Arc<Library>>,
+) -> Result<Arc<Library>, LoadError> {
+    let library = match offer {
+        Offer::Loaded(library) => library.clone(),
+        Offer::Described { path, .. } => loader.load(path)?,
+    };
+    if !libraries.iter().any(|l| Arc::ptr_eq(l, &library)) {
+        libraries.push(library.clone());
+    }
+    Ok(library)
+}
+
+fn build_dialect(
+    dialect: &DialectConfig,
+    library: Arc<Library>,
+    previous: Option<&DialectSlot>,
+) -> Result<DialectSlot, String> {
+    let name = &dialect.name;
     if !library.dialects.contains(&dialect.kind) {
         return Err(format!(
             "dialect '{name}': plugin {} ({}) offers no dialect '{}' (it offers: {})",

@@ -19,15 +19,15 @@ pub use abi_stable;
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    sabi_trait,
     sabi_types::{RRef, VersionStrings},
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
 
 use crate::{
-    Dialect, ErrorClass, HookError, HookOutcome, Host, HttpRequest, HttpResponse, LogLevel,
-    Reporter, Request, Response,
+    options, Dialect, Envelope, ErrorClass, HookError, HookOutcome, Host, HttpRequest,
+    HttpResponse, LogLevel, OutgoingRequest, Reporter, Request, Response,
 };
 
 /// The name of the exported static that holds a plugin library's header. The
@@ -90,6 +90,20 @@ pub struct FfiHttpRequest {
     pub timeout_ms: u64,
 }
 
+/// A request a reporter asks the host to deliver.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct FfiOutgoingRequest {
+    pub method: RString,
+    pub url: RString,
+    pub headers: RVec<FfiPair>,
+    pub body: RVec<u8>,
+    /// 0: the host's default.
+    pub timeout_ms: u64,
+    /// Empty: none.
+    pub idempotency_key: RString,
+}
+
 /// The answer to an [`FfiHttpRequest`].
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
@@ -136,23 +150,30 @@ pub trait ReporterFfi: Send + Sync {
     /// What the reporter wants, as the JSON of [`crate::Wants`].
     fn wants(&self) -> RString;
 
-    /// Turns one event (JSON) into outgoing requests (a JSON array of
-    /// [`crate::OutgoingRequest`]).
+    /// Turns one event (the JSON of an [`crate::Envelope`]) into outgoing
+    /// requests.
     #[sabi(last_prefix_field)]
-    fn render(&self, event_json: RStr<'_>, host: HostRef<'_>) -> RResult<RString, FfiError>;
+    fn render(
+        &self,
+        event_json: RStr<'_>,
+        host: HostRef<'_>,
+    ) -> RResult<RVec<FfiOutgoingRequest>, FfiError>;
 }
 
 /// A boxed reporter instance owned by the host.
 pub type ReporterBox = ReporterFfi_TO<'static, RBox<()>>;
 
-/// The root module every plugin library exports.
+/// The root module as every library since ABI 1.0 exports it, and the layout
+/// the master checks a library against. It never changes: abi_stable refuses a
+/// library whose root module has fewer fields than the master's view, so the
+/// master's view stays the oldest layout it loads. Fields appended in later
+/// minor versions are read through [`PluginModExt`].
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
-#[sabi(missing_field(panic))]
 pub struct PluginMod {
-    /// The version of `buildmaster-plugin-api` the plugin was built with.
-    pub api_version: RStr<'static>,
+    /// The plugin ABI the library was built for, `major.minor`.
+    pub abi_version: RStr<'static>,
     pub plugin_name: RStr<'static>,
     pub plugin_version: RStr<'static>,
     /// Whether the plugin was built with `panic = "unwind"`; a plugin built to
@@ -162,24 +183,66 @@ pub struct PluginMod {
     pub dialects: RSlice<'static, RStr<'static>>,
     /// The reporter kinds this library offers.
     pub reporters: RSlice<'static, RStr<'static>>,
-    /// Constructs a dialect: `(kind, instance name, configuration as JSON)`.
+    /// Constructs a dialect: `(kind, instance name, options as JSON)`.
     pub new_dialect: extern "C" fn(RStr<'_>, RStr<'_>, RStr<'_>) -> RResult<DialectBox, FfiError>,
     /// Constructs a reporter, as `new_dialect` does.
     #[sabi(last_prefix_field)]
     pub new_reporter: extern "C" fn(RStr<'_>, RStr<'_>, RStr<'_>) -> RResult<ReporterBox, FfiError>,
 }
 
+/// The root module as this version of the SDK writes it: [`PluginMod`]'s
+/// fields, in the same order and types, then the fields appended since ABI
+/// 1.0. Only ever append here. The accessor of an appended field returns
+/// `None` for a library built before it (its field accessibility, which the
+/// library itself records, says the field is absent): never a panic.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModExtRef)))]
+#[sabi(missing_field(option))]
+pub struct PluginModExt {
+    pub abi_version: RStr<'static>,
+    pub plugin_name: RStr<'static>,
+    pub plugin_version: RStr<'static>,
+    pub panic_unwinds: bool,
+    pub dialects: RSlice<'static, RStr<'static>>,
+    pub reporters: RSlice<'static, RStr<'static>>,
+    pub new_dialect: extern "C" fn(RStr<'_>, RStr<'_>, RStr<'_>) -> RResult<DialectBox, FfiError>,
+    #[sabi(last_prefix_field)]
+    pub new_reporter: extern "C" fn(RStr<'_>, RStr<'_>, RStr<'_>) -> RResult<ReporterBox, FfiError>,
+    /// ABI 1.1: the version of `buildmaster-plugin-api` the library was built with.
+    pub sdk_version: RStr<'static>,
+    /// ABI 1.1: the text of the library's [`crate::metadata`] section, so
+    /// that the host can check it matches what the file said.
+    pub metadata: RSlice<'static, u8>,
+}
+
+impl PluginModRef {
+    /// The same root module seen with the fields appended since ABI 1.0.
+    pub fn extended(self) -> PluginModExtRef {
+        // SAFETY: both views share the prefix (the ABI 1.0 fields, in the same
+        // order and types, `repr(C)`), and an appended field is read only when
+        // the field accessibility the library recorded for its own module
+        // says the library has it.
+        PluginModExtRef(unsafe { self.0.cast() })
+    }
+}
+
+/// The version abi_stable compares at load time: it refuses a library whose
+/// major version differs from the host's. Minor versions are checked by the
+/// host against [`PluginMod::abi_version`].
+pub const ABI_VERSION_STRINGS: VersionStrings = VersionStrings::new("1.1.0");
+
 impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "buildmaster_plugin";
     const NAME: &'static str = "buildmaster_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    const VERSION_STRINGS: VersionStrings = ABI_VERSION_STRINGS;
 }
 
 // ---------------------------------------------------------------------------
 // Plugin side: trampolines the export macro points at.
 
-/// A constructor as the export macro lists it: instance name and configuration in.
+/// A constructor as the export macro lists it: instance name and options in.
 pub type Ctor<T> = fn(&str, &serde_json::Value) -> RResult<T, FfiError>;
 /// A dialect constructor.
 pub type DialectCtor = Ctor<DialectBox>;
@@ -274,7 +337,11 @@ pub fn new_dialect<D: Dialect>(
     name: &str,
     config: &serde_json::Value,
 ) -> RResult<DialectBox, FfiError> {
-    match D::new(name, config) {
+    let options = match options::parse::<D::Options>(config) {
+        Ok(options) => options,
+        Err(message) => return RResult::RErr(construct_error(message)),
+    };
+    match D::new(name, options) {
         Ok(dialect) => RResult::ROk(DialectFfi_TO::from_value(
             DialectAdapter(dialect),
             sabi_trait::TD_Opaque,
@@ -288,7 +355,11 @@ pub fn new_reporter<R: Reporter>(
     name: &str,
     config: &serde_json::Value,
 ) -> RResult<ReporterBox, FfiError> {
-    match R::new(name, config) {
+    let options = match options::parse::<R::Options>(config) {
+        Ok(options) => options,
+        Err(message) => return RResult::RErr(construct_error(message)),
+    };
+    match R::new(name, options) {
         Ok(reporter) => RResult::ROk(ReporterFfi_TO::from_value(
             ReporterAdapter(reporter),
             sabi_trait::TD_Opaque,
@@ -334,20 +405,24 @@ impl<R: Reporter> ReporterFfi for ReporterAdapter<R> {
         .into()
     }
 
-    fn render(&self, event_json: RStr<'_>, host: HostRef<'_>) -> RResult<RString, FfiError> {
+    fn render(
+        &self,
+        event_json: RStr<'_>,
+        host: HostRef<'_>,
+    ) -> RResult<RVec<FfiOutgoingRequest>, FfiError> {
         guarded(|| {
-            let event: serde_json::Value = match serde_json::from_str(event_json.as_str()) {
-                Ok(event) => event,
-                Err(e) => return RResult::RErr(construct_error(format!("event is not JSON: {e}"))),
+            let envelope: Envelope = match serde_json::from_str(event_json.as_str()) {
+                Ok(envelope) => envelope,
+                Err(e) => return RResult::RErr(construct_error(format!("unreadable event: {e}"))),
             };
             let host = Host::from_ffi(host);
-            match self.0.render(&event, &host) {
-                Ok(requests) => match serde_json::to_string(&requests) {
-                    Ok(json) => RResult::ROk(json.into()),
-                    Err(e) => {
-                        RResult::RErr(construct_error(format!("cannot encode requests: {e}")))
-                    }
-                },
+            match self.0.render(&envelope, &host) {
+                Ok(requests) => RResult::ROk(
+                    requests
+                        .into_iter()
+                        .map(OutgoingRequest::into_ffi)
+                        .collect(),
+                ),
                 Err(message) => RResult::RErr(construct_error(message)),
             }
         })
@@ -412,6 +487,35 @@ impl Response {
             status: response.status,
             content_type: response.content_type.to_string(),
             body: response.body.to_vec(),
+        }
+    }
+}
+
+impl OutgoingRequest {
+    fn into_ffi(self) -> FfiOutgoingRequest {
+        FfiOutgoingRequest {
+            method: self.method.into(),
+            url: self.url.into(),
+            headers: pairs_to_ffi(self.headers),
+            body: self.body.into(),
+            timeout_ms: self
+                .timeout
+                .map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
+            idempotency_key: self.idempotency_key.unwrap_or_default().into(),
+        }
+    }
+
+    /// Copies an envelope into the SDK's type (host side).
+    pub fn from_ffi(request: &FfiOutgoingRequest) -> OutgoingRequest {
+        OutgoingRequest {
+            method: request.method.to_string(),
+            url: request.url.to_string(),
+            headers: pairs_from_ffi(&request.headers),
+            body: request.body.to_vec(),
+            timeout: (request.timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(request.timeout_ms)),
+            idempotency_key: (!request.idempotency_key.is_empty())
+                .then(|| request.idempotency_key.to_string()),
         }
     }
 }
@@ -542,14 +646,30 @@ pub fn call_module_loader(build: fn() -> PluginModRef) -> abi_stable::library::R
 
 /// Leaks a module description into the prefix reference the host reads.
 #[doc(hidden)]
-pub fn leak_module(module: PluginMod) -> PluginModRef {
+pub fn leak_module(module: PluginModExt) -> PluginModRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    module.leak_into_prefix()
+    let extended: PluginModExtRef = module.leak_into_prefix();
+    // SAFETY: the inverse of `PluginModRef::extended`: the prefixes are the
+    // same fields, in the same order and types.
+    PluginModRef(unsafe { extended.0.cast() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_abi_stable_checks_is_the_abi_version() {
+        let numbers = abi_stable::sabi_types::VersionNumber::new(ABI_VERSION_STRINGS).unwrap();
+        assert_eq!(
+            (numbers.major, numbers.minor),
+            (crate::ABI_MAJOR, crate::ABI_MINOR)
+        );
+        assert_eq!(
+            crate::ABI_VERSION,
+            format!("{}.{}", crate::ABI_MAJOR, crate::ABI_MINOR)
+        );
+    }
 
     #[test]
     fn exported_symbol_is_the_one_abi_stable_looks_up() {

@@ -16,16 +16,29 @@
 //!
 //! ```
 //! use buildmaster_plugin_api::{export_plugin, Change, Dialect, HookError, HookOutcome, Host, Request};
+//! use serde::Deserialize;
 //!
 //! /// `POST /change_hook/hello?who=ada` records one change by `ada`.
 //! pub struct Hello {
 //!     project: String,
 //! }
 //!
+//! /// `[www.change_hook_dialects.hello]`; an unknown key is refused.
+//! #[derive(Deserialize)]
+//! pub struct Options {
+//!     #[serde(default = "default_project")]
+//!     project: String,
+//! }
+//!
+//! fn default_project() -> String {
+//!     "hello".into()
+//! }
+//!
 //! impl Dialect for Hello {
-//!     fn new(_name: &str, config: &serde_json::Value) -> Result<Self, String> {
-//!         let project = config.get("project").and_then(|p| p.as_str()).unwrap_or("hello");
-//!         Ok(Hello { project: project.to_string() })
+//!     type Options = Options;
+//!
+//!     fn new(_name: &str, options: Options) -> Result<Self, String> {
+//!         Ok(Hello { project: options.project })
 //!     }
 //!
 //!     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
@@ -46,7 +59,6 @@
 //!     name: "hello",
 //!     version: "1.0.0",
 //!     dialects: { "hello" => Hello },
-//!     reporters: {},
 //! }
 //! ```
 //!
@@ -58,40 +70,97 @@
 //! project = "demo"
 //! ```
 //!
-//! # A reporter
+//! # A complete reporter plugin
+//!
+//! A reporter turns build events into HTTP requests that the master delivers;
+//! the [`reporter`] module states the contract (the envelope, the build
+//! dictionary, [`Wants`], [`OutgoingRequest`]).
 //!
 //! ```
-//! use buildmaster_plugin_api::{Host, OutgoingRequest, Reporter, Wants};
+//! use buildmaster_plugin_api::reporter::{Envelope, Event};
+//! use buildmaster_plugin_api::{export_plugin, Host, OutgoingRequest, Reporter, Wants};
+//! use serde::Deserialize;
+//! use serde_json::json;
 //!
-//! pub struct Ping {
+//! /// Posts `<builder> #<number>: <state>` to a chat webhook.
+//! pub struct Chat {
 //!     url: String,
 //! }
 //!
-//! impl Reporter for Ping {
-//!     fn new(_name: &str, config: &serde_json::Value) -> Result<Self, String> {
-//!         let url = config.get("url").and_then(|u| u.as_str()).ok_or("'url' is required")?;
-//!         Ok(Ping { url: url.to_string() })
+//! #[derive(Deserialize)]
+//! pub struct Options {
+//!     url: String,
+//! }
+//!
+//! impl Reporter for Chat {
+//!     type Options = Options;
+//!
+//!     fn new(_name: &str, options: Options) -> Result<Self, String> {
+//!         Ok(Chat { url: options.url })
 //!     }
 //!
 //!     fn wants(&self) -> Wants {
-//!         Wants { events: vec!["build_finished".into()], ..Wants::default() }
+//!         Wants { events: vec![Event::Started, Event::Finished], ..Wants::default() }
 //!     }
 //!
-//!     fn render(&self, event: &serde_json::Value, _host: &Host<'_>) -> Result<Vec<OutgoingRequest>, String> {
-//!         Ok(vec![OutgoingRequest::post_json(&self.url, event)])
+//!     fn render(&self, envelope: &Envelope, _host: &Host<'_>) -> Result<Vec<OutgoingRequest>, String> {
+//!         let build = envelope.build()?;
+//!         let text = format!(
+//!             "{} #{}: {}",
+//!             build["builder"]["name"].as_str().unwrap_or("?"),
+//!             build["number"],
+//!             build["state_string"].as_str().unwrap_or("")
+//!         );
+//!         let key = format!("build-{}-{}", build["buildid"], envelope.event.name());
+//!         Ok(vec![OutgoingRequest::post_json(&self.url, &json!({ "text": text })).idempotency_key(key)])
 //!     }
 //! }
+//!
+//! export_plugin! {
+//!     name: "chat",
+//!     version: "1.0.0",
+//!     reporters: { "chat" => Chat },
+//! }
+//!
+//! # use buildmaster_plugin_api::testing::ReporterHarness;
+//! let reporter = ReporterHarness::<Chat>::new(json!({"url": "https://chat.example/hook"}));
+//! let requests = reporter.render(&json!({
+//!     "event": "finished",
+//!     "build": {"buildid": 7, "number": 3, "builder": {"name": "tests"}, "state_string": "build successful"}
+//! }));
+//! assert_eq!(requests[0].body, br#"{"text":"tests #3: build successful"}"#);
+//! assert_eq!(requests[0].idempotency_key.as_deref(), Some("build-7-finished"));
 //! ```
 //!
-//! The [`testing`] module runs a dialect or reporter without the master.
+//! # Options
 //!
-//! For reading payloads:
+//! Each dialect and reporter names an options type; [`options`] reads the
+//! plugin's table into it, refusing unknown keys and naming the key path of
+//! any error. Secrets arrive resolved, as [`options::Secret`] / [`options::Secrets`].
+//!
+//! # Helpers
+//!
 //! * [`payload`] reads JSON fields so that a missing or mistyped one is a 400 naming it.
 //! * [`timestamp`] turns the ISO 8601 dates webhooks send into epoch seconds.
+//! * [`properties`] copies whitelisted payload leaves into change properties ([`glob`] patterns).
+//! * [`signature`] (feature `signatures`) checks HMAC signatures against several live secrets.
+//! * [`testing`] runs a dialect or reporter through the real boundary, without the master.
+//!
+//! # Versions
+//!
+//! [`ABI_VERSION`] is the version of the binary interface between the master
+//! and a library; it is independent of this crate's version. A master loads a
+//! library of the same ABI major version and the same or an older minor
+//! version. `README.md` states the policy.
 
 pub mod boundary;
 mod change;
+pub mod glob;
+pub mod metadata;
+pub mod options;
 pub mod payload;
+pub mod properties;
+pub mod reporter;
 mod request;
 #[cfg(feature = "signatures")]
 pub mod signature;
@@ -100,43 +169,61 @@ pub mod timestamp;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 
-/// Re-exported so a plugin crate needs no other dependency for its configuration.
+/// Re-exported so that a plugin crate needs no other dependency: derive with
+/// `#[derive(buildmaster_plugin_api::serde::Deserialize)]` and
+/// `#[serde(crate = "buildmaster_plugin_api::serde")]`.
+pub use serde;
+/// Re-exported for the same reason.
 pub use serde_json;
 
 pub use change::Change;
+pub use reporter::{Envelope, OutgoingRequest, Wants};
 pub use request::{Args, Request};
 
-/// The version of this API; a plugin built against an incompatible one is refused.
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The plugin ABI this crate builds libraries for, `major.minor`.
+pub const ABI_VERSION: &str = "1.1";
+/// [`ABI_VERSION`]'s major part: a master loads only libraries with its own.
+pub const ABI_MAJOR: u32 = 1;
+/// [`ABI_VERSION`]'s minor part: a master loads libraries up to its own.
+pub const ABI_MINOR: u32 = 1;
+
+/// The version of this crate, which a library records for the master to show.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A change-hook dialect: turns one HTTP request into changes.
 pub trait Dialect: Send + Sync + Sized + 'static {
-    /// Builds an instance from its name and its `[www.change_hook_dialects.<name>]`
-    /// table (as JSON; `{}` when the table is empty). The error is shown to the
-    /// operator as is.
-    fn new(name: &str, config: &serde_json::Value) -> Result<Self, String>;
+    /// The `[www.change_hook_dialects.<name>]` table, read by [`options::parse`]:
+    /// unknown keys are refused, errors name the key path. Use
+    /// [`options::NoOptions`] for a dialect that takes none.
+    type Options: DeserializeOwned;
+
+    /// Builds an instance from its name and its options. The error is shown
+    /// to the operator as is, after the dialect's name and table location.
+    fn new(name: &str, options: Self::Options) -> Result<Self, String>;
 
     /// Handles one request. Called concurrently from several threads.
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError>;
 }
 
-/// A reporter: turns build events into outgoing HTTP requests.
+/// A reporter: turns build events into outgoing HTTP requests. See
+/// [`reporter`] for the contract.
 pub trait Reporter: Send + Sync + Sized + 'static {
-    /// Builds an instance from its name and its `[[reporters]]` table as JSON.
-    fn new(name: &str, config: &serde_json::Value) -> Result<Self, String>;
+    /// The reporter's own keys of its `[[reporters]]` table (the master keeps
+    /// `name`, `type` and the message-generator keys such as `builders`,
+    /// `mode` and `want_steps`).
+    type Options: DeserializeOwned;
 
-    /// What the reporter wants to receive.
+    /// Builds an instance from its name and its options.
+    fn new(name: &str, options: Self::Options) -> Result<Self, String>;
+
+    /// What the reporter wants to receive. Asked once, after `new`.
     fn wants(&self) -> Wants;
 
-    /// Renders one event (the build dictionary of the event, as JSON) into the
-    /// requests the host should deliver.
-    fn render(
-        &self,
-        event: &serde_json::Value,
-        host: &Host<'_>,
-    ) -> Result<Vec<OutgoingRequest>, String>;
+    /// Renders one event into the requests the master should deliver, in
+    /// order. An error is logged with the reporter's name; nothing is sent.
+    fn render(&self, event: &Envelope, host: &Host<'_>) -> Result<Vec<OutgoingRequest>, String>;
 }
 
 /// What a dialect returns for an accepted request.
@@ -248,41 +335,6 @@ impl std::fmt::Display for HookError {
 }
 
 impl std::error::Error for HookError {}
-
-/// What a reporter wants the host to include in the events it receives.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Wants {
-    /// Event kinds: `build_started`, `build_finished`, `worker_missing`, …
-    pub events: Vec<String>,
-    pub properties: bool,
-    pub steps: bool,
-    pub logs: bool,
-    pub previous_build: bool,
-}
-
-/// One HTTP request a reporter asks the host to deliver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutgoingRequest {
-    pub method: String,
-    pub url: String,
-    #[serde(default)]
-    pub headers: Vec<(String, String)>,
-    #[serde(default)]
-    pub body: String,
-}
-
-impl OutgoingRequest {
-    /// `POST url` with `value` as a JSON body.
-    pub fn post_json(url: &str, value: &serde_json::Value) -> OutgoingRequest {
-        OutgoingRequest {
-            method: "POST".into(),
-            url: url.into(),
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: value.to_string(),
-        }
-    }
-}
 
 /// An HTTP request made through [`Host::http`].
 #[derive(Debug, Clone, PartialEq)]
@@ -404,21 +456,49 @@ impl Host<'_> {
 /// }
 /// ```
 ///
-/// Use it once per library. The kinds listed are the names `master.toml` uses.
+/// Use it once per library; leave out `dialects` or `reporters` when there are
+/// none. The kinds listed are the names `master.toml` uses. Besides the root
+/// module, it writes the library's [`metadata`] section, from which the master
+/// learns what the library offers without loading it.
 #[macro_export]
 macro_rules! export_plugin {
     (
         name: $name:expr,
-        version: $version:expr,
-        dialects: { $($dkind:literal => $dty:ty),* $(,)? },
-        reporters: { $($rkind:literal => $rty:ty),* $(,)? } $(,)?
+        version: $version:expr
+        $(, dialects: { $($dkind:literal => $dty:ty),* $(,)? })?
+        $(, reporters: { $($rkind:literal => $rty:ty),* $(,)? })?
+        $(,)?
     ) => {
         const _: () = {
             use $crate::boundary as __bm;
             use __bm::abi_stable::std_types::{RResult, RSlice, RStr};
 
-            static __BM_DIALECT_KINDS: &[RStr<'static>] = &[$(RStr::from_str($dkind)),*];
-            static __BM_REPORTER_KINDS: &[RStr<'static>] = &[$(RStr::from_str($rkind)),*];
+            static __BM_DIALECT_KINDS: &[RStr<'static>] = &[$($(RStr::from_str($dkind)),*)?];
+            static __BM_REPORTER_KINDS: &[RStr<'static>] = &[$($(RStr::from_str($rkind)),*)?];
+
+            const __BM_PARTS: &[&str] = &[
+                $crate::metadata::PREAMBLE[0],
+                $crate::metadata::PREAMBLE[1],
+                $crate::metadata::PREAMBLE[2],
+                $crate::metadata::PREAMBLE[3],
+                $crate::SDK_VERSION,
+                "\nname ", $name,
+                "\nversion ", $version,
+                $($("\ndialect ", $dkind,)*)?
+                $($("\nreporter ", $rkind,)*)?
+                "\n",
+            ];
+            const _: () = {
+                $crate::metadata::check_word($name);
+                $crate::metadata::check_word($version);
+                $($($crate::metadata::check_word($dkind);)*)?
+                $($($crate::metadata::check_word($rkind);)*)?
+            };
+            const __BM_METADATA_LEN: usize = $crate::metadata::encoded_len(__BM_PARTS);
+            #[used]
+            #[link_section = ".buildmaster_plugin"]
+            static __BM_METADATA: [u8; __BM_METADATA_LEN] =
+                $crate::metadata::encode::<__BM_METADATA_LEN>(__BM_PARTS);
 
             extern "C" fn __bm_new_dialect(
                 kind: RStr<'_>,
@@ -426,7 +506,7 @@ macro_rules! export_plugin {
                 config: RStr<'_>,
             ) -> RResult<__bm::DialectBox, __bm::FfiError> {
                 __bm::construct_dialect(
-                    &[$(($dkind, __bm::new_dialect::<$dty> as __bm::DialectCtor)),*],
+                    &[$($(($dkind, __bm::new_dialect::<$dty> as __bm::DialectCtor)),*)?],
                     kind,
                     name,
                     config,
@@ -439,7 +519,7 @@ macro_rules! export_plugin {
                 config: RStr<'_>,
             ) -> RResult<__bm::ReporterBox, __bm::FfiError> {
                 __bm::construct_reporter(
-                    &[$(($rkind, __bm::new_reporter::<$rty> as __bm::ReporterCtor)),*],
+                    &[$($(($rkind, __bm::new_reporter::<$rty> as __bm::ReporterCtor)),*)?],
                     kind,
                     name,
                     config,
@@ -447,8 +527,8 @@ macro_rules! export_plugin {
             }
 
             fn __bm_module() -> __bm::PluginModRef {
-                __bm::leak_module(__bm::PluginMod {
-                    api_version: RStr::from_str($crate::API_VERSION),
+                __bm::leak_module(__bm::PluginModExt {
+                    abi_version: RStr::from_str($crate::ABI_VERSION),
                     plugin_name: RStr::from_str($name),
                     plugin_version: RStr::from_str($version),
                     panic_unwinds: cfg!(panic = "unwind"),
@@ -456,6 +536,8 @@ macro_rules! export_plugin {
                     reporters: RSlice::from_slice(__BM_REPORTER_KINDS),
                     new_dialect: __bm_new_dialect,
                     new_reporter: __bm_new_reporter,
+                    sdk_version: RStr::from_str($crate::SDK_VERSION),
+                    metadata: RSlice::from_slice(&__BM_METADATA),
                 })
             }
 

@@ -2,15 +2,21 @@
 //! constant time. Enabled by the `signatures` feature.
 //!
 //! ```
-//! use buildmaster_plugin_api::signature::{hmac_hex, verify_hmac_hex, Algorithm};
+//! use buildmaster_plugin_api::options::{Secret, Secrets};
+//! use buildmaster_plugin_api::signature::{hmac_hex, verify_any, verify_hmac_hex, Algorithm};
 //! let body = br#"{"zen": "Keep it logically awesome."}"#;
 //! let signature = hmac_hex(Algorithm::Sha256, b"s3cret", body);
 //! assert!(verify_hmac_hex(Algorithm::Sha256, b"s3cret", body, &signature));
 //! assert!(!verify_hmac_hex(Algorithm::Sha256, b"other", body, &signature));
+//! // While a secret is rotated, both the old and the new one sign.
+//! let live = Secrets::new(vec![Secret::new("old"), Secret::new("s3cret")]);
+//! assert!(verify_any(Algorithm::Sha256, &live, body, &signature));
 //! ```
 
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
+
+use crate::options::Secrets;
 
 /// The hash an HMAC signature is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +65,23 @@ pub fn hmac_hex(algorithm: Algorithm, key: &[u8], body: &[u8]) -> String {
 /// comparison takes the same time wherever the first difference is.
 pub fn verify_hmac_hex(algorithm: Algorithm, key: &[u8], body: &[u8], signature_hex: &str) -> bool {
     let expected = hmac_hex(algorithm, key, body);
-    constant_time_eq(
-        expected.as_bytes(),
-        signature_hex.to_ascii_lowercase().as_bytes(),
-    )
+    expected
+        .as_bytes()
+        .ct_eq(signature_hex.to_ascii_lowercase().as_bytes())
+        .into()
 }
 
-/// Compares two secrets without stopping at the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
+/// Whether `signature_hex` is the HMAC of `body` under any of `secrets`. Every
+/// secret is tried, so the time taken does not tell which one matched.
+pub fn verify_any(
+    algorithm: Algorithm,
+    secrets: &Secrets,
+    body: &[u8],
+    signature_hex: &str,
+) -> bool {
+    secrets.iter().fold(false, |found, secret| {
+        verify_hmac_hex(algorithm, secret.expose().as_bytes(), body, signature_hex) | found
+    })
 }
 
 #[cfg(test)]

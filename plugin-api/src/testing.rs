@@ -4,29 +4,38 @@
 //! [`TestHost`] that answers HTTP requests from a script and records log lines.
 //!
 //! ```
-//! use buildmaster_plugin_api::testing::{self, TestHost};
-//! # use buildmaster_plugin_api::{Change, Dialect, HookError, HookOutcome, Host, Request};
+//! use buildmaster_plugin_api::testing::{self, DialectHarness};
+//! use buildmaster_plugin_api::ErrorClass;
+//! # use buildmaster_plugin_api::{options::NoOptions, Change, Dialect, HookError, HookOutcome, Host, Request};
 //! # struct Echo;
 //! # impl Dialect for Echo {
-//! #     fn new(_: &str, _: &serde_json::Value) -> Result<Self, String> { Ok(Echo) }
+//! #     type Options = NoOptions;
+//! #     fn new(_: &str, _: NoOptions) -> Result<Self, String> { Ok(Echo) }
 //! #     fn handle(&self, r: &Request, _: &Host<'_>) -> Result<HookOutcome, HookError> {
-//! #         Ok(vec![Change { comments: r.args().first("c").map(String::from), ..Change::default() }].into())
+//! #         let c = r.args().first("c").ok_or_else(|| HookError::bad_request("no 'c'"))?.to_string();
+//! #         Ok(vec![Change { comments: Some(c), ..Change::default() }].into())
 //! #     }
 //! # }
-//! let request = testing::form_post("/change_hook/echo", "c=hi");
-//! let outcome = testing::run_dialect::<Echo>(&serde_json::json!({}), &request, &TestHost::default()).unwrap();
-//! assert_eq!(outcome.changes[0].comments.as_deref(), Some("hi"));
+//! let echo = DialectHarness::<Echo>::new(serde_json::json!({}));
+//! let changes = echo.changes(&testing::form_post("/change_hook/echo", "c=hi"));
+//! assert_eq!(changes[0].comments.as_deref(), Some("hi"));
+//! let refusal = echo.refusal(&testing::form_post("/change_hook/echo", ""), ErrorClass::BadRequest);
+//! assert_eq!(refusal, "no 'c'");
+//! let error = DialectHarness::<Echo>::try_new(serde_json::json!({"x": 1})).err().unwrap();
+//! assert_eq!(error, "options.x: unknown option (it takes no options)");
 //! ```
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use abi_stable::std_types::{RResult, RSlice, RString, RVec};
 
-use crate::boundary::{self, FfiHttpRequest, FfiHttpResponse, HostFfi};
+use crate::boundary::{self, DialectBox, FfiHttpRequest, FfiHttpResponse, HostFfi, ReporterBox};
+use crate::reporter::Wants;
 use crate::{
-    Change, ErrorClass, HookError, HookOutcome, HttpRequest, HttpResponse, LogLevel,
-    OutgoingRequest, Request, Response,
+    Change, Dialect, ErrorClass, HookError, HookOutcome, HttpRequest, HttpResponse, LogLevel,
+    OutgoingRequest, Reporter, Request, Response,
 };
 
 /// A host whose HTTP answers and polling change sources are scripted and whose
@@ -142,17 +151,97 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -
     }
 }
 
-/// Constructs dialect `D` from `config` and lets it handle `request`, through the
-/// plugin boundary. A constructor error comes back as an internal [`HookError`].
-pub fn run_dialect<D: crate::Dialect>(
-    config: &serde_json::Value,
+/// A JSON `POST` to `path` with `headers` (`Content-Type: application/json`
+/// comes first) and `payload` as the body.
+pub fn json_post(path: &str, headers: &[(&str, &str)], payload: &serde_json::Value) -> Request {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    request("POST", path, &all, &payload.to_string())
+}
+
+/// Dialect `D` constructed from its options through the plugin boundary, as
+/// the master constructs it, with a [`TestHost`].
+pub struct DialectHarness<D> {
+    dialect: DialectBox,
+    host: TestHost,
+    kind: PhantomData<fn() -> D>,
+}
+
+impl<D: Dialect> DialectHarness<D> {
+    /// Panics with the constructor's message when `options` are refused.
+    pub fn new(options: serde_json::Value) -> DialectHarness<D> {
+        DialectHarness::try_new(options).unwrap_or_else(|e| panic!("options refused: {e}"))
+    }
+
+    /// The constructor's message (e.g. `options.secret: must not be empty`)
+    /// when `options` are refused.
+    pub fn try_new(options: serde_json::Value) -> Result<DialectHarness<D>, String> {
+        match boundary::new_dialect::<D>("test", &options) {
+            RResult::ROk(dialect) => Ok(DialectHarness {
+                dialect,
+                host: TestHost::default(),
+                kind: PhantomData,
+            }),
+            RResult::RErr(e) => Err(e.message.to_string()),
+        }
+    }
+
+    /// Uses `host` (scripted answers, polling sources) from now on.
+    pub fn with_host(mut self, host: TestHost) -> DialectHarness<D> {
+        self.host = host;
+        self
+    }
+
+    /// The host, to script answers or read what the dialect did.
+    pub fn host(&self) -> &TestHost {
+        &self.host
+    }
+
+    /// Handles `request` as the master would.
+    pub fn handle(&self, request: &Request) -> Result<HookOutcome, HookError> {
+        handle(&self.dialect, request, &self.host)
+    }
+
+    /// The changes of an accepted request; panics, showing the error, when it
+    /// is refused.
+    pub fn changes(&self, request: &Request) -> Vec<Change> {
+        match self.handle(request) {
+            Ok(outcome) => outcome.changes,
+            Err(e) => panic!("refused ({:?}): {}", e.class, e.message),
+        }
+    }
+
+    /// The message of a request refused with `class`; panics when it is
+    /// accepted or refused otherwise.
+    pub fn refusal(&self, request: &Request, class: ErrorClass) -> String {
+        match self.handle(request) {
+            Err(e) if e.class == class => e.message,
+            Err(e) => panic!("refused as {:?}, not {class:?}: {}", e.class, e.message),
+            Ok(outcome) => panic!("accepted: {outcome:?}"),
+        }
+    }
+}
+
+/// Constructs dialect `D` from `options` and lets it handle `request` on
+/// `host`, through the plugin boundary. A constructor error comes back as an
+/// internal [`HookError`].
+pub fn run_dialect<D: Dialect>(
+    options: &serde_json::Value,
     request: &Request,
     host: &TestHost,
 ) -> Result<HookOutcome, HookError> {
-    let dialect = match boundary::new_dialect::<D>("test", config) {
-        RResult::ROk(dialect) => dialect,
-        RResult::RErr(e) => return Err(HookError::internal(e.message.to_string())),
-    };
+    match boundary::new_dialect::<D>("test", options) {
+        RResult::ROk(dialect) => handle(&dialect, request, host),
+        RResult::RErr(e) => Err(HookError::internal(e.message.to_string())),
+    }
+}
+
+/// Lets `dialect` handle `request` on `host`, across the boundary and back.
+fn handle(
+    dialect: &DialectBox,
+    request: &Request,
+    host: &TestHost,
+) -> Result<HookOutcome, HookError> {
     let envelope = request.clone().into_ffi();
     match dialect.handle(&envelope, boundary::host_ref(host)) {
         RResult::ROk(result) => {
@@ -174,32 +263,80 @@ pub fn run_dialect<D: crate::Dialect>(
     }
 }
 
-/// Constructs reporter `R` from `config` and renders `event`, through the boundary.
-pub fn run_reporter<R: crate::Reporter>(
-    config: &serde_json::Value,
-    event: &serde_json::Value,
-    host: &TestHost,
-) -> Result<Vec<OutgoingRequest>, String> {
-    let reporter = match boundary::new_reporter::<R>("test", config) {
-        RResult::ROk(reporter) => reporter,
-        RResult::RErr(e) => return Err(e.message.to_string()),
-    };
-    match reporter.render(event.to_string().as_str().into(), boundary::host_ref(host)) {
-        RResult::ROk(json) => serde_json::from_str(&json).map_err(|e| e.to_string()),
-        RResult::RErr(e) => Err(e.message.to_string()),
+/// Reporter `R` constructed from its options through the plugin boundary.
+pub struct ReporterHarness<R> {
+    reporter: ReporterBox,
+    host: TestHost,
+    kind: PhantomData<fn() -> R>,
+}
+
+impl<R: Reporter> ReporterHarness<R> {
+    /// Panics with the constructor's message when `options` are refused.
+    pub fn new(options: serde_json::Value) -> ReporterHarness<R> {
+        ReporterHarness::try_new(options).unwrap_or_else(|e| panic!("options refused: {e}"))
+    }
+
+    /// The constructor's message when `options` are refused.
+    pub fn try_new(options: serde_json::Value) -> Result<ReporterHarness<R>, String> {
+        match boundary::new_reporter::<R>("test", &options) {
+            RResult::ROk(reporter) => Ok(ReporterHarness {
+                reporter,
+                host: TestHost::default(),
+                kind: PhantomData,
+            }),
+            RResult::RErr(e) => Err(e.message.to_string()),
+        }
+    }
+
+    /// The host, to read what the reporter logged.
+    pub fn host(&self) -> &TestHost {
+        &self.host
+    }
+
+    /// What the reporter declared it wants, as the master reads it.
+    pub fn wants(&self) -> Wants {
+        serde_json::from_str(&self.reporter.wants()).unwrap_or_default()
+    }
+
+    /// Renders `envelope` (`{"event": ..., "build": ...}`); the error is the
+    /// reporter's message.
+    pub fn try_render(&self, envelope: &serde_json::Value) -> Result<Vec<OutgoingRequest>, String> {
+        let json = envelope.to_string();
+        match self
+            .reporter
+            .render(json.as_str().into(), boundary::host_ref(&self.host))
+        {
+            RResult::ROk(requests) => Ok(requests.iter().map(OutgoingRequest::from_ffi).collect()),
+            RResult::RErr(e) => Err(e.message.to_string()),
+        }
+    }
+
+    /// Renders `envelope`; panics with the reporter's message on an error.
+    pub fn render(&self, envelope: &serde_json::Value) -> Vec<OutgoingRequest> {
+        self.try_render(envelope)
+            .unwrap_or_else(|e| panic!("render failed: {e}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Dialect, Host, Reporter, Wants};
+    use crate::reporter::{Envelope, Event};
+    use crate::Host;
 
     struct Panicky;
 
+    #[derive(serde::Deserialize)]
+    struct PanickyOptions {
+        #[serde(default)]
+        fail: bool,
+    }
+
     impl Dialect for Panicky {
-        fn new(_: &str, config: &serde_json::Value) -> Result<Self, String> {
-            if config.get("fail").is_some() {
+        type Options = PanickyOptions;
+
+        fn new(_: &str, options: PanickyOptions) -> Result<Self, String> {
+            if options.fail {
                 return Err("told to fail".into());
             }
             Ok(Panicky)
@@ -241,9 +378,17 @@ mod tests {
         let host = TestHost::default();
         let err = run_dialect::<Panicky>(&serde_json::json!({}), &form_post("/", ""), &host);
         assert_eq!(err.unwrap_err().class, ErrorClass::Forbidden);
-        let err =
-            run_dialect::<Panicky>(&serde_json::json!({"fail": 1}), &form_post("/", ""), &host);
+        let err = run_dialect::<Panicky>(
+            &serde_json::json!({"fail": true}),
+            &form_post("/", ""),
+            &host,
+        );
         assert_eq!(err.unwrap_err().message, "told to fail");
+        let err = DialectHarness::<Panicky>::try_new(serde_json::json!({"fail": 1}));
+        assert_eq!(
+            err.err().unwrap(),
+            "options.fail: expected a boolean, found an integer"
+        );
     }
 
     #[test]
@@ -273,30 +418,50 @@ mod tests {
     struct Echo;
 
     impl Reporter for Echo {
-        fn new(_: &str, _: &serde_json::Value) -> Result<Self, String> {
+        type Options = crate::options::NoOptions;
+
+        fn new(_: &str, _: crate::options::NoOptions) -> Result<Self, String> {
             Ok(Echo)
         }
+
         fn wants(&self) -> Wants {
-            Wants::default()
+            Wants {
+                events: vec![Event::Started, Event::Finished],
+                steps: true,
+                ..Wants::default()
+            }
         }
-        fn render(
-            &self,
-            event: &serde_json::Value,
-            _: &Host<'_>,
-        ) -> Result<Vec<OutgoingRequest>, String> {
-            Ok(vec![OutgoingRequest::post_json("http://x.invalid/", event)])
+
+        fn render(&self, event: &Envelope, _: &Host<'_>) -> Result<Vec<OutgoingRequest>, String> {
+            let build = event.build()?;
+            Ok(vec![OutgoingRequest::post_json("http://x.invalid/", build)
+                .timeout(std::time::Duration::from_secs(5))
+                .idempotency_key(format!(
+                    "{}-{}",
+                    build["buildid"],
+                    event.event.name()
+                ))])
         }
     }
 
     #[test]
     fn reporters_render_through_the_boundary() {
-        let out = run_reporter::<Echo>(
-            &serde_json::json!({}),
-            &serde_json::json!({"build": 1}),
-            &TestHost::default(),
-        )
-        .unwrap();
-        assert_eq!(out[0].body, r#"{"build":1}"#);
+        let echo = ReporterHarness::<Echo>::new(serde_json::json!({}));
+        assert_eq!(echo.wants().events, [Event::Started, Event::Finished]);
+        assert!(echo.wants().steps);
+        let out = echo.render(&serde_json::json!({"event": "finished", "build": {"buildid": 1}}));
+        assert_eq!(out[0].body, br#"{"buildid":1}"#);
         assert_eq!(out[0].method, "POST");
+        assert_eq!(out[0].timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(out[0].idempotency_key.as_deref(), Some("1-finished"));
+        let error = echo.try_render(&serde_json::json!({"event": "worker_missing"}));
+        assert_eq!(
+            error.unwrap_err(),
+            "a 'worker_missing' event carries no build"
+        );
+        let error = echo.try_render(&serde_json::json!({"event": "nonsense"}));
+        assert!(error
+            .unwrap_err()
+            .starts_with("unreadable event: unknown variant"));
     }
 }

@@ -64,6 +64,7 @@ pub fn fixtures_dir() -> &'static Path {
         let target_arg = target.to_string_lossy().into_owned();
         for manifest in [
             "tests/plugins/Cargo.toml",
+            "tests/plugins/abi-1-0/Cargo.toml",
             "contrib/example-dialect/Cargo.toml",
         ] {
             run_cargo_build(
@@ -80,6 +81,29 @@ pub fn fixtures_dir() -> &'static Path {
         }
         target.join("debug")
     })
+}
+
+/// Runs `cargo ARGS` in `dir`, a crate outside this workspace, with the
+/// fixtures' target directory (so that it reuses their compiled dependencies);
+/// returns the directory its debug build goes to.
+pub fn cargo_in(dir: &Path, args: &[&str]) -> PathBuf {
+    fixtures_dir();
+    let target = target_dir().join("fixtures");
+    let output = cargo()
+        .args(args)
+        .arg("--quiet")
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo in {}: {e}", dir.display()));
+    assert!(
+        output.status.success(),
+        "cargo {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.join("debug")
 }
 
 /// The second version of `libfixture_versioned.so`, built with its `v2`

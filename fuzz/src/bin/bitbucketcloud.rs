@@ -1,5 +1,5 @@
 //! Fuzzes the `bitbucketcloud` dialect; see `buildmaster_fuzz::main`.
 
 fn main() -> std::process::ExitCode {
-    buildmaster_fuzz::main::<buildmaster_dialect_bitbucketcloud::BitbucketCloud>("bitbucketcloud")
+    buildmaster_fuzz::main::<buildmaster_dialect_bitbucket::BitbucketCloud>("bitbucketcloud")
 }

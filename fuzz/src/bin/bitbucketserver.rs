@@ -1,7 +1,5 @@
 //! Fuzzes the `bitbucketserver` dialect; see `buildmaster_fuzz::main`.
 
 fn main() -> std::process::ExitCode {
-    buildmaster_fuzz::main::<buildmaster_dialect_bitbucketserver::BitbucketServer>(
-        "bitbucketserver",
-    )
+    buildmaster_fuzz::main::<buildmaster_dialect_bitbucket::BitbucketServer>("bitbucketserver")
 }

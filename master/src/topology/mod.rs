@@ -48,7 +48,7 @@ use crate::db::Db;
 use crate::events::{Bus, Event};
 use crate::host::HostServices;
 use crate::pidfile::PidFile;
-use crate::plugins::{self, Loader};
+use crate::plugins::{self, Loader, Offer};
 use crate::reconfig::watch::{self as file_watch, FileWatch, WatchSpec};
 use crate::reconfig::{ReloadResult, SharedStatus, Status, Trigger};
 use crate::registry::{self, Registry};
@@ -313,12 +313,27 @@ impl Topology {
         if previous.is_none() {
             for library in &registry.libraries {
                 tracing::info!(
-                    "plugin {} {} loaded from {} (dialects: {})",
+                    "plugin {} {} (plugin API {}, SDK {}) loaded from {} (dialects: {})",
                     library.name,
                     library.version,
+                    library.abi_version,
+                    library.sdk_version.as_deref().unwrap_or("before 1.1"),
                     library.path.display(),
                     library.dialects.join(", ")
                 );
+            }
+            for offer in &registry.offers {
+                if let Offer::Described { path, metadata } = offer {
+                    if !registry.libraries.iter().any(|l| l.path == *path) {
+                        tracing::info!(
+                            "plugin {} {} available in {} (dialects: {}); mapped when a dialect uses it",
+                            metadata.name,
+                            metadata.version,
+                            path.display(),
+                            metadata.dialects.join(", ")
+                        );
+                    }
+                }
             }
         }
         let mut diff = match previous {

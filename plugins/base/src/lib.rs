@@ -6,6 +6,7 @@
 //! dropped), `branch`, `category`, `revlink`, `properties` (a JSON object),
 //! `repository`, `project`, `codebase`. A JSON body is not read.
 
+use buildmaster_plugin_api::options::NoOptions;
 use buildmaster_plugin_api::{
     export_plugin, Args, Change, Dialect, HookError, HookOutcome, Host, Request,
 };
@@ -14,7 +15,9 @@ use buildmaster_plugin_api::{
 pub struct Base;
 
 impl Dialect for Base {
-    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+    type Options = NoOptions;
+
+    fn new(_name: &str, _options: NoOptions) -> Result<Self, String> {
         Ok(Base)
     }
 
@@ -93,27 +96,23 @@ export_plugin! {
     name: "base",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "base" => Base },
-    reporters: {},
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use buildmaster_plugin_api::testing::{form_post, request, run_dialect, TestHost};
+    use buildmaster_plugin_api::testing::{form_post, json_post, request, DialectHarness};
     use buildmaster_plugin_api::ErrorClass;
     use serde_json::json;
 
-    fn run(request: &Request) -> Result<HookOutcome, HookError> {
-        run_dialect::<Base>(&json!({}), request, &TestHost::default())
-    }
-
     #[test]
     fn every_field_is_read_from_the_form() {
+        let base = DialectHarness::<Base>::new(json!({}));
         let body = "author=me&committer=you&comments=Fix+it&files=%5B%22a.c%22%2C%22b.c%22%5D\
                     &revision=abc&when_timestamp=1500000000.9&branch=main&category=bug\
                     &revlink=http%3A%2F%2Fx%2Fabc&properties=%7B%22n%22%3A2%7D\
                     &repository=repo&project=proj&codebase=cb";
-        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        let change = &base.changes(&form_post("/change_hook/base", body))[0];
         assert_eq!(change.author.as_deref(), Some("me"));
         assert_eq!(change.committer.as_deref(), Some("you"));
         assert_eq!(change.comments.as_deref(), Some("Fix it"));
@@ -134,9 +133,8 @@ mod tests {
 
     #[test]
     fn absent_fields_are_null_or_empty() {
-        let change = &run(&form_post("/change_hook/base", "comments=only"))
-            .unwrap()
-            .changes[0];
+        let base = DialectHarness::<Base>::new(json!({}));
+        let change = &base.changes(&form_post("/change_hook/base", "comments=only"))[0];
         assert_eq!(change.author, None);
         assert_eq!(change.revlink, None);
         assert_eq!(change.when_timestamp, None);
@@ -150,30 +148,28 @@ mod tests {
 
     #[test]
     fn who_and_when_are_fallbacks() {
+        let base = DialectHarness::<Base>::new(json!({}));
         let body = "author=&who=old&when=12.5";
-        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        let change = &base.changes(&form_post("/change_hook/base", body))[0];
         assert_eq!(change.author.as_deref(), Some("old"));
         assert_eq!(change.when_timestamp, Some(12));
         let body = "when_timestamp=7&when=9";
-        let change = &run(&form_post("/change_hook/base", body)).unwrap().changes[0];
+        let change = &base.changes(&form_post("/change_hook/base", body))[0];
         assert_eq!(change.when_timestamp, Some(7));
     }
 
     #[test]
     fn query_arguments_work_for_get_and_a_json_body_is_ignored() {
+        let base = DialectHarness::<Base>::new(json!({}));
         let get = request("GET", "/change_hook/base?comments=q&branch=b", &[], "");
-        assert_eq!(run(&get).unwrap().changes[0].branch.as_deref(), Some("b"));
-        let json_post = request(
-            "POST",
-            "/change_hook/base",
-            &[("Content-Type", "application/json")],
-            r#"{"comments":"x"}"#,
-        );
-        assert_eq!(run(&json_post).unwrap().changes[0].comments, None);
+        assert_eq!(base.changes(&get)[0].branch.as_deref(), Some("b"));
+        let json_body = json_post("/change_hook/base", &[], &json!({"comments": "x"}));
+        assert_eq!(base.changes(&json_body)[0].comments, None);
     }
 
     #[test]
     fn malformed_values_are_the_senders_fault() {
+        let base = DialectHarness::<Base>::new(json!({}));
         for (body, message) in [
             ("files=not+json", "'files' is not valid JSON"),
             ("files=%7B%7D", "'files' must be a JSON list of strings"),
@@ -189,9 +185,30 @@ mod tests {
             ("when=", "could not convert string to float: ''"),
             ("when=inf", "could not convert string to float: 'inf'"),
         ] {
-            let err = run(&form_post("/change_hook/base", body)).unwrap_err();
-            assert_eq!(err.class, ErrorClass::BadRequest, "{body}");
-            assert!(err.message.starts_with(message), "{body}: {}", err.message);
+            let refusal = base.refusal(
+                &form_post("/change_hook/base", body),
+                ErrorClass::BadRequest,
+            );
+            assert!(refusal.starts_with(message), "{body}: {refusal}");
         }
+    }
+
+    #[test]
+    fn the_dialect_takes_no_options() {
+        let error = DialectHarness::<Base>::try_new(json!({"project": "x"})).err();
+        assert_eq!(
+            error.as_deref(),
+            Some("options.project: unknown option (it takes no options)")
+        );
+    }
+
+    #[test]
+    fn a_mistyped_option_names_its_key() {
+        // With no options to mistype, a value of any type is named as an unknown key.
+        let error = DialectHarness::<Base>::try_new(json!({"codebase": ["a"]})).err();
+        assert_eq!(
+            error.as_deref(),
+            Some("options.codebase: unknown option (it takes no options)")
+        );
     }
 }

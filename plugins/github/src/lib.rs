@@ -37,8 +37,6 @@
 mod api;
 mod body;
 mod config;
-mod glob;
-mod properties;
 mod pull_request;
 mod push;
 mod signature;
@@ -46,7 +44,7 @@ mod signature;
 use buildmaster_plugin_api::payload::Field;
 use buildmaster_plugin_api::{export_plugin, Dialect, HookError, HookOutcome, Host, Request};
 
-use crate::config::Config;
+use crate::config::{Config, Options};
 
 /// The `github` dialect.
 pub struct GitHub {
@@ -54,15 +52,17 @@ pub struct GitHub {
 }
 
 impl Dialect for GitHub {
-    fn new(_name: &str, config: &serde_json::Value) -> Result<Self, String> {
+    type Options = Options;
+
+    fn new(_name: &str, options: Options) -> Result<Self, String> {
         Ok(GitHub {
-            config: Config::from_json(config)?,
+            config: Config::new(options)?,
         })
     }
 
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
-        if !self.config.secrets.is_empty() {
-            signature::verify(request, &self.config.secrets)?;
+        if let Some(secrets) = &self.config.secrets {
+            signature::verify(request, secrets)?;
         }
         let payload = body::decode(request)?;
         let event = request.header("X-GitHub-Event");
@@ -93,7 +93,6 @@ export_plugin! {
     name: "github",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "github" => GitHub },
-    reporters: {},
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 
 use crate::api::Api;
 use crate::config::Config;
-use crate::properties::whitelisted;
 
 /// The actions that build; every other one (`closed`, `edited`, …) gives nothing.
 const BUILT_ACTIONS: [&str; 3] = ["opened", "reopened", "synchronize"];
@@ -81,6 +80,6 @@ pub fn changes(
     change.properties.insert("basename".into(), json!(base_ref));
     change
         .properties
-        .extend(whitelisted(pull.value(), &config.property_whitelist));
+        .extend(config.property_whitelist.select("github", pull.value()));
     Ok(vec![change])
 }

@@ -5,7 +5,6 @@ use buildmaster_plugin_api::{Change, HookError};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::properties::whitelisted;
 
 pub fn changes(payload: &Field<'_>, config: &Config) -> Result<Vec<Change>, HookError> {
     let repository = payload.get("repository")?;
@@ -42,7 +41,7 @@ pub fn changes(payload: &Field<'_>, config: &Config) -> Result<Vec<Change>, Hook
         _ => listed,
     };
 
-    let properties = whitelisted(payload.value(), &config.property_whitelist);
+    let properties = config.property_whitelist.select("github", payload.value());
     commits
         .iter()
         .map(|commit| {

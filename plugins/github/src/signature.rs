@@ -2,7 +2,8 @@
 //! legacy `X-Hub-Signature: sha1=<hex>`, an HMAC of the raw body under the
 //! webhook secret. Messages never show a secret or a signature.
 
-use buildmaster_plugin_api::signature::{verify_hmac_hex, Algorithm};
+use buildmaster_plugin_api::options::Secrets;
+use buildmaster_plugin_api::signature::{verify_any, Algorithm};
 use buildmaster_plugin_api::{HookError, Request};
 
 /// The signature headers in order of preference, with the algorithm each carries.
@@ -13,7 +14,7 @@ const HEADERS: [(&str, &str, Algorithm); 2] = [
 
 /// Accepts `request` when it is signed with one of `secrets` (any of them, so a
 /// secret can be rotated without downtime). An unsigned request is refused.
-pub fn verify(request: &Request, secrets: &[String]) -> Result<(), HookError> {
+pub fn verify(request: &Request, secrets: &Secrets) -> Result<(), HookError> {
     let Some((header, value, expected_name, algorithm)) =
         HEADERS.iter().find_map(|&(header, name, algorithm)| {
             request
@@ -37,10 +38,7 @@ pub fn verify(request: &Request, secrets: &[String]) -> Result<(), HookError> {
         )));
     }
     let body = request.body.as_slice();
-    if secrets
-        .iter()
-        .any(|secret| verify_hmac_hex(algorithm, secret.as_bytes(), body, digest))
-    {
+    if verify_any(algorithm, secrets, body, digest) {
         Ok(())
     } else {
         Err(HookError::bad_request(format!(
@@ -52,6 +50,7 @@ pub fn verify(request: &Request, secrets: &[String]) -> Result<(), HookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use buildmaster_plugin_api::options::Secret;
     use buildmaster_plugin_api::signature::hmac_hex;
     use buildmaster_plugin_api::testing::request;
 
@@ -77,8 +76,8 @@ mod tests {
         )
     }
 
-    fn secrets(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn secrets(list: &[&str]) -> Secrets {
+        Secrets::new(list.iter().map(|s| Secret::new(*s)).collect())
     }
 
     #[test]

@@ -24,7 +24,6 @@ mod options;
 mod push;
 
 use buildmaster_plugin_api::payload::Field;
-use buildmaster_plugin_api::signature::constant_time_eq;
 use buildmaster_plugin_api::{
     export_plugin, Change, Dialect, HookError, HookOutcome, Host, Request,
 };
@@ -61,7 +60,7 @@ impl Delivery<'_> {
 
 impl GitLab {
     fn check_token(&self, request: &Request) -> Result<(), HookError> {
-        let Some(secret) = &self.options.secret else {
+        let Some(secrets) = &self.options.secret else {
             return Ok(());
         };
         // Buildbot answers a bad or missing token with 400, not 401.
@@ -69,7 +68,7 @@ impl GitLab {
             None => Err(HookError::bad_request(
                 "Invalid secret: the X-Gitlab-Token header is missing",
             )),
-            Some(token) if constant_time_eq(token.as_bytes(), secret.as_bytes()) => Ok(()),
+            Some(token) if secrets.matches(token.as_bytes()) => Ok(()),
             Some(_) => Err(HookError::bad_request(
                 "Invalid secret: X-Gitlab-Token does not match",
             )),
@@ -78,10 +77,10 @@ impl GitLab {
 }
 
 impl Dialect for GitLab {
-    fn new(_name: &str, config: &Value) -> Result<Self, String> {
-        Ok(GitLab {
-            options: Options::from_json(config)?,
-        })
+    type Options = Options;
+
+    fn new(_name: &str, options: Options) -> Result<Self, String> {
+        Ok(GitLab { options })
     }
 
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
@@ -119,7 +118,6 @@ export_plugin! {
     name: "gitlab",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "gitlab" => GitLab },
-    reporters: {},
 }
 
 #[cfg(test)]

@@ -1,33 +1,14 @@
-use buildmaster_plugin_api::testing::{request, run_dialect, TestHost};
-use buildmaster_plugin_api::{Change, ErrorClass, HookError, Request};
+use buildmaster_plugin_api::testing::{json_post, request, DialectHarness};
+use buildmaster_plugin_api::{Change, ErrorClass};
 use serde_json::{json, Value};
 
 use crate::GitLab;
 
+const HOOK: &str = "/change_hook/gitlab";
 const REPO_SSH: &str = "git@gitlab.example.org:tools/widgets.git";
 const REPO_HTTP: &str = "https://gitlab.example.org/tools/widgets.git";
 const FORK_HTTP: &str = "https://gitlab.example.org/ada/widgets.git";
 const FORK_SSH: &str = "git@gitlab.example.org:ada/widgets.git";
-
-fn post(path: &str, headers: &[(&str, &str)], body: &Value) -> Request {
-    let mut all = vec![("Content-Type", "application/json")];
-    all.extend_from_slice(headers);
-    request("POST", path, &all, &body.to_string())
-}
-
-fn run_with(config: Value, request: &Request) -> Result<Vec<Change>, HookError> {
-    run_dialect::<GitLab>(&config, request, &TestHost::default()).map(|o| o.changes)
-}
-
-fn run(body: &Value) -> Result<Vec<Change>, HookError> {
-    run_with(json!({}), &post("/change_hook/gitlab", &[], body))
-}
-
-fn bad_request(result: Result<Vec<Change>, HookError>) -> String {
-    let err = result.expect_err("the request should be refused");
-    assert_eq!(err.class, ErrorClass::BadRequest, "{}", err.message);
-    err.message
-}
 
 fn push_payload() -> Value {
     json!({
@@ -117,7 +98,8 @@ fn properties(value: Value) -> serde_json::Map<String, Value> {
 
 #[test]
 fn push_gives_one_change_per_commit() {
-    let changes = run(&push_payload()).unwrap();
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let changes = gitlab.changes(&json_post(HOOK, &[], &push_payload()));
     assert_eq!(
         changes,
         [
@@ -164,40 +146,39 @@ fn push_gives_one_change_per_commit() {
 
 #[test]
 fn the_event_header_names_the_event_when_the_payload_does_not() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let mut payload = push_payload();
     payload.as_object_mut().unwrap().remove("object_kind");
-    let request = post(
-        "/change_hook/gitlab",
-        &[("X-Gitlab-Event", "Push Hook")],
-        &payload,
-    );
-    let changes = run_with(json!({}), &request).unwrap();
+    let request = json_post(HOOK, &[("X-Gitlab-Event", "Push Hook")], &payload);
+    let changes = gitlab.changes(&request);
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0].category.as_deref(), Some("Push Hook"));
     assert_eq!(changes[0].properties["event"], json!("Push Hook"));
 
     // Without either, nothing is recognised.
-    let request = post("/change_hook/gitlab", &[], &payload);
-    assert!(run_with(json!({}), &request).unwrap().is_empty());
+    let request = json_post(HOOK, &[], &payload);
+    assert!(gitlab.changes(&request).is_empty());
 }
 
 #[test]
 fn object_kind_wins_over_the_header() {
-    let request = post(
-        "/change_hook/gitlab",
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let request = json_post(
+        HOOK,
         &[("X-Gitlab-Event", "Merge Request Hook")],
         &push_payload(),
     );
-    let changes = run_with(json!({}), &request).unwrap();
+    let changes = gitlab.changes(&request);
     assert_eq!(changes[0].category.as_deref(), Some("push"));
 }
 
 #[test]
 fn tag_push_uses_the_tag_name_as_branch() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let mut payload = push_payload();
     payload["object_kind"] = json!("tag_push");
     payload["ref"] = json!("refs/tags/v2.1.0");
-    let changes = run(&payload).unwrap();
+    let changes = gitlab.changes(&json_post(HOOK, &[], &payload));
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[1].branch.as_deref(), Some("v2.1.0"));
     assert_eq!(changes[1].category.as_deref(), Some("tag_push"));
@@ -206,54 +187,61 @@ fn tag_push_uses_the_tag_name_as_branch() {
 
 #[test]
 fn branch_deletion_gives_no_change() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let mut payload = push_payload();
     payload["after"] = json!("0000000000000000000000000000000000000000");
     payload["commits"] = json!([]);
     payload["total_commits_count"] = json!(0);
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty());
 
     let mut payload = push_payload();
     payload["deleted"] = json!(true);
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty());
     payload["deleted"] = json!(false);
-    assert_eq!(run(&payload).unwrap().len(), 2);
+    assert_eq!(gitlab.changes(&json_post(HOOK, &[], &payload)).len(), 2);
 }
 
 #[test]
 fn refs_other_than_branches_and_tags_are_ignored() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     for refname in ["refs/merge-requests/4/head", "refs/heads/", "main"] {
         let mut payload = push_payload();
         payload["ref"] = json!(refname);
-        assert!(run(&payload).unwrap().is_empty(), "{refname}");
+        assert!(
+            gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty(),
+            "{refname}"
+        );
     }
 }
 
 #[test]
 fn commits_that_are_not_distinct_are_skipped() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let mut payload = push_payload();
     payload["commits"][0]["distinct"] = json!(false);
     payload["commits"][1]["distinct"] = json!(true);
-    let changes = run(&payload).unwrap();
+    let changes = gitlab.changes(&json_post(HOOK, &[], &payload));
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].comments.as_deref(), Some("Fix a typo"));
 }
 
 #[test]
 fn codebase_comes_from_the_query_then_the_option() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let payload = push_payload();
-    let query = post("/change_hook/gitlab?codebase=frontend", &[], &payload);
-    let plain = post("/change_hook/gitlab", &[], &payload);
-    let option = json!({"codebase": "backend"});
+    let query = json_post("/change_hook/gitlab?codebase=frontend", &[], &payload);
+    let plain = json_post(HOOK, &[], &payload);
+    let with_option = DialectHarness::<GitLab>::new(json!({"codebase": "backend"}));
 
-    let changes = run_with(json!({}), &query).unwrap();
+    let changes = gitlab.changes(&query);
     assert!(changes
         .iter()
         .all(|c| c.codebase.as_deref() == Some("frontend")));
-    let changes = run_with(option.clone(), &plain).unwrap();
+    let changes = with_option.changes(&plain);
     assert!(changes
         .iter()
         .all(|c| c.codebase.as_deref() == Some("backend")));
-    let changes = run_with(option, &query).unwrap();
+    let changes = with_option.changes(&query);
     assert!(changes
         .iter()
         .all(|c| c.codebase.as_deref() == Some("frontend")));
@@ -261,30 +249,33 @@ fn codebase_comes_from_the_query_then_the_option() {
 
 #[test]
 fn the_project_query_argument_is_ignored() {
-    let request = post("/change_hook/gitlab?project=other", &[], &push_payload());
-    let changes = run_with(json!({}), &request).unwrap();
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let request = json_post("/change_hook/gitlab?project=other", &[], &push_payload());
+    let changes = gitlab.changes(&request);
     assert!(changes.iter().all(|c| c.project == "widgets"));
 }
 
 #[test]
 fn the_content_type_does_not_matter() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let request = request(
         "POST",
         "/change_hook/gitlab",
         &[("Content-Type", "text/plain")],
         &push_payload().to_string(),
     );
-    assert_eq!(run_with(json!({}), &request).unwrap().len(), 2);
+    assert_eq!(gitlab.changes(&request).len(), 2);
 }
 
 #[test]
 fn merge_request_opened_gives_a_change_for_its_last_commit() {
-    let request = post(
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let request = json_post(
         "/change_hook/gitlab?codebase=widgets",
         &[("X-Gitlab-Event", "Merge Request Hook")],
         &merge_request_payload(&[]),
     );
-    let changes = run_with(json!({}), &request).unwrap();
+    let changes = gitlab.changes(&request);
     assert_eq!(
         changes,
         [Change {
@@ -318,17 +309,19 @@ fn merge_request_opened_gives_a_change_for_its_last_commit() {
 
 #[test]
 fn merge_request_reopened_or_given_new_commits_gives_a_change() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let reopened = merge_request_payload(&[("action", json!("reopen"))]);
-    assert_eq!(run(&reopened).unwrap().len(), 1);
+    assert_eq!(gitlab.changes(&json_post(HOOK, &[], &reopened)).len(), 1);
     let pushed = merge_request_payload(&[
         ("action", json!("update")),
         ("oldrev", json!("c0ffee0000000000000000000000000000000041")),
     ]);
-    assert_eq!(run(&pushed).unwrap().len(), 1);
+    assert_eq!(gitlab.changes(&json_post(HOOK, &[], &pushed)).len(), 1);
 }
 
 #[test]
 fn other_merge_request_actions_are_ignored() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     for (key, value) in [
         ("action", "update"),
         ("action", "approved"),
@@ -339,23 +332,28 @@ fn other_merge_request_actions_are_ignored() {
         ("state", "approved"),
     ] {
         let payload = merge_request_payload(&[(key, json!(value))]);
-        assert!(run(&payload).unwrap().is_empty(), "{key} {value}");
+        assert!(
+            gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty(),
+            "{key} {value}"
+        );
     }
 }
 
 #[test]
 fn ignored_merge_requests_need_none_of_the_change_fields() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let payload = json!({
         "object_kind": "merge_request",
         "object_attributes": {"state": "merged", "action": "merge"}
     });
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty());
 }
 
 #[test]
 fn a_merge_request_without_description_has_an_empty_one() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let payload = merge_request_payload(&[("description", Value::Null)]);
-    let changes = run(&payload).unwrap();
+    let changes = gitlab.changes(&json_post(HOOK, &[], &payload));
     assert_eq!(
         changes[0].comments.as_deref(),
         Some("MR#42: Frobnicate faster\n\n")
@@ -364,7 +362,8 @@ fn a_merge_request_without_description_has_an_empty_one() {
 
 #[test]
 fn a_note_on_a_merge_request_gives_a_change() {
-    let changes = run(&note_payload()).unwrap();
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let changes = gitlab.changes(&json_post(HOOK, &[], &note_payload()));
     assert_eq!(changes.len(), 1);
     let change = &changes[0];
     assert_eq!(change.category.as_deref(), Some("note"));
@@ -388,40 +387,38 @@ fn a_note_on_a_merge_request_gives_a_change() {
 
 #[test]
 fn other_notes_are_ignored() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let payload = json!({
         "object_kind": "note",
         "object_attributes": {"id": 7, "note": "nice commit", "noteable_type": "Commit"},
         "commit": {"id": "3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d"}
     });
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitlab.changes(&json_post(HOOK, &[], &payload)).is_empty());
 }
 
 #[test]
 fn unknown_events_give_no_change() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     let pipeline = json!({"object_kind": "pipeline", "object_attributes": {"id": 3}});
-    assert!(run(&pipeline).unwrap().is_empty());
-    let header_only = post(
-        "/change_hook/gitlab",
+    assert!(gitlab.changes(&json_post(HOOK, &[], &pipeline)).is_empty());
+    let header_only = json_post(
+        HOOK,
         &[("X-Gitlab-Event", "Tag Push Hook")],
         &json!({"ref": "refs/tags/v1"}),
     );
-    assert!(run_with(json!({}), &header_only).unwrap().is_empty());
+    assert!(gitlab.changes(&header_only).is_empty());
 }
 
 #[test]
 fn the_token_must_match_the_secret() {
-    let config = json!({"secret": "s3cr3t-t0ken"});
-    let good = post(
-        "/change_hook/gitlab",
-        &[("X-Gitlab-Token", "s3cr3t-t0ken")],
-        &push_payload(),
-    );
-    assert_eq!(run_with(config.clone(), &good).unwrap().len(), 2);
+    let gitlab = DialectHarness::<GitLab>::new(json!({"secret": "s3cr3t-t0ken"}));
+    let good = json_post(HOOK, &[("X-Gitlab-Token", "s3cr3t-t0ken")], &push_payload());
+    assert_eq!(gitlab.changes(&good).len(), 2);
 
     for token in [Some("s3cr3t-t0kem"), Some(""), Some("s3cr3t-t0ken "), None] {
         let headers: Vec<_> = token.map(|t| ("X-Gitlab-Token", t)).into_iter().collect();
-        let request = post("/change_hook/gitlab", &headers, &push_payload());
-        let message = bad_request(run_with(config.clone(), &request));
+        let request = json_post(HOOK, &headers, &push_payload());
+        let message = gitlab.refusal(&request, ErrorClass::BadRequest);
         assert!(message.starts_with("Invalid secret"), "{message}");
         assert!(!message.contains("s3cr3t"), "{message}");
     }
@@ -435,38 +432,39 @@ fn the_token_is_checked_before_the_body_is_read() {
         &[("X-Gitlab-Token", "wrong")],
         "not json",
     );
-    let message = bad_request(run_with(json!({"secret": "right"}), &request));
+    let gitlab = DialectHarness::<GitLab>::new(json!({"secret": "right"}));
+    let message = gitlab.refusal(&request, ErrorClass::BadRequest);
     assert!(message.starts_with("Invalid secret"), "{message}");
 }
 
 #[test]
 fn without_a_secret_a_token_is_not_needed() {
-    let request = post(
-        "/change_hook/gitlab",
-        &[("X-Gitlab-Token", "anything")],
-        &push_payload(),
-    );
-    assert_eq!(run_with(json!(true), &request).unwrap().len(), 2);
+    let request = json_post(HOOK, &[("X-Gitlab-Token", "anything")], &push_payload());
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    assert_eq!(gitlab.changes(&request).len(), 2);
 }
 
 #[test]
 fn a_body_that_is_not_a_json_object_is_refused() {
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
     for body in ["", "{\"object_kind\": ", "[1, 2]", "\"push\""] {
         let request = request("POST", "/change_hook/gitlab", &[], body);
-        let message = bad_request(run_with(json!({}), &request));
+        let message = gitlab.refusal(&request, ErrorClass::BadRequest);
         assert!(
             message.starts_with("Error loading JSON") || message.contains("not a JSON object"),
             "{body}: {message}"
         );
     }
-    let mut invalid_utf8 = post("/change_hook/gitlab", &[], &json!({}));
+    let mut invalid_utf8 = json_post(HOOK, &[], &json!({}));
     invalid_utf8.body = b"{\"object_kind\": \"push\xff\"}".to_vec();
-    let message = bad_request(run_with(json!({}), &invalid_utf8));
+    let message = gitlab.refusal(&invalid_utf8, ErrorClass::BadRequest);
     assert!(message.starts_with("Error loading JSON"), "{message}");
 }
 
+/// Asserts that `payload` is refused with a message naming `named`.
 fn assert_names(payload: &Value, named: &str) {
-    let message = bad_request(run(payload));
+    let gitlab = DialectHarness::<GitLab>::new(json!({}));
+    let message = gitlab.refusal(&json_post(HOOK, &[], payload), ErrorClass::BadRequest);
     assert!(message.contains(named), "{payload}: {message}");
 }
 
@@ -561,29 +559,35 @@ fn missing_note_fields_are_named() {
 
 #[test]
 fn options_are_checked() {
-    let request = post("/change_hook/gitlab", &[], &push_payload());
-    for (config, message) in [
+    for (options, message) in [
         (
             json!({"secret": 5}),
-            "gitlab option 'secret' must be a string",
+            "options.secret: expected a string or a list of strings, found an integer",
+        ),
+        (json!({"secret": ""}), "options.secret: must not be empty"),
+        (
+            json!({"secret": []}),
+            "options.secret: must not be an empty list",
         ),
         (
-            json!({"secret": ""}),
-            "gitlab option 'secret' must not be empty",
+            json!({"secret": ["old", ""]}),
+            "options.secret[1]: must not be empty",
         ),
         (
             json!({"codebase": ["a"]}),
-            "gitlab option 'codebase' must be a string",
+            "options.codebase: expected a string, found a list",
         ),
-        (json!({"secert": "x"}), "unknown gitlab option 'secert'"),
-        (json!("secret"), "the gitlab options must be a table"),
     ] {
-        let err = run_with(config.clone(), &request).unwrap_err();
-        assert!(
-            err.message.starts_with(message),
-            "{config}: {}",
-            err.message
-        );
+        let error = DialectHarness::<GitLab>::try_new(options.clone()).err();
+        assert_eq!(error.as_deref(), Some(message), "{options}");
     }
-    assert_eq!(run_with(Value::Null, &request).unwrap().len(), 2);
+}
+
+#[test]
+fn unknown_options_are_refused() {
+    let error = DialectHarness::<GitLab>::try_new(json!({"secert": "x"})).err();
+    assert_eq!(
+        error.as_deref(),
+        Some("options.secert: unknown option (known: secret, codebase)")
+    );
 }

@@ -7,27 +7,20 @@
 //!
 //! The dialect takes no options.
 
+use buildmaster_plugin_api::options::NoOptions;
 use buildmaster_plugin_api::payload::{self, Field};
 use buildmaster_plugin_api::{
     export_plugin, Change, Dialect, HookError, HookOutcome, Host, Request,
 };
-use serde_json::Value;
 
 /// The `gitorious` dialect.
 pub struct Gitorious;
 
 impl Dialect for Gitorious {
-    fn new(_name: &str, config: &Value) -> Result<Self, String> {
-        match config {
-            Value::Object(table) => match table.keys().next() {
-                Some(key) => Err(format!(
-                    "unknown gitorious option '{key}' (the gitorious dialect takes no options)"
-                )),
-                None => Ok(Gitorious),
-            },
-            Value::Null | Value::Bool(true) => Ok(Gitorious),
-            _ => Err("the gitorious options must be a table".into()),
-        }
+    type Options = NoOptions;
+
+    fn new(_name: &str, _options: NoOptions) -> Result<Self, String> {
+        Ok(Gitorious)
     }
 
     fn handle(&self, request: &Request, _host: &Host<'_>) -> Result<HookOutcome, HookError> {
@@ -70,7 +63,6 @@ export_plugin! {
     name: "gitorious",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "gitorious" => Gitorious },
-    reporters: {},
 }
 
 #[cfg(test)]

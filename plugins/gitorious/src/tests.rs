@@ -1,28 +1,15 @@
-use buildmaster_plugin_api::testing::{form_body, form_post, request, run_dialect, TestHost};
-use buildmaster_plugin_api::{Change, ErrorClass, HookError, Request};
+use buildmaster_plugin_api::testing::{form_body, form_post, json_post, request, DialectHarness};
+use buildmaster_plugin_api::{Change, ErrorClass, Request};
 use serde_json::{json, Value};
 
 use crate::Gitorious;
 
+/// The form Gitorious posts: `payload` holds the push as JSON.
 fn form(payload: &str) -> Request {
     form_post(
         "/change_hook/gitorious",
         &form_body(&[("payload", payload)]),
     )
-}
-
-fn run_with(config: Value, request: &Request) -> Result<Vec<Change>, HookError> {
-    run_dialect::<Gitorious>(&config, request, &TestHost::default()).map(|o| o.changes)
-}
-
-fn run(payload: &Value) -> Result<Vec<Change>, HookError> {
-    run_with(json!({}), &form(&payload.to_string()))
-}
-
-fn bad_request(result: Result<Vec<Change>, HookError>) -> String {
-    let err = result.expect_err("the request should be refused");
-    assert_eq!(err.class, ErrorClass::BadRequest, "{}", err.message);
-    err.message
 }
 
 fn push_payload() -> Value {
@@ -59,7 +46,8 @@ fn push_payload() -> Value {
 
 #[test]
 fn each_commit_gives_a_change() {
-    let changes = run(&push_payload()).unwrap();
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
+    let changes = gitorious.changes(&form(&push_payload().to_string()));
     let expected = |author: &str, comments: &str, revision: &str, when: i64, link: &str| Change {
         author: Some(author.into()),
         comments: Some(comments.into()),
@@ -103,47 +91,50 @@ fn each_commit_gives_a_change() {
 
 #[test]
 fn a_deleted_branch_gives_no_change() {
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
     let mut payload = push_payload();
     payload["after"] = json!("0000000000000000000000000000000000000000");
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitorious.changes(&form(&payload.to_string())).is_empty());
 }
 
 #[test]
 fn a_push_without_commits_gives_no_change() {
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
     let mut payload = push_payload();
     payload["commits"] = json!([]);
-    assert!(run(&payload).unwrap().is_empty());
+    assert!(gitorious.changes(&form(&payload.to_string())).is_empty());
 }
 
 #[test]
 fn a_missing_payload_is_named() {
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
     let empty = request("POST", "/change_hook/gitorious", &[], "");
-    let json_body = request(
-        "POST",
-        "/change_hook/gitorious",
-        &[("Content-Type", "application/json")],
-        &push_payload().to_string(),
-    );
+    let json_body = json_post("/change_hook/gitorious", &[], &push_payload());
     let other_field = form_post("/change_hook/gitorious", "data=%7B%7D");
     for request in [empty, json_body, other_field] {
-        let message = bad_request(run_with(json!({}), &request));
+        let message = gitorious.refusal(&request, ErrorClass::BadRequest);
         assert!(message.contains("'payload'"), "{message}");
     }
 }
 
 #[test]
 fn a_malformed_payload_is_refused() {
-    let message = bad_request(run_with(json!({}), &form("{\"after\": ")));
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
+    let message = gitorious.refusal(&form("{\"after\": "), ErrorClass::BadRequest);
     assert!(
         message.starts_with("'payload' is not valid JSON"),
         "{message}"
     );
-    let message = bad_request(run(&json!(["not", "an", "object"])));
+    let message = gitorious.refusal(
+        &form(&json!(["not", "an", "object"]).to_string()),
+        ErrorClass::BadRequest,
+    );
     assert_eq!(message, "the payload is not a JSON object");
 }
 
 #[test]
 fn missing_or_mistyped_fields_are_named() {
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
     type Edit = fn(&mut Value);
     let edits: [(Edit, &str); 7] = [
         (|p| p["repository"] = json!({}), "lacks 'repository.url'"),
@@ -166,22 +157,29 @@ fn missing_or_mistyped_fields_are_named() {
     for (edit, named) in edits {
         let mut payload = push_payload();
         edit(&mut payload);
-        let message = bad_request(run(&payload));
+        let message = gitorious.refusal(&form(&payload.to_string()), ErrorClass::BadRequest);
         assert!(message.contains(named), "{named}: {message}");
     }
 }
 
 #[test]
 fn the_dialect_takes_no_options() {
+    let gitorious = DialectHarness::<Gitorious>::new(json!({}));
     let request = form(&push_payload().to_string());
-    assert_eq!(run_with(json!(true), &request).unwrap().len(), 2);
-    let err = run_with(json!({"project": "x"}), &request).unwrap_err();
-    assert!(
-        err.message
-            .starts_with("unknown gitorious option 'project'"),
-        "{}",
-        err.message
+    assert_eq!(gitorious.changes(&request).len(), 2);
+    let error = DialectHarness::<Gitorious>::try_new(json!({"project": "x"})).err();
+    assert_eq!(
+        error.as_deref(),
+        Some("options.project: unknown option (it takes no options)")
     );
-    let err = run_with(json!(3), &request).unwrap_err();
-    assert_eq!(err.message, "the gitorious options must be a table");
+}
+
+#[test]
+fn a_mistyped_option_names_its_key() {
+    // With no options to mistype, a value of any type is named as an unknown key.
+    let error = DialectHarness::<Gitorious>::try_new(json!({"codebase": 3})).err();
+    assert_eq!(
+        error.as_deref(),
+        Some("options.codebase: unknown option (it takes no options)")
+    );
 }

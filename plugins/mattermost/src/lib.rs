@@ -26,7 +26,6 @@
 mod command;
 mod options;
 
-use buildmaster_plugin_api::signature::constant_time_eq;
 use buildmaster_plugin_api::{
     export_plugin, Dialect, HookError, HookOutcome, Host, Request, Response,
 };
@@ -42,10 +41,10 @@ pub struct Mattermost {
 }
 
 impl Dialect for Mattermost {
-    fn new(_name: &str, config: &serde_json::Value) -> Result<Self, String> {
-        Ok(Mattermost {
-            options: Options::from_json(config)?,
-        })
+    type Options = Options;
+
+    fn new(_name: &str, options: Options) -> Result<Self, String> {
+        Ok(Mattermost { options })
     }
 
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
@@ -114,12 +113,11 @@ impl Mattermost {
                 .eq_ignore_ascii_case("token")
                 .then_some(token.trim_start())
         });
-        let expected = self.options.token.as_bytes();
         // Every token given is compared, so the time taken does not tell which failed.
         let matches: Vec<bool> = [header, field]
             .into_iter()
             .flatten()
-            .map(|token| constant_time_eq(token.as_bytes(), expected))
+            .map(|token| self.options.token.matches(token.as_bytes()))
             .collect();
         !matches.is_empty() && matches.iter().all(|&ok| ok)
     }
@@ -134,7 +132,6 @@ export_plugin! {
     name: "mattermost",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "mattermost" => Mattermost },
-    reporters: {},
 }
 
 #[cfg(test)]

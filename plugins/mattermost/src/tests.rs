@@ -1,12 +1,13 @@
-use buildmaster_plugin_api::testing::{form_post, request, run_dialect, TestHost};
-use buildmaster_plugin_api::{Change, ErrorClass, LogLevel};
+use buildmaster_plugin_api::testing::{form_post, json_post, request, DialectHarness};
+use buildmaster_plugin_api::{Change, LogLevel};
 use serde_json::{json, Value};
 
 use super::*;
 
+const HOOK: &str = "/change_hook/mattermost";
 const TOKEN: &str = "tok-3141";
 
-fn config() -> Value {
+fn options() -> Value {
     json!({"token": TOKEN, "channel": "builds", "repo_base_url": "https://git.example.net/team/"})
 }
 
@@ -49,18 +50,9 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn run_with(config: &Value, request: &Request) -> (HookOutcome, TestHost) {
-    let host = TestHost::default();
-    let outcome = run_dialect::<Mattermost>(config, request, &host).expect("an answer");
-    (outcome, host)
-}
-
-fn post(fields: &[(&str, Option<&str>)]) -> HookOutcome {
-    run_with(
-        &config(),
-        &form_post("/change_hook/mattermost", &form(fields)),
-    )
-    .0
+/// The slash command posted as a form with [`form`]`(fields)`.
+fn slash(fields: &[(&str, Option<&str>)]) -> Request {
+    form_post(HOOK, &form(fields))
 }
 
 /// The status and the displayed text of a reply, after checking its JSON shape.
@@ -73,10 +65,11 @@ fn reply(outcome: &HookOutcome) -> (u16, String) {
     (response.status, text)
 }
 
-/// Asserts a refusal: status 200 (the only one Mattermost shows), no change,
-/// and the text contains `part`.
-fn assert_refused(outcome: &HookOutcome, part: &str) {
-    let (status, text) = reply(outcome);
+/// Asserts a refusal: an answer (not an error) with status 200 (the only one
+/// Mattermost shows), no change, and the text contains `part`.
+fn assert_refused(answer: Result<HookOutcome, HookError>, part: &str) {
+    let outcome = answer.expect("an answer");
+    let (status, text) = reply(&outcome);
     assert_eq!(status, 200, "{text}");
     assert!(outcome.changes.is_empty());
     assert!(text.contains(part), "{text:?} lacks {part:?}");
@@ -85,7 +78,10 @@ fn assert_refused(outcome: &HookOutcome, part: &str) {
 
 #[test]
 fn build_with_repo_and_branch_records_the_change() {
-    let outcome = post(&[("text", Some("widget release-2"))]);
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    let outcome = mattermost
+        .handle(&slash(&[("text", Some("widget release-2"))]))
+        .unwrap();
     assert_eq!(
         outcome.changes,
         vec![Change {
@@ -114,12 +110,18 @@ fn build_with_repo_and_branch_records_the_change() {
 
 #[test]
 fn branch_defaults_to_master_and_extra_words_are_ignored() {
-    let change = &post(&[("text", Some("widget"))]).changes[0];
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    let change = &mattermost.changes(&slash(&[("text", Some("widget"))]))[0];
     assert_eq!(change.branch.as_deref(), Some("master"));
     assert_eq!(change.revision.as_deref(), Some(""));
     assert_eq!(change.project, "mattermost_build_widget_master");
 
-    let outcome = post(&[("text", Some("\t widget  hotfix   9e8d7c  please\n"))]);
+    let outcome = mattermost
+        .handle(&slash(&[(
+            "text",
+            Some("\t widget  hotfix   9e8d7c  please\n"),
+        )]))
+        .unwrap();
     let change = &outcome.changes[0];
     assert_eq!(change.branch.as_deref(), Some("hotfix"));
     assert_eq!(change.revision.as_deref(), Some("9e8d7c"));
@@ -129,158 +131,199 @@ fn branch_defaults_to_master_and_extra_words_are_ignored() {
 
 #[test]
 fn a_get_with_a_query_string_works_too() {
-    let path = format!(
-        "/change_hook/mattermost?{}",
-        form(&[("text", Some("gadget dev"))])
-    );
-    let (outcome, _) = run_with(&config(), &request("GET", &path, &[], ""));
-    assert_eq!(outcome.changes[0].project, "mattermost_build_gadget_dev");
+    let path = format!("{HOOK}?{}", form(&[("text", Some("gadget dev"))]));
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    let changes = mattermost.changes(&request("GET", &path, &[], ""));
+    assert_eq!(changes[0].project, "mattermost_build_gadget_dev");
 }
 
 #[test]
 fn a_wrong_or_missing_token_is_refused_without_showing_the_token() {
-    assert_refused(&post(&[("token", Some("tok-3142"))]), "Invalid token");
-    assert_refused(&post(&[("token", Some(""))]), "Invalid token");
-    assert_refused(&post(&[("token", None)]), "Invalid token");
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    assert_refused(
+        mattermost.handle(&slash(&[("token", Some("tok-3142"))])),
+        "Invalid token",
+    );
+    assert_refused(
+        mattermost.handle(&slash(&[("token", Some(""))])),
+        "Invalid token",
+    );
+    assert_refused(
+        mattermost.handle(&slash(&[("token", None)])),
+        "Invalid token",
+    );
     // The token is checked first.
-    let outcome = post(&[("token", Some("x")), ("channel_name", Some("random"))]);
-    assert_refused(&outcome, "Invalid token");
+    let outcome = mattermost.handle(&slash(&[
+        ("token", Some("x")),
+        ("channel_name", Some("random")),
+    ]));
+    assert_refused(outcome, "Invalid token");
 }
 
 /// A slash command as a real Mattermost server posts it: the token in an
 /// `Authorization: Token …` header, and (unless `fields` leaves it out) in the form.
-fn post_with_header(authorization: &str, fields: &[(&str, Option<&str>)]) -> HookOutcome {
-    let request = request(
+fn with_header(authorization: &str, fields: &[(&str, Option<&str>)]) -> Request {
+    request(
         "POST",
-        "/change_hook/mattermost",
+        HOOK,
         &[
             ("Content-Type", "application/x-www-form-urlencoded"),
             ("Authorization", authorization),
         ],
         &form(fields),
-    );
-    run_with(&config(), &request).0
+    )
 }
 
 #[test]
 fn the_token_may_come_in_the_authorization_header() {
+    let mattermost = DialectHarness::<Mattermost>::new(options());
     let header = format!("Token {TOKEN}");
-    assert_eq!(post_with_header(&header, &[]).changes.len(), 1);
+    assert_eq!(mattermost.changes(&with_header(&header, &[])).len(), 1);
     assert_eq!(
-        post_with_header(&header, &[("token", None)]).changes.len(),
+        mattermost
+            .changes(&with_header(&header, &[("token", None)]))
+            .len(),
         1
     );
     let lower = format!("token {TOKEN}");
     assert_eq!(
-        post_with_header(&lower, &[("token", None)]).changes.len(),
+        mattermost
+            .changes(&with_header(&lower, &[("token", None)]))
+            .len(),
         1
     );
     // Both present: both must match.
-    assert_refused(&post_with_header("Token tok-0000", &[]), "Invalid token");
     assert_refused(
-        &post_with_header(&header, &[("token", Some("tok-0000"))]),
+        mattermost.handle(&with_header("Token tok-0000", &[])),
         "Invalid token",
     );
     assert_refused(
-        &post_with_header("Token tok-0000", &[("token", None)]),
+        mattermost.handle(&with_header(&header, &[("token", Some("tok-0000"))])),
+        "Invalid token",
+    );
+    assert_refused(
+        mattermost.handle(&with_header("Token tok-0000", &[("token", None)])),
         "Invalid token",
     );
     // Basic credentials (for change_hook_auth) carry no token.
     let basic = "Basic dXNlcjpwYXNz";
-    assert_eq!(post_with_header(basic, &[]).changes.len(), 1);
+    assert_eq!(mattermost.changes(&with_header(basic, &[])).len(), 1);
     assert_refused(
-        &post_with_header(basic, &[("token", None)]),
+        mattermost.handle(&with_header(basic, &[("token", None)])),
         "Invalid token",
     );
     assert_refused(
-        &post_with_header("Token", &[("token", None)]),
+        mattermost.handle(&with_header("Token", &[("token", None)])),
         "Invalid token",
     );
 }
 
 #[test]
 fn a_repository_that_could_escape_is_refused_with_the_reason() {
+    let mattermost = DialectHarness::<Mattermost>::new(options());
     assert_refused(
-        &post(&[("text", Some("../../etc master"))]),
+        mattermost.handle(&slash(&[("text", Some("../../etc master"))])),
         "Repository '../../etc' is not allowed: it must not contain '..'",
     );
     assert_refused(
-        &post(&[("text", Some("-oProxyCommand=x"))]),
+        mattermost.handle(&slash(&[("text", Some("-oProxyCommand=x"))])),
         "must not start with '-'",
     );
     assert_refused(
-        &post(&[("text", Some("/srv/web"))]),
+        mattermost.handle(&slash(&[("text", Some("/srv/web"))])),
         "must not start with '/'",
     );
     assert_refused(
-        &post(&[("text", Some("web\u{1b}[31m"))]),
+        mattermost.handle(&slash(&[("text", Some("web\u{1b}[31m"))])),
         "control characters",
     );
 }
 
 #[test]
 fn only_the_configured_channel_may_run_the_command() {
-    let outcome = post(&[("channel_name", Some("town-square"))]);
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    let outcome = mattermost.handle(&slash(&[("channel_name", Some("town-square"))]));
     assert_refused(
-        &outcome,
+        outcome,
         "Only channel 'builds' may run this command, not 'town-square'",
     );
-    assert_refused(&post(&[("channel_name", None)]), "Only channel 'builds'");
+    assert_refused(
+        mattermost.handle(&slash(&[("channel_name", None)])),
+        "Only channel 'builds'",
+    );
 
-    let mut any_channel = config();
+    let mut any_channel = options();
     any_channel.as_object_mut().unwrap().remove("channel");
+    let any_channel = DialectHarness::<Mattermost>::new(any_channel);
     for channel in [Some("town-square"), None] {
-        let body = form(&[("channel_name", channel)]);
-        let (outcome, _) = run_with(&any_channel, &form_post("/change_hook/mattermost", &body));
-        assert_eq!(outcome.changes.len(), 1, "{channel:?}");
+        let changes = any_channel.changes(&slash(&[("channel_name", channel)]));
+        assert_eq!(changes.len(), 1, "{channel:?}");
     }
 }
 
 #[test]
 fn a_missing_text_field_or_blank_text_is_refused() {
-    assert_refused(&post(&[("text", None)]), "no 'text' field");
-    assert_refused(&post(&[("text", Some("  \t "))]), "Missing parameters");
-    assert_refused(&post(&[("text", Some(""))]), "usage: /build <repo>");
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    assert_refused(
+        mattermost.handle(&slash(&[("text", None)])),
+        "no 'text' field",
+    );
+    assert_refused(
+        mattermost.handle(&slash(&[("text", Some("  \t "))])),
+        "Missing parameters",
+    );
+    assert_refused(
+        mattermost.handle(&slash(&[("text", Some(""))])),
+        "usage: /build <repo>",
+    );
 }
 
 #[test]
 fn only_the_build_command_is_accepted_and_it_is_checked_after_the_text() {
+    let mattermost = DialectHarness::<Mattermost>::new(options());
     assert_refused(
-        &post(&[("command", Some("/deploy"))]),
+        mattermost.handle(&slash(&[("command", Some("/deploy"))])),
         "Unknown command '/deploy'",
     );
-    assert_refused(&post(&[("command", Some("/Build"))]), "Unknown command");
-    assert_refused(&post(&[("command", None)]), "no 'command' field");
-    let outcome = post(&[("command", Some("/deploy")), ("text", Some(" "))]);
-    assert_refused(&outcome, "Missing parameters");
+    assert_refused(
+        mattermost.handle(&slash(&[("command", Some("/Build"))])),
+        "Unknown command",
+    );
+    assert_refused(
+        mattermost.handle(&slash(&[("command", None)])),
+        "no 'command' field",
+    );
+    let outcome = mattermost.handle(&slash(&[("command", Some("/deploy")), ("text", Some(" "))]));
+    assert_refused(outcome, "Missing parameters");
 }
 
 #[test]
 fn a_body_that_is_not_a_form_is_refused() {
-    let json_body = request(
-        "POST",
-        "/change_hook/mattermost",
-        &[("Content-Type", "application/json")],
-        r#"{"token": "tok-3141", "command": "/build", "text": "widget"}"#,
+    let json_body = json_post(
+        HOOK,
+        &[],
+        &json!({"token": TOKEN, "command": "/build", "text": "widget"}),
     );
-    let (outcome, _) = run_with(&config(), &json_body);
-    assert_refused(&outcome, "form-encoded");
-    let untyped = request("POST", "/change_hook/mattermost", &[], &form(&[]));
-    assert_refused(&run_with(&config(), &untyped).0, "form-encoded");
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    assert_refused(mattermost.handle(&json_body), "form-encoded");
+    let untyped = request("POST", HOOK, &[], &form(&[]));
+    assert_refused(mattermost.handle(&untyped), "form-encoded");
 }
 
 #[test]
 fn a_form_with_undecodable_bytes_is_refused_not_failed() {
     let body = form(&[]).replace(&format!("token={TOKEN}"), "token=%C3%28%FF");
-    let outcome = run_with(&config(), &form_post("/change_hook/mattermost", &body)).0;
-    assert_refused(&outcome, "Invalid token");
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    assert_refused(mattermost.handle(&form_post(HOOK, &body)), "Invalid token");
 }
 
 #[test]
 fn refusals_are_logged_for_the_operator() {
-    let body = form(&[("command", Some("/deploy"))]);
-    let (_, host) = run_with(&config(), &form_post("/change_hook/mattermost", &body));
-    let logs = host.logs();
+    let mattermost = DialectHarness::<Mattermost>::new(options());
+    mattermost
+        .handle(&slash(&[("command", Some("/deploy"))]))
+        .unwrap();
+    let logs = mattermost.host().logs();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].0, LogLevel::Info);
     assert!(logs[0]
@@ -290,51 +333,50 @@ fn refusals_are_logged_for_the_operator() {
 
 #[test]
 fn options_are_checked_when_the_dialect_is_built() {
-    let build = |config: Value| {
-        run_dialect::<Mattermost>(
-            &config,
-            &form_post("/change_hook/mattermost", &form(&[])),
-            &TestHost::default(),
-        )
-    };
-    for (config, message) in [
-        (json!({"repo_base_url": ""}), "option 'token' is required"),
+    for (options, message) in [
+        (
+            json!({"repo_base_url": ""}),
+            "options: missing field `token`",
+        ),
         (
             json!({"token": "", "repo_base_url": ""}),
-            "option 'token' is required",
+            "options.token: must not be empty",
         ),
-        (json!(true), "option 'token' is required"),
         (
             json!({"token": TOKEN}),
-            "option 'repo_base_url' is required",
+            "options: missing field `repo_base_url`",
         ),
         (
             json!({"token": 5, "repo_base_url": ""}),
-            "option 'token' must be a string",
+            "options.token: expected a string or a list of strings, found an integer",
         ),
         (
             json!({"token": TOKEN, "repo_base_url": "", "channel": ["a"]}),
-            "option 'channel' must be a string",
+            "options.channel: expected a string, found a list",
         ),
         (
             json!({"token": TOKEN, "repo_base_url": "", "channel": ""}),
-            "option 'channel' must not be empty",
+            "options.channel: must not be empty (leave it out to allow any)",
         ),
         (
             json!({"token": TOKEN, "repo_base_url": ["x"]}),
-            "option 'repo_base_url' must be a string",
+            "options.repo_base_url: expected a string, found a list",
         ),
-        (
-            json!({"token": TOKEN, "repo_base_url": "", "chanel": "a"}),
-            "unknown option 'chanel'",
-        ),
-        (json!("options"), "must be a table"),
     ] {
-        let err = build(config.clone()).unwrap_err();
-        assert_eq!(err.class, ErrorClass::Internal, "{config}");
-        assert!(err.message.contains(message), "{config}: {}", err.message);
-        assert!(!err.message.contains(TOKEN));
+        let error = DialectHarness::<Mattermost>::try_new(options.clone()).err();
+        assert_eq!(error.as_deref(), Some(message), "{options}");
     }
-    let outcome = build(json!({"token": TOKEN, "repo_base_url": ""})).unwrap();
-    assert_eq!(outcome.changes[0].repository, "widget");
+    let mattermost =
+        DialectHarness::<Mattermost>::new(json!({"token": TOKEN, "repo_base_url": ""}));
+    assert_eq!(mattermost.changes(&slash(&[]))[0].repository, "widget");
+}
+
+#[test]
+fn unknown_options_are_refused_without_showing_the_token() {
+    let options = json!({"token": TOKEN, "repo_base_url": "", "chanel": TOKEN});
+    let error = DialectHarness::<Mattermost>::try_new(options).err();
+    assert_eq!(
+        error.as_deref(),
+        Some("options.chanel: unknown option (known: token, channel, repo_base_url)")
+    );
 }

@@ -11,7 +11,7 @@
 //! every polling change source is.
 
 use buildmaster_plugin_api::{export_plugin, Dialect, HookError, HookOutcome, Host, Request};
-use serde_json::Value;
+use serde::Deserialize;
 
 /// The `poller` dialect.
 pub struct Poller {
@@ -19,20 +19,21 @@ pub struct Poller {
     allowed: Option<Vec<String>>,
 }
 
+/// `[www.change_hook_dialects.poller]`.
+#[derive(Deserialize)]
+pub struct Options {
+    /// The change sources that may be polled; all when unset.
+    #[serde(default)]
+    allowed: Option<Vec<String>>,
+}
+
 impl Dialect for Poller {
-    fn new(_name: &str, config: &Value) -> Result<Self, String> {
-        let empty = serde_json::Map::new();
-        let table = match config {
-            Value::Object(table) => table,
-            // `poller = true`: enabled without options.
-            Value::Null | Value::Bool(true) => &empty,
-            _ => return Err("the poller options must be a table".into()),
-        };
-        if let Some(unknown) = table.keys().find(|k| *k != "allowed") {
-            return Err(format!("unknown option '{unknown}' (known: allowed)"));
-        }
-        let allowed = table.get("allowed").map(names).transpose()?;
-        Ok(Poller { allowed })
+    type Options = Options;
+
+    fn new(_name: &str, options: Options) -> Result<Self, String> {
+        Ok(Poller {
+            allowed: options.allowed,
+        })
     }
 
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {
@@ -78,22 +79,10 @@ impl Poller {
     }
 }
 
-/// The `allowed` option: a list of names.
-fn names(value: &Value) -> Result<Vec<String>, String> {
-    let not_a_list = || "option 'allowed' must be a list of change source names".to_string();
-    value
-        .as_array()
-        .ok_or_else(not_a_list)?
-        .iter()
-        .map(|name| name.as_str().map(str::to_string).ok_or_else(not_a_list))
-        .collect()
-}
-
 export_plugin! {
     name: "poller",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "poller" => Poller },
-    reporters: {},
 }
 
 #[cfg(test)]

@@ -63,12 +63,8 @@ fn an_opened_pull_request_gives_one_change() {
     let host = TestHost::default();
     host.respond(commit_answer("Halve the countdown"));
     host.respond(files_answer());
-    let changes = run_on(
-        json!({}),
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap();
+    let github = DialectHarness::<GitHub>::new(json!({})).with_host(host);
+    let changes = github.changes(&json_hook("pull_request", &pull_request("opened")));
     assert_eq!(changes.len(), 1);
     let change = &changes[0];
     assert_eq!(change.author.as_deref(), Some("ada"));
@@ -102,7 +98,7 @@ fn an_opened_pull_request_gives_one_change() {
         })
     );
 
-    let calls = host.requests();
+    let calls = github.host().requests();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].method, "GET");
     assert_eq!(
@@ -128,12 +124,9 @@ fn reopened_and_synchronize_build_too() {
         let host = TestHost::default();
         host.respond(commit_answer("x"));
         host.respond(files_answer());
-        let changes = run_on(
-            json!({}),
-            &form_hook("pull_request", &pull_request(action)),
-            &host,
-        )
-        .unwrap();
+        let changes = DialectHarness::<GitHub>::new(json!({}))
+            .with_host(host)
+            .changes(&form_hook("pull_request", &pull_request(action)));
         assert_eq!(changes.len(), 1, "{action}");
         assert_eq!(
             changes[0].when_timestamp,
@@ -154,15 +147,11 @@ fn token_endpoint_ref_and_codebase_options() {
         "pullrequest_ref": "head",
         "codebase": "rocket"
     });
-    let changes = run_on(
-        config,
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap();
+    let github = DialectHarness::<GitHub>::new(config).with_host(host);
+    let changes = github.changes(&json_hook("pull_request", &pull_request("opened")));
     assert_eq!(changes[0].branch.as_deref(), Some("refs/pull/42/head"));
     assert_eq!(changes[0].codebase.as_deref(), Some("rocket"));
-    let calls = host.requests();
+    let calls = github.host().requests();
     assert_eq!(
         calls[0].url,
         "https://ghe.example.com/api/v3/repos/acme/rocket/commits/feedface01"
@@ -194,9 +183,10 @@ fn other_actions_look_up_the_head_commit_and_give_nothing() {
     for payload in payloads {
         let host = TestHost::default();
         host.respond(commit_answer("x"));
-        let changes = run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap();
+        let github = DialectHarness::<GitHub>::new(json!({})).with_host(host);
+        let changes = github.changes(&json_hook("pull_request", &payload));
         assert!(changes.is_empty(), "{}", payload["action"]);
-        assert_eq!(host.requests().len(), 1, "only the commit look-up");
+        assert_eq!(github.host().requests().len(), 1, "only the commit look-up");
     }
 }
 
@@ -205,14 +195,10 @@ fn a_skip_pattern_in_the_head_commit_skips_the_pull_request() {
     for message in ["Halve it [ci skip]", "[skip ci]"] {
         let host = TestHost::default();
         host.respond(commit_answer(message));
-        let changes = run_on(
-            json!({}),
-            &json_hook("pull_request", &pull_request("opened")),
-            &host,
-        )
-        .unwrap();
+        let github = DialectHarness::<GitHub>::new(json!({})).with_host(host);
+        let changes = github.changes(&json_hook("pull_request", &pull_request("opened")));
         assert!(changes.is_empty(), "{message}");
-        assert_eq!(host.requests().len(), 1, "no file look-up");
+        assert_eq!(github.host().requests().len(), 1, "no file look-up");
     }
 }
 
@@ -221,17 +207,13 @@ fn api_errors_give_a_change_without_files() {
     let host = TestHost::default();
     host.respond(answer(404, json!({"message": "Not Found"})));
     host.respond(answer(401, json!({"message": "Bad credentials"})));
-    let config = json!({"token": TOKEN});
-    let changes = run_on(
-        config,
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap();
+    let github = DialectHarness::<GitHub>::new(json!({"token": TOKEN})).with_host(host);
+    let changes = github.changes(&json_hook("pull_request", &pull_request("opened")));
     assert_eq!(changes.len(), 1);
     assert!(changes[0].files.is_empty());
-    assert_eq!(host.requests().len(), 2);
-    let warnings: Vec<_> = host
+    assert_eq!(github.host().requests().len(), 2);
+    let warnings: Vec<_> = github
+        .host()
         .logs()
         .into_iter()
         .filter(|(l, _)| *l == LogLevel::Warn)
@@ -249,12 +231,9 @@ fn unusable_api_answers_count_as_no_answer() {
         body: b"<html>".to_vec(),
     }));
     host.respond(answer(200, json!({"files": "not a list"})));
-    let changes = run_on(
-        json!({}),
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap();
+    let changes = DialectHarness::<GitHub>::new(json!({}))
+        .with_host(host)
+        .changes(&json_hook("pull_request", &pull_request("opened")));
     assert_eq!(changes.len(), 1);
     assert!(changes[0].files.is_empty());
 }
@@ -263,16 +242,14 @@ fn unusable_api_answers_count_as_no_answer() {
 fn an_unreachable_api_is_an_internal_error_that_hides_the_token() {
     let host = TestHost::default();
     host.respond(Err("connection refused".into()));
-    let config = json!({"token": TOKEN});
-    let error = run_on(
-        config,
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap_err();
-    assert_eq!(error.class, ErrorClass::Internal);
-    assert!(error.message.contains("connection refused"));
-    assert!(!error.message.contains(TOKEN));
+    let error = DialectHarness::<GitHub>::new(json!({"token": TOKEN}))
+        .with_host(host)
+        .refusal(
+            &json_hook("pull_request", &pull_request("opened")),
+            ErrorClass::Internal,
+        );
+    assert!(error.contains("connection refused"));
+    assert!(!error.contains(TOKEN));
 }
 
 #[test]
@@ -283,7 +260,9 @@ fn comments_pluralise_and_spell_out_a_missing_description() {
     let mut payload = pull_request("opened");
     set(&mut payload, "/pull_request/commits", json!(3));
     set(&mut payload, "/pull_request/body", Value::Null);
-    let changes = run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap();
+    let changes = DialectHarness::<GitHub>::new(json!({}))
+        .with_host(host)
+        .changes(&json_hook("pull_request", &payload));
     assert_eq!(
         changes[0].comments.as_deref(),
         Some("GitHub Pull Request #42 (3 commits)\nFaster launches\nNone")
@@ -296,12 +275,9 @@ fn whitelisted_pull_request_leaves_become_properties() {
     host.respond(commit_answer("x"));
     host.respond(files_answer());
     let config = json!({"github_property_whitelist": ["github.*"]});
-    let changes = run_on(
-        config,
-        &json_hook("pull_request", &pull_request("opened")),
-        &host,
-    )
-    .unwrap();
+    let changes = DialectHarness::<GitHub>::new(config)
+        .with_host(host)
+        .changes(&json_hook("pull_request", &pull_request("opened")));
     let properties = &changes[0].properties;
     assert_eq!(properties["github.number"], json!(42));
     assert_eq!(properties["github.head.sha"], json!("feedface01"));
@@ -346,11 +322,10 @@ fn missing_pull_request_fields_are_named_before_any_api_call() {
             payload.pointer_mut(parent).unwrap()
         };
         parent.as_object_mut().unwrap().remove(key);
-        let host = TestHost::default();
-        let error = run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap_err();
-        assert_eq!(error.message, message);
-        assert_eq!(error.class, ErrorClass::BadRequest);
-        assert!(host.requests().is_empty(), "{pointer}");
+        let github = DialectHarness::<GitHub>::new(json!({}));
+        let error = github.refusal(&json_hook("pull_request", &payload), ErrorClass::BadRequest);
+        assert_eq!(error, message);
+        assert!(github.host().requests().is_empty(), "{pointer}");
     }
     let mut payload = pull_request("opened");
     set(
@@ -358,13 +333,10 @@ fn missing_pull_request_fields_are_named_before_any_api_call() {
         "/repository/full_name",
         json!("acme/../../user"),
     );
-    let host = TestHost::default();
-    let error = run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap_err();
-    assert_eq!(
-        error.message,
-        "'repository.full_name' is not an owner/name pair"
-    );
-    assert!(host.requests().is_empty());
+    let github = DialectHarness::<GitHub>::new(json!({}));
+    let error = github.refusal(&json_hook("pull_request", &payload), ErrorClass::BadRequest);
+    assert_eq!(error, "'repository.full_name' is not an owner/name pair");
+    assert!(github.host().requests().is_empty());
 }
 
 #[test]
@@ -373,17 +345,19 @@ fn fields_needed_only_for_the_change_are_checked_for_built_actions() {
     payload.as_object_mut().unwrap().remove("sender");
     let host = TestHost::default();
     host.respond(commit_answer("x"));
-    let error = run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap_err();
+    let error = DialectHarness::<GitHub>::new(json!({}))
+        .with_host(host)
+        .handle(&json_hook("pull_request", &payload))
+        .unwrap_err();
     assert_eq!(error.message, "the payload lacks 'sender'");
 
     set(&mut payload, "/action", json!("closed"));
     let host = TestHost::default();
     host.respond(commit_answer("x"));
-    assert!(
-        run_on(json!({}), &json_hook("pull_request", &payload), &host)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(DialectHarness::<GitHub>::new(json!({}))
+        .with_host(host)
+        .changes(&json_hook("pull_request", &payload))
+        .is_empty());
 }
 
 #[test]
@@ -396,26 +370,22 @@ fn path_values_from_the_payload_stay_one_segment() {
         "/pull_request/head/sha",
         json!("../../user?x=1"),
     );
-    run_on(json!({}), &json_hook("pull_request", &payload), &host).unwrap();
+    let github = DialectHarness::<GitHub>::new(json!({})).with_host(host);
+    github.changes(&json_hook("pull_request", &payload));
     assert_eq!(
-        host.requests()[0].url,
+        github.host().requests()[0].url,
         "https://api.github.com/repos/acme/rocket/commits/..%2F..%2Fuser%3Fx%3D1"
     );
 }
 
 #[test]
 fn debug_logs_the_event() {
-    let host = TestHost::default();
-    run_on(
-        json!({"debug": true}),
-        &json_hook("ping", &json!({"zen": "Keep it simple."})),
-        &host,
-    )
-    .unwrap();
-    let logs = host.logs();
+    let github = DialectHarness::<GitHub>::new(json!({"debug": true}));
+    github.changes(&json_hook("ping", &json!({"zen": "Keep it simple."})));
+    let logs = github.host().logs();
     assert_eq!(logs.len(), 1);
     assert!(logs[0].1.starts_with("X-GitHub-Event: ping, payload: "));
-    let quiet = TestHost::default();
-    run_on(json!({}), &json_hook("ping", &json!({})), &quiet).unwrap();
-    assert!(quiet.logs().is_empty());
+    let quiet = DialectHarness::<GitHub>::new(json!({}));
+    quiet.changes(&json_hook("ping", &json!({})));
+    assert!(quiet.host().logs().is_empty());
 }

@@ -43,7 +43,8 @@ pub(super) fn push(reference: &str) -> Value {
 
 #[test]
 fn push_to_a_branch_gives_a_change_per_commit() {
-    let changes = run(json!({}), &json_hook("push", &push("refs/heads/main"))).unwrap();
+    let changes = DialectHarness::<GitHub>::new(json!({}))
+        .changes(&json_hook("push", &push("refs/heads/main")));
     assert_eq!(changes.len(), 2);
     let first = &changes[0];
     assert_eq!(
@@ -85,40 +86,36 @@ fn push_to_a_branch_gives_a_change_per_commit() {
 
 #[test]
 fn push_to_a_tag_or_a_slashed_branch_name() {
-    let changes = run(json!({}), &json_hook("push", &push("refs/tags/v1.2.0"))).unwrap();
+    let github = DialectHarness::<GitHub>::new(json!({}));
+    let changes = github.changes(&json_hook("push", &push("refs/tags/v1.2.0")));
     assert_eq!(changes.len(), 2);
     assert!(changes
         .iter()
         .all(|c| c.category.as_deref() == Some("tag") && c.branch.as_deref() == Some("v1.2.0")));
-    let changes = run(
-        json!({}),
-        &json_hook("push", &push("refs/heads/feature/fast")),
-    )
-    .unwrap();
+    let changes = github.changes(&json_hook("push", &push("refs/heads/feature/fast")));
     assert_eq!(changes[0].branch.as_deref(), Some("feature/fast"));
     assert_eq!(changes[0].category, None);
 }
 
 #[test]
 fn a_created_branch_or_tag_builds_its_head_commit_only() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     let mut payload = push("refs/tags/v2.0.0");
     set(&mut payload, "/created", json!(true));
     set(&mut payload, "/commits", json!([]));
-    let changes = run(json!({}), &json_hook("push", &payload)).unwrap();
+    let changes = github.changes(&json_hook("push", &payload));
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].revision.as_deref(), Some("2222bbbb"));
     assert_eq!(changes[0].category.as_deref(), Some("tag"));
 
     let mut payload = push("refs/heads/new");
     set(&mut payload, "/created", json!(true));
-    assert_eq!(
-        run(json!({}), &json_hook("push", &payload)).unwrap().len(),
-        1
-    );
+    assert_eq!(github.changes(&json_hook("push", &payload)).len(), 1);
 }
 
 #[test]
 fn deletions_other_refs_and_empty_pushes_give_nothing() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     let mut deleted = push("refs/heads/gone");
     set(&mut deleted, "/deleted", json!(true));
     set(&mut deleted, "/commits", json!([]));
@@ -136,57 +133,51 @@ fn deletions_other_refs_and_empty_pushes_give_nothing() {
         push("refs/heads/"),
         push("main"),
     ] {
-        let changes = run(json!({}), &json_hook("push", &payload)).unwrap();
+        let changes = github.changes(&json_hook("push", &payload));
         assert!(changes.is_empty(), "{}", payload["ref"]);
     }
 }
 
 #[test]
 fn default_skip_patterns_in_the_head_commit_skip_the_push() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     for message in ["Fuel [ci skip]", "[skip ci] Fuel", "Fuel [  ci  skip ]"] {
         let mut payload = push("refs/heads/main");
         set(&mut payload, "/head_commit/message", json!(message));
         assert!(
-            run(json!({}), &json_hook("push", &payload))
-                .unwrap()
-                .is_empty(),
+            github.changes(&json_hook("push", &payload)).is_empty(),
             "{message}"
         );
     }
     // Only the head commit counts.
     let mut payload = push("refs/heads/main");
     set(&mut payload, "/commits/0/message", json!("Add [ci skip]"));
-    assert_eq!(
-        run(json!({}), &json_hook("push", &payload)).unwrap().len(),
-        2
-    );
+    assert_eq!(github.changes(&json_hook("push", &payload)).len(), 2);
 }
 
 #[test]
 fn custom_skips_replace_the_default_patterns() {
-    let config = json!({"skips": [r"\[ *bb *skip *\]"]});
+    let github = DialectHarness::<GitHub>::new(json!({"skips": [r"\[ *bb *skip *\]"]}));
     let mut payload = push("refs/heads/main");
     set(
         &mut payload,
         "/head_commit/message",
         json!("Fuel [ bb skip ]"),
     );
-    assert!(run(config.clone(), &json_hook("push", &payload))
-        .unwrap()
-        .is_empty());
+    assert!(github.changes(&json_hook("push", &payload)).is_empty());
     set(
         &mut payload,
         "/head_commit/message",
         json!("Fuel [ci skip]"),
     );
-    assert_eq!(run(config, &json_hook("push", &payload)).unwrap().len(), 2);
+    assert_eq!(github.changes(&json_hook("push", &payload)).len(), 2);
 }
 
 #[test]
 fn whitelisted_payload_leaves_become_properties() {
     let config = json!({"github_property_whitelist": ["github.ref", "github.repository.*", "github.commits"]});
     let payload = push("refs/heads/main");
-    let changes = run(config, &json_hook("push", &payload)).unwrap();
+    let changes = DialectHarness::<GitHub>::new(config).changes(&json_hook("push", &payload));
     let properties = &changes[1].properties;
     assert_eq!(properties["github.ref"], json!("refs/heads/main"));
     assert_eq!(
@@ -204,7 +195,8 @@ fn whitelisted_payload_leaves_become_properties() {
 fn codebase_and_distinct_are_recorded() {
     let mut payload = push("refs/heads/main");
     set(&mut payload, "/commits/0/distinct", json!(false));
-    let changes = run(json!({"codebase": "engine"}), &json_hook("push", &payload)).unwrap();
+    let changes = DialectHarness::<GitHub>::new(json!({"codebase": "engine"}))
+        .changes(&json_hook("push", &payload));
     assert!(changes
         .iter()
         .all(|c| c.codebase.as_deref() == Some("engine")));
@@ -213,44 +205,48 @@ fn codebase_and_distinct_are_recorded() {
 
 #[test]
 fn a_form_encoded_push_is_read_like_a_json_one() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     let payload = push("refs/heads/main");
-    let from_form = run(json!({}), &form_hook("push", &payload)).unwrap();
-    assert_eq!(
-        from_form,
-        run(json!({}), &json_hook("push", &payload)).unwrap()
-    );
+    let from_form = github.changes(&form_hook("push", &payload));
+    assert_eq!(from_form, github.changes(&json_hook("push", &payload)));
     assert_eq!(from_form.len(), 2);
 }
 
 #[test]
 fn json_with_a_charset_is_accepted_other_content_types_are_not() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     let body = push("refs/heads/main").to_string();
     let charset = hook("push", "application/json; charset=utf-8", &body, &[]);
-    assert_eq!(run(json!({}), &charset).unwrap().len(), 2);
-    let error = refused(json!({}), &hook("push", "text/plain", &body, &[]));
-    assert!(error
-        .message
-        .starts_with("Unknown content type: text/plain"));
+    assert_eq!(github.changes(&charset).len(), 2);
+    let error = github.refusal(
+        &hook("push", "text/plain", &body, &[]),
+        ErrorClass::BadRequest,
+    );
+    assert!(error.starts_with("Unknown content type: text/plain"));
     let no_type = request(
         "POST",
         "/change_hook/github",
         &[("X-GitHub-Event", "push")],
         &body,
     );
-    assert!(refused(json!({}), &no_type)
-        .message
+    assert!(github
+        .refusal(&no_type, ErrorClass::BadRequest)
         .starts_with("Unknown content type: none"));
 }
 
 #[test]
 fn malformed_bodies_are_refused() {
+    let github = DialectHarness::<GitHub>::new(json!({}));
     for body in ["", "{\"ref\": ", "[1, 2]", "\"push\""] {
-        let error = refused(json!({}), &hook("push", "application/json", body, &[]));
-        assert!(!error.message.is_empty(), "{body}");
+        let error = github.refusal(
+            &hook("push", "application/json", body, &[]),
+            ErrorClass::BadRequest,
+        );
+        assert!(!error.is_empty(), "{body}");
     }
     let form = hook("push", "application/x-www-form-urlencoded", "other=1", &[]);
     assert_eq!(
-        refused(json!({}), &form).message,
+        github.refusal(&form, ErrorClass::BadRequest),
         "missing form field 'payload'"
     );
 }
@@ -287,6 +283,7 @@ fn missing_or_mistyped_push_fields_are_named() {
             "'head_commit' is not an object",
         ),
     ];
+    let github = DialectHarness::<GitHub>::new(json!({}));
     for (pointer, replacement, message) in cases {
         let mut payload = push("refs/heads/main");
         match replacement {
@@ -307,7 +304,7 @@ fn missing_or_mistyped_push_fields_are_named() {
             }
         }
         assert_eq!(
-            refused(json!({}), &json_hook("push", &payload)).message,
+            github.refusal(&json_hook("push", &payload), ErrorClass::BadRequest),
             message,
             "{pointer}"
         );

@@ -1,13 +1,14 @@
 //! A dialect that panics on every request, and one whose constructor panics.
 
-use buildmaster_plugin_api::{
-    export_plugin, serde_json, Dialect, HookError, HookOutcome, Host, Request,
-};
+use buildmaster_plugin_api::options::NoOptions;
+use buildmaster_plugin_api::{export_plugin, Dialect, HookError, HookOutcome, Host, Request};
 
 pub struct Panicking;
 
 impl Dialect for Panicking {
-    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+    type Options = NoOptions;
+
+    fn new(_name: &str, _options: NoOptions) -> Result<Self, String> {
         Ok(Panicking)
     }
 
@@ -19,7 +20,9 @@ impl Dialect for Panicking {
 pub struct PanickingConstructor;
 
 impl Dialect for PanickingConstructor {
-    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+    type Options = NoOptions;
+
+    fn new(_name: &str, _options: NoOptions) -> Result<Self, String> {
         panic!("this constructor always panics")
     }
 
@@ -32,5 +35,4 @@ export_plugin! {
     name: "panicky",
     version: "0.1.0",
     dialects: { "panicky" => Panicking, "panicky_ctor" => PanickingConstructor },
-    reporters: {},
 }

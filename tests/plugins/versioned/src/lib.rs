@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use buildmaster_plugin_api::options::NoOptions;
 use buildmaster_plugin_api::{
-    export_plugin, serde_json, Change, Dialect, HookError, HookOutcome, Host, Request, Response,
+    export_plugin, Change, Dialect, HookError, HookOutcome, Host, Request, Response,
 };
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
@@ -14,7 +15,9 @@ const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
 pub struct Versioned;
 
 impl Dialect for Versioned {
-    fn new(_name: &str, _config: &serde_json::Value) -> Result<Self, String> {
+    type Options = NoOptions;
+
+    fn new(_name: &str, _options: NoOptions) -> Result<Self, String> {
         Ok(Versioned)
     }
 
@@ -45,5 +48,4 @@ export_plugin! {
     name: "versioned",
     version: "0.1.0",
     dialects: { "versioned" => Versioned },
-    reporters: {},
 }

@@ -18,8 +18,7 @@ impl RootModule for WrongModRef {
     declare_root_module_statics! {WrongModRef}
     const BASE_NAME: &'static str = "buildmaster_plugin";
     const NAME: &'static str = "buildmaster_plugin";
-    const VERSION_STRINGS: VersionStrings =
-        VersionStrings::new(buildmaster_plugin_api::API_VERSION);
+    const VERSION_STRINGS: VersionStrings = buildmaster_plugin_api::boundary::ABI_VERSION_STRINGS;
 }
 
 extern "C" fn answer() -> u32 {
