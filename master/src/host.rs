@@ -6,7 +6,7 @@
 //! [`MAX_RESPONSE_BYTES`]. Each request is logged at debug level with its method,
 //! host and path only (query strings and headers may carry tokens).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
@@ -42,7 +42,10 @@ impl Pollers for NoPollers {
 /// the polling change sources.
 #[derive(Clone)]
 pub struct HostServices {
-    client: reqwest::Client,
+    /// Built on the first request: setting up TLS (parsing the root
+    /// certificates) costs memory a master whose plugins never ask for HTTP
+    /// should not pay.
+    client: Arc<OnceLock<reqwest::Client>>,
     runtime: tokio::runtime::Handle,
     pollers: Arc<dyn Pollers>,
 }
@@ -51,10 +54,7 @@ impl HostServices {
     /// Services bound to the current tokio runtime (panics outside one).
     pub fn from_current_runtime() -> HostServices {
         HostServices {
-            client: reqwest::Client::builder()
-                .user_agent(concat!("buildmaster/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("the HTTP client's TLS setup is static"),
+            client: Arc::new(OnceLock::new()),
             runtime: tokio::runtime::Handle::current(),
             pollers: Arc::new(NoPollers),
         }
@@ -78,7 +78,13 @@ impl HostServices {
             .map_err(|_| format!("invalid HTTP method '{}'", request.method))?;
         let url = reqwest::Url::parse(&request.url).map_err(|e| format!("invalid URL: {e}"))?;
         let timeout = request.timeout.min(MAX_TIMEOUT);
-        let mut builder = self.client.request(method, url).timeout(timeout);
+        let client = self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("buildmaster/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("the HTTP client's TLS setup is static")
+        });
+        let mut builder = client.request(method, url).timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
