@@ -91,7 +91,7 @@ fn only_the_libraries_the_configuration_uses_are_mapped() {
     assert!(log.contains("plugin base 0.1.0 (plugin API 1.1"), "{log}");
     assert!(
         log.contains("plugin github 0.1.0 available in ")
-            && log.contains("mapped when a dialect uses it"),
+            && log.contains("(dialects: github; reporters: none); mapped when used"),
         "{log}"
     );
 

@@ -326,11 +326,12 @@ impl Topology {
                 if let Offer::Described { path, metadata } = offer {
                     if !registry.libraries.iter().any(|l| l.path == *path) {
                         tracing::info!(
-                            "plugin {} {} available in {} (dialects: {}); mapped when a dialect uses it",
+                            "plugin {} {} available in {} (dialects: {}; reporters: {}); mapped when used",
                             metadata.name,
                             metadata.version,
                             path.display(),
-                            metadata.dialects.join(", ")
+                            none_if_empty(&metadata.dialects),
+                            none_if_empty(&metadata.reporters)
                         );
                     }
                 }
@@ -630,6 +631,15 @@ async fn record_engine(
         .await
         .map_err(|e| format!("cannot record the builders: {e}"))?;
     Ok((worker_ids, builder_ids))
+}
+
+/// `a, b`, or `none`.
+fn none_if_empty(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// The plugin libraries a new registry loads, changes (new content at the
