@@ -205,6 +205,9 @@ pub struct PluginDir {
     pub path: PathBuf,
     /// A missing directory is only worth a warning when the operator named it.
     pub explicit: bool,
+    /// The only files offered from it (`@builtin`: [`BUILTIN_LIBRARIES`]);
+    /// every `*.so` when `None`.
+    pub only: Option<&'static [&'static str]>,
 }
 
 /// `[www]`, resolved.
@@ -491,20 +494,27 @@ impl Builder<'_> {
                 PluginDir {
                     path: self.basedir.join("plugins"),
                     explicit: false,
+                    only: None,
                 },
                 PluginDir {
                     path: builtin_plugin_dir(),
                     explicit: false,
+                    only: Some(BUILTIN_LIBRARIES),
                 },
             ];
         };
         dirs.into_iter()
-            .map(|dir| PluginDir {
-                path: match dir.get_ref().as_str() {
-                    "@builtin" => builtin_plugin_dir(),
-                    other => self.basedir.join(other),
+            .map(|dir| match dir.get_ref().as_str() {
+                "@builtin" => PluginDir {
+                    path: builtin_plugin_dir(),
+                    explicit: true,
+                    only: Some(BUILTIN_LIBRARIES),
                 },
-                explicit: true,
+                other => PluginDir {
+                    path: self.basedir.join(other),
+                    explicit: true,
+                    only: None,
+                },
             })
             .collect()
     }
@@ -753,6 +763,21 @@ fn check_self_authenticating(name: &str, kind: &str, options: &toml::Table) -> R
         )),
     }
 }
+
+/// The files of the built-in plugins, as a workspace build names them.
+/// `@builtin` offers only these: a build directory keeps the libraries of
+/// plugins that no longer exist (built against older plugin APIs), which
+/// would otherwise be refused at every start.
+pub const BUILTIN_LIBRARIES: &[&str] = &[
+    "libbuildmaster_dialect_base.so",
+    "libbuildmaster_dialect_bitbucket.so",
+    "libbuildmaster_dialect_github.so",
+    "libbuildmaster_dialect_gitlab.so",
+    "libbuildmaster_dialect_gitorious.so",
+    "libbuildmaster_dialect_mattermost.so",
+    "libbuildmaster_dialect_poller.so",
+    "libbuildmaster_reporter_http_status_push.so",
+];
 
 /// The directory holding the running executable, where a workspace build puts
 /// the built-in plugin libraries.

@@ -37,19 +37,20 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyho
                 .then_some(built_from)
         }
     };
-    let version = buildmaster_plugin_api::ABI_VERSION;
+    // The SDK's major.minor: a newer 1.x is fine, an older one lacks API.
+    let version = buildmaster_plugin_api::SDK_VERSION
+        .rsplit_once('.')
+        .map_or(buildmaster_plugin_api::SDK_VERSION, |(minor, _patch)| minor);
     let dependency = match &sdk {
         Some(path) => {
             let path = std::fs::canonicalize(path)
                 .with_context(|| format!("cannot find the SDK at {}", path.display()))?;
-            format!(
-                "{{ version = \"{version}\", path = \"{}\" }}",
-                path.display()
-            )
+            let path = toml::Value::String(path.display().to_string());
+            format!("{{ version = \"{version}\", path = {path} }}")
         }
         None => format!("\"{version}\""),
     };
-    let type_name: String = name
+    let header: String = name
         .split('_')
         .map(|word| {
             let mut chars = word.chars();
@@ -58,13 +59,20 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyho
             })
         })
         .collect();
-    let header = type_name.clone();
+    // Suffixed, so that no name can clash with the template's own types.
+    let type_name = match kind {
+        Kind::Dialect => format!("{header}Dialect"),
+        Kind::Reporter => format!("{header}Reporter"),
+    };
     let enable = match kind {
         Kind::Dialect => format!(
-            "and enable it in `master.toml`:\n\n```toml\n[www.change_hook_dialects.{name}]\ntoken = \"change-me\"\n```"
+            "Enable it in `master.toml`:\n\n```toml\n[www.change_hook_dialects.{name}]\ntoken = \"change-me\"\n```\n\n\
+             then run `buildmaster reconfig /path/to/basedir` (or restart the master)."
         ),
         Kind::Reporter => format!(
-            "and add it to `master.toml`:\n\n```toml\n[[reporters]]\nname = \"{name}\"\ntype = \"{name}\"\nurl = \"https://chat.example.org/hooks/ci\"\n```"
+            "The master does not deliver reports yet: `[[reporters]]` tables, which will\n\
+             name this reporter by `type = \"{name}\"`, are not accepted before its outbox\n\
+             exists. Until then the master finds and describes the library, and does not use it."
         ),
     };
     let fill = |template: &str| {
@@ -100,6 +108,13 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyho
         std::fs::write(&path, fill(template))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    if sdk.is_none() {
+        eprintln!(
+            "warning: the plugin SDK's sources are not on this machine and buildmaster-plugin-api \
+             is not published: give its directory with --sdk DIR (plugin-api/ in a buildmaster \
+             checkout) or edit Cargo.toml"
+        );
+    }
     println!(
         "created {} plugin '{name}' in {}; build it with: cd {} && cargo build",
         match kind {
@@ -112,8 +127,68 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyho
     Ok(())
 }
 
-/// A name is a kind in `master.toml`, a crate name and a Rust type name:
-/// lower-case ASCII letters, digits and `_`, starting with a letter.
+/// Names Cargo refuses for a package: Rust's keywords and the standard crates.
+const RESERVED: &[&str] = &[
+    "abstract",
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "proc_macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+];
+
+/// A name is a kind in `master.toml`, a crate name and part of a Rust type
+/// name: lower-case ASCII letters, digits and `_`, starting with a letter.
 fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -123,6 +198,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
         bail!(
             "plugin name '{name}': use lower-case letters, digits and '_', starting with a letter"
         );
+    }
+    if RESERVED.contains(&name) {
+        bail!("plugin name '{name}' is reserved by Rust; choose another");
     }
     Ok(())
 }
@@ -134,7 +212,7 @@ mod tests {
     #[test]
     fn names_and_directories_are_checked() {
         assert!(check_name("hello_world2").is_ok());
-        for bad in ["", "Hello", "2go", "my-plugin", "a b"] {
+        for bad in ["", "Hello", "2go", "my-plugin", "a b", "self", "type"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         let dir = tempfile::tempdir().unwrap();
@@ -157,7 +235,7 @@ mod tests {
                 assert!(!text.contains("{{"), "{file}: {text}");
             }
             let lib = std::fs::read_to_string(target.join("src/lib.rs")).unwrap();
-            assert!(lib.contains("pub struct MyHook"));
+            assert!(lib.contains(&format!("pub struct MyHook{kind:?}")));
         }
     }
 }

@@ -112,8 +112,7 @@ pub fn prepare(
     loader: &Loader,
     previous: Option<&Registry>,
 ) -> (Registry, Vec<Problem>) {
-    let dirs: Vec<_> = config.plugin_dirs.iter().map(|d| d.path.clone()).collect();
-    let (mut offers, refused) = loader.scan(&dirs);
+    let (mut offers, refused) = loader.scan(&config.plugin_dirs);
     let mut problems: Vec<Problem> = refused.into_iter().map(Problem::Refused).collect();
     // Not an error: an empty plugins/ is lost by git and by most copies.
     for dir in config
@@ -211,10 +210,21 @@ fn choose_offer<'a>(
                 ))
             }
         },
-        Some(PluginRef::Name(plugin)) => offers
-            .iter()
-            .find(|o| o.name() == plugin)
-            .ok_or_else(|| format!("dialect '{name}': no loaded plugin is named '{plugin}'"))?,
+        Some(PluginRef::Name(plugin)) => match offers.iter().find(|o| o.name() == plugin) {
+            Some(offer) => offer,
+            None => {
+                // A dialect's name given as its plugin's, as the Bitbucket
+                // dialects were before they shared a library.
+                let hint = offers
+                    .iter()
+                    .find(|o| o.dialects().contains(plugin))
+                    .map(|o| format!(" (dialect '{plugin}' is offered by plugin '{}')", o.name()))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "dialect '{name}': no loaded plugin is named '{plugin}'{hint}"
+                ));
+            }
+        },
         None => match offers.iter().find(|o| o.dialects().contains(&dialect.kind)) {
             Some(offer) => offer,
             None => {

@@ -78,15 +78,22 @@ pub fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, String
 
 /// Rewrites serde's messages so that they never quote the value that was
 /// given (it may be a secret under the wrong key): `invalid type: string
-/// "hunter2", expected a boolean` becomes `expected a boolean, found a string`.
+/// "hunter2", expected a boolean` becomes `expected a boolean, found a
+/// string`, and `unknown variant \`x\`, expected one of ...` keeps only what
+/// was expected. The expectation is what follows the last `, expected `, so a
+/// value that contains those words cannot show through.
 fn describe(message: &str) -> String {
+    let expected = |rest: &str| {
+        rest.rsplit_once(", expected ")
+            .map(|(given, expected)| (given.to_string(), expected.replace("a sequence", "a list")))
+    };
     for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((found, expected)) = rest.split_once(", expected ") {
-                let expected = expected.replace("a sequence", "a list");
-                return format!("expected {expected}, found {}", kind(found));
-            }
+        if let Some((given, expected)) = message.strip_prefix(prefix).and_then(expected) {
+            return format!("expected {expected}, found {}", kind(&given));
         }
+    }
+    if let Some((_, expected)) = message.strip_prefix("unknown variant ").and_then(expected) {
+        return format!("expected {expected}");
     }
     message.to_string()
 }
@@ -153,8 +160,14 @@ pub struct NoOptions {}
 
 /// A secret option value: not empty, never shown by `Debug`, compared in
 /// constant time.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Eq)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.matches(other.0.as_bytes())
+    }
+}
 
 impl Secret {
     /// Wraps a value (for tests and for plugins that build one themselves).
@@ -329,6 +342,26 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_enum_value_is_not_echoed() {
+        #[derive(Deserialize, Debug)]
+        #[serde(rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum Mode {
+            All,
+            Failing,
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct WithMode {
+            mode: Mode,
+        }
+        assert_eq!(
+            parse::<WithMode>(&json!({"mode": "hunter2"})).unwrap_err(),
+            "options.mode: expected `all` or `failing`"
+        );
+    }
+
+    #[test]
     fn no_options_refuses_every_key() {
         assert!(parse::<NoOptions>(&json!({})).is_ok());
         assert!(parse::<NoOptions>(&serde_json::Value::Null).is_ok());
@@ -358,6 +391,11 @@ mod tests {
         );
         let message = error(json!({"strict": "hunter2"}));
         assert!(!message.contains("hunter2"), "{message}");
+        let message = error(json!({"strict": "a, expected hunter2"}));
+        assert_eq!(
+            message,
+            "options.strict: expected a boolean, found a string"
+        );
         let secrets: Options = parse(&json!({"secret": ["hunter2", "other"]})).unwrap();
         let secrets = secrets.secret.unwrap();
         assert!(!format!("{secrets:?}").contains("hunter2"));

@@ -32,6 +32,8 @@ use buildmaster_plugin_api::boundary::{DialectBox, PluginModRef};
 use buildmaster_plugin_api::metadata::{self, Metadata};
 use buildmaster_plugin_api::{ABI_MAJOR, ABI_MINOR, ABI_VERSION};
 
+use crate::config::PluginDir;
+
 /// A metadata section larger than this is not a plugin's.
 const MAX_METADATA: u64 = 64 << 10;
 
@@ -191,17 +193,25 @@ impl Loader {
     }
 
     /// Describes every `*.so` file in `dirs` (in order; a missing directory is
-    /// skipped). Returns the offers and the refusals.
-    pub fn scan(&self, dirs: &[PathBuf]) -> (Vec<Offer>, Vec<LoadError>) {
+    /// skipped; a directory with a list offers only the files it names).
+    /// Returns the offers and the refusals.
+    pub fn scan(&self, dirs: &[PluginDir]) -> (Vec<Offer>, Vec<LoadError>) {
         let mut libraries = Vec::new();
         let mut errors = Vec::new();
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
+            let Ok(entries) = std::fs::read_dir(&dir.path) else {
                 continue;
+            };
+            let offered = |path: &Path| match dir.only {
+                Some(names) => path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| names.contains(&n)),
+                None => path.extension().is_some_and(|e| e == "so"),
             };
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "so") && p.is_file())
+                .filter(|p| offered(p) && p.is_file())
                 .collect();
             files.sort();
             for file in files {
@@ -411,6 +421,31 @@ fn first_line(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn any(path: &Path) -> PluginDir {
+        PluginDir {
+            path: path.to_path_buf(),
+            explicit: true,
+            only: None,
+        }
+    }
+
+    #[test]
+    fn a_directory_with_a_list_offers_only_the_files_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader::new(dir.path().join("cache"));
+        for name in ["current.so", "stale.so"] {
+            std::fs::write(dir.path().join(name), "not a library").unwrap();
+        }
+        let (_, errors) = loader.scan(&[any(dir.path())]);
+        assert_eq!(errors.len(), 2);
+        let (_, errors) = loader.scan(&[PluginDir {
+            only: Some(&["current.so"]),
+            ..any(dir.path())
+        }]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].path.ends_with("current.so"), "{}", errors[0]);
+    }
+
     #[test]
     fn missing_and_non_library_files_are_refused_with_one_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -434,7 +469,7 @@ mod tests {
         // An executable is ELF but cannot be dlopened as a library.
         let exe = std::env::current_exe().unwrap();
         std::fs::copy(&exe, dir.path().join("exe.so")).unwrap();
-        let (libraries, errors) = loader.scan(&[dir.path().to_path_buf()]);
+        let (libraries, errors) = loader.scan(&[any(dir.path())]);
         assert!(libraries.is_empty());
         assert_eq!(errors.len(), 1);
         assert!(

@@ -31,7 +31,7 @@ use buildmaster_plugin_api::{
 };
 
 use command::Build;
-use options::Options;
+use options::{Options, RawOptions};
 
 const USAGE: &str = "usage: /build <repo> [branch] [revision]";
 
@@ -41,10 +41,12 @@ pub struct Mattermost {
 }
 
 impl Dialect for Mattermost {
-    type Options = Options;
+    type Options = RawOptions;
 
-    fn new(_name: &str, options: Options) -> Result<Self, String> {
-        Ok(Mattermost { options })
+    fn new(_name: &str, options: RawOptions) -> Result<Self, String> {
+        Ok(Mattermost {
+            options: Options::check(options)?,
+        })
     }
 
     fn handle(&self, request: &Request, host: &Host<'_>) -> Result<HookOutcome, HookError> {

@@ -336,7 +336,7 @@ fn options_are_checked_when_the_dialect_is_built() {
     for (options, message) in [
         (
             json!({"repo_base_url": ""}),
-            "options: missing field `token`",
+            "options.token: required: the slash command's token",
         ),
         (
             json!({"token": "", "repo_base_url": ""}),
@@ -344,7 +344,7 @@ fn options_are_checked_when_the_dialect_is_built() {
         ),
         (
             json!({"token": TOKEN}),
-            "options: missing field `repo_base_url`",
+            "options.repo_base_url: required, e.g. \"git@github.com:example/\"",
         ),
         (
             json!({"token": 5, "repo_base_url": ""}),
