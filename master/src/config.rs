@@ -24,6 +24,7 @@ pub mod cron;
 mod diff;
 pub mod force;
 pub mod interpolate;
+pub mod reporters;
 mod retention;
 mod schedulers;
 
@@ -33,6 +34,7 @@ pub use builders::{
 pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
 pub use credentials::Credentials;
 pub use diff::{ConfigDiff, Difference, Setting};
+pub use reporters::{Generator, Mode, ReporterConfig};
 pub use retention::{JanitorConfig, LogCompression, LogSettings};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
 
@@ -125,6 +127,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub schedulers: Vec<Spanned<toml::Table>>,
     #[serde(default)]
+    pub reporters: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
     pub logs: retention::RawLogs,
     pub janitor: Option<Spanned<retention::RawJanitor>>,
 }
@@ -194,6 +198,8 @@ pub struct Config {
     pub workers: Vec<WorkerConfig>,
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
+    /// `[[reporters]]`, in configuration order.
+    pub reporters: Vec<ReporterConfig>,
     pub logs: LogSettings,
     /// `None` when no `[janitor]` is configured: history is kept forever.
     pub janitor: Option<JanitorConfig>,
@@ -432,6 +438,7 @@ impl Builder<'_> {
         let builders = builders::builders(self.map, raw.builders, &workers, &mut self.errors);
         let schedulers =
             schedulers::schedulers(self.map, raw.schedulers, &builders, &mut self.errors);
+        let reporters = self.reporters(raw.reporters);
         let logs = retention::logs(self.map, raw.logs, &mut self.errors);
         let janitor = retention::janitor(self.map, raw.janitor, &mut self.errors);
         if !self.errors.is_empty() {
@@ -463,8 +470,102 @@ impl Builder<'_> {
             workers,
             builders,
             schedulers,
+            reporters,
             logs,
             janitor,
+        })
+    }
+
+    fn reporters(&mut self, tables: Vec<Spanned<toml::Table>>) -> Vec<ReporterConfig> {
+        let mut built: Vec<ReporterConfig> = Vec::new();
+        for table in tables {
+            let span = table.span();
+            let location = self.map.locate(span.start);
+            let Some(reporter) = self.reporter(table.into_inner(), &location) else {
+                continue;
+            };
+            if let Some(first) = built.iter().find(|r| r.name == reporter.name) {
+                self.errors.push(ConfigError {
+                    location,
+                    message: format!(
+                        "reporter name '{}' is already used at {}",
+                        reporter.name, first.location
+                    ),
+                });
+                continue;
+            }
+            built.push(reporter);
+        }
+        built
+    }
+
+    fn reporter(&mut self, mut table: toml::Table, location: &str) -> Option<ReporterConfig> {
+        let error = |message: String| ConfigError {
+            location: location.to_string(),
+            message,
+        };
+        let mut text = |key: &str, errors: &mut Vec<ConfigError>| match table.remove(key) {
+            None => None,
+            Some(toml::Value::String(s)) if !s.is_empty() => Some(s),
+            Some(_) => {
+                errors.push(error(format!(
+                    "reporters: {key} must be a non-empty string"
+                )));
+                None
+            }
+        };
+        let name = text("name", &mut self.errors);
+        let kind = text("type", &mut self.errors);
+        let plugin = text("plugin", &mut self.errors).map(|p| {
+            if p.contains('/') || p.ends_with(".so") {
+                PluginRef::File(self.basedir.join(p))
+            } else {
+                PluginRef::Name(p)
+            }
+        });
+        let (Some(name), Some(kind)) = (name, kind) else {
+            self.errors.push(error(
+                "a reporter needs a `name` and a `type` (the reporter kind a plugin offers)".into(),
+            ));
+            return None;
+        };
+        let max_attempts = match table.remove("max_attempts") {
+            None => reporters::DEFAULT_MAX_ATTEMPTS,
+            Some(toml::Value::Integer(n)) if (1..=1000).contains(&n) => n as u32,
+            Some(_) => {
+                self.errors.push(error(format!(
+                    "reporter '{name}': max_attempts must be a number from 1 to 1000"
+                )));
+                reporters::DEFAULT_MAX_ATTEMPTS
+            }
+        };
+        let generator = match reporters::generator(&mut table) {
+            Ok(generator) => generator,
+            Err(messages) => {
+                self.errors.extend(
+                    messages
+                        .into_iter()
+                        .map(|m| error(format!("reporter '{name}': {m}"))),
+                );
+                return None;
+            }
+        };
+        let options = match self.resolve(toml::Value::Table(table), &format!("reporters.{name}")) {
+            Ok(options) => options,
+            Err(message) => {
+                self.errors.push(error(message));
+                return None;
+            }
+        };
+        Some(ReporterConfig {
+            name,
+            kind,
+            plugin,
+            generator,
+            max_attempts,
+            options_digest: options_digest(&options),
+            options,
+            location: location.to_string(),
         })
     }
 

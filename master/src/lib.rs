@@ -12,7 +12,8 @@
 //!   commands through [`control`].
 //! - The services: [`change_sources`] poll repositories, [`schedulers`] turn
 //!   changes into build requests, [`builds`] runs builds on [`workers`];
-//!   [`durable`] feeds consumers that must see every build event. Their
+//!   [`durable`] feeds consumers that must see every build event, such as
+//!   [`reporters`], which renders them into an outbox and delivers it. Their
 //!   tasks run under the [`tasks`] supervisor.
 //! - [`registry`] holds one configuration's live plugin instances, loaded by
 //!   [`plugins`]; [`host`] is what plugins may ask of the master.
@@ -36,6 +37,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod reconfig;
 pub mod registry;
+pub mod reporters;
 pub mod results;
 pub mod schedulers;
 pub mod systemd;
@@ -61,6 +63,7 @@ mod layering {
         "api",
         "control",
         "reconfig",
+        "reporters",
         "durable",
         "change_sources",
         "schedulers",

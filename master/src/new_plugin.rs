@@ -70,9 +70,9 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyho
              then run `buildmaster reconfig /path/to/basedir` (or restart the master)."
         ),
         Kind::Reporter => format!(
-            "The master does not deliver reports yet: `[[reporters]]` tables, which will\n\
-             name this reporter by `type = \"{name}\"`, are not accepted before its outbox\n\
-             exists. Until then the master finds and describes the library, and does not use it."
+            "Add it to `master.toml`:\n\n```toml\n[[reporters]]\nname = \"{name}\"\ntype = \"{name}\"\n\
+             url = \"https://chat.example.org/hooks/ci\"\n```\n\n\
+             then run `buildmaster reconfig /path/to/basedir` (or restart the master)."
         ),
     };
     let fill = |template: &str| {

@@ -12,9 +12,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use abi_stable::std_types::RResult;
-use buildmaster_plugin_api::boundary::{host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest};
+use buildmaster_plugin_api::boundary::{
+    host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest, ReporterBox,
+};
+use buildmaster_plugin_api::reporter::{Event, Wants};
+use buildmaster_plugin_api::OutgoingRequest;
 
-use crate::config::{Config, Credentials, DialectConfig, HttpLimits, PluginRef};
+use crate::config::{Config, Credentials, DialectConfig, HttpLimits, PluginRef, ReporterConfig};
 use crate::host::HostServices;
 use crate::plugins::{Library, LoadError, Loader, Offer};
 
@@ -25,13 +29,17 @@ pub enum Problem {
     Refused(LoadError),
     /// An enabled dialect cannot be served.
     Dialect { location: String, message: String },
+    /// A configured reporter cannot be built.
+    Reporter { location: String, message: String },
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Refused(e) => e.fmt(f),
-            Problem::Dialect { location, message } => write!(f, "{location}: {message}"),
+            Problem::Dialect { location, message } | Problem::Reporter { location, message } => {
+                write!(f, "{location}: {message}")
+            }
         }
     }
 }
@@ -63,6 +71,32 @@ impl DialectInstance {
     }
 }
 
+/// A constructed reporter, with its configuration and what it wants.
+pub struct ReporterInstance {
+    pub config: ReporterConfig,
+    pub library: Arc<Library>,
+    /// What the plugin wants, with the generator's `want_*` and
+    /// `report_started` added.
+    pub wants: Wants,
+    instance: ReporterBox,
+}
+
+impl ReporterInstance {
+    /// Lets the plugin render one envelope (JSON). Blocking: call it on the
+    /// blocking pool.
+    pub fn render(
+        &self,
+        envelope: &str,
+        services: &HostServices,
+    ) -> Result<Vec<OutgoingRequest>, String> {
+        let host = services.for_plugin(&self.library.name);
+        match self.instance.render(envelope.into(), host_ref(&host)) {
+            RResult::ROk(requests) => Ok(requests.iter().map(OutgoingRequest::from_ffi).collect()),
+            RResult::RErr(error) => Err(error.message.to_string()),
+        }
+    }
+}
+
 /// What `/change_hook/<name>` finds.
 #[derive(Clone)]
 pub enum DialectSlot {
@@ -79,6 +113,8 @@ pub enum DialectSlot {
 pub struct Registry {
     /// The master's title, for the pages it serves.
     pub title: String,
+    /// The master's address as users reach it, for links in reports.
+    pub buildbot_url: String,
     pub dialects: HashMap<String, DialectSlot>,
     pub auth: Option<Arc<Credentials>>,
     /// Dialects that `auth` does not apply to (`change_hook_auth = false`).
@@ -92,6 +128,8 @@ pub struct Registry {
     pub libraries: Vec<Arc<Library>>,
     /// Every library found in the plugin directories or named by file.
     pub offers: Vec<Offer>,
+    /// The reporters that could be built, in configuration order.
+    pub reporters: Vec<Arc<ReporterInstance>>,
 }
 
 impl Registry {
@@ -129,8 +167,14 @@ pub fn prepare(
     // Libraries named by file first, so that a dialect may name any of them by
     // plugin name whatever the order of the tables.
     let mut by_file = HashMap::new();
-    for dialect in &config.www.dialects {
-        if let Some(PluginRef::File(path)) = &dialect.plugin {
+    let files = config
+        .www
+        .dialects
+        .iter()
+        .map(|d| &d.plugin)
+        .chain(config.reporters.iter().map(|r| &r.plugin));
+    for plugin in files {
+        if let Some(PluginRef::File(path)) = plugin {
             let described = loader.describe(path);
             if let Ok(offer) = &described {
                 if !offers.iter().any(|o| o.path() == offer.path()) {
@@ -150,7 +194,14 @@ pub fn prepare(
     let mut dialects = HashMap::new();
     for dialect in &config.www.dialects {
         let kept = previous.and_then(|registry| registry.dialects.get(&dialect.name));
-        let chosen = choose_offer(dialect, &offers, &by_file);
+        let wanted = Wanted {
+            role: Role::Dialect,
+            name: &dialect.name,
+            kind: &dialect.kind,
+            plugin: dialect.plugin.as_ref(),
+            location: &dialect.location,
+        };
+        let chosen = choose_offer(&wanted, &offers, &by_file);
         let slot = match chosen.and_then(|offer| match offer {
             Some(offer) => {
                 let library = use_offer(loader, offer, &mut libraries)
@@ -170,8 +221,37 @@ pub fn prepare(
         };
         dialects.insert(dialect.name.clone(), slot);
     }
+    let mut reporters = Vec::new();
+    for reporter in &config.reporters {
+        let wanted = Wanted {
+            role: Role::Reporter,
+            name: &reporter.name,
+            kind: &reporter.kind,
+            plugin: reporter.plugin.as_ref(),
+            location: &reporter.location,
+        };
+        let built = choose_offer(&wanted, &offers, &by_file).and_then(|offer| {
+            let offer = offer.ok_or_else(|| {
+                format!(
+                    "reporter '{}': no plugin offers the reporter type '{}'",
+                    reporter.name, reporter.kind
+                )
+            })?;
+            let library = use_offer(loader, offer, &mut libraries)
+                .map_err(|e| format!("reporter '{}': {e}", reporter.name))?;
+            build_reporter(reporter, library)
+        });
+        match built {
+            Ok(instance) => reporters.push(Arc::new(instance)),
+            Err(message) => problems.push(Problem::Reporter {
+                location: reporter.location.clone(),
+                message,
+            }),
+        }
+    }
     let registry = Registry {
         title: config.title.clone(),
+        buildbot_url: config.buildbot_url.clone(),
         dialects,
         auth: config.www.auth.clone().map(Arc::new),
         exempt_from_auth: config
@@ -186,26 +266,60 @@ pub fn prepare(
         limits: config.www.limits,
         libraries,
         offers,
+        reporters,
     };
     (registry, problems)
 }
 
-/// The library that serves `dialect`: the one named by file or by plugin
+/// What a dialect or a reporter of the configuration asks for.
+struct Wanted<'a> {
+    role: Role,
+    name: &'a str,
+    kind: &'a str,
+    plugin: Option<&'a PluginRef>,
+    location: &'a str,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Dialect,
+    Reporter,
+}
+
+impl Role {
+    fn word(self) -> &'static str {
+        match self {
+            Role::Dialect => "dialect",
+            Role::Reporter => "reporter",
+        }
+    }
+
+    fn kinds(self, offer: &Offer) -> &[String] {
+        match self {
+            Role::Dialect => offer.dialects(),
+            Role::Reporter => offer.reporters(),
+        }
+    }
+}
+
+/// The library that serves `wanted`: the one named by file or by plugin
 /// name, else the first that offers its kind. `None` when no library offers
-/// the kind (Buildbot's "not registered": its requests answer 400).
+/// the kind (for a dialect, Buildbot's "not registered": its requests answer
+/// 400).
 fn choose_offer<'a>(
-    dialect: &DialectConfig,
+    wanted: &Wanted<'_>,
     offers: &'a [Offer],
     by_file: &'a HashMap<PathBuf, Result<Offer, LoadError>>,
 ) -> Result<Option<&'a Offer>, String> {
-    let name = &dialect.name;
-    let offer = match &dialect.plugin {
+    let (role, name, kind) = (wanted.role, wanted.name, wanted.kind);
+    let what = role.word();
+    let offer = match wanted.plugin {
         Some(PluginRef::File(path)) => match by_file.get(path) {
             Some(Ok(offer)) => offer,
-            Some(Err(error)) => return Err(format!("dialect '{name}': {error}")),
+            Some(Err(error)) => return Err(format!("{what} '{name}': {error}")),
             None => {
                 return Err(format!(
-                    "dialect '{name}': {} was not loaded",
+                    "{what} '{name}': {} was not loaded",
                     path.display()
                 ))
             }
@@ -217,32 +331,36 @@ fn choose_offer<'a>(
                 // dialects were before they shared a library.
                 let hint = offers
                     .iter()
-                    .find(|o| o.dialects().contains(plugin))
-                    .map(|o| format!(" (dialect '{plugin}' is offered by plugin '{}')", o.name()))
+                    .find(|o| role.kinds(o).contains(plugin))
+                    .map(|o| format!(" ({what} '{plugin}' is offered by plugin '{}')", o.name()))
                     .unwrap_or_default();
                 return Err(format!(
-                    "dialect '{name}': no loaded plugin is named '{plugin}'{hint}"
+                    "{what} '{name}': no loaded plugin is named '{plugin}'{hint}"
                 ));
             }
         },
-        None => match offers.iter().find(|o| o.dialects().contains(&dialect.kind)) {
+        None => match offers
+            .iter()
+            .find(|o| role.kinds(o).iter().any(|k| k == kind))
+        {
             Some(offer) => offer,
             None => {
-                tracing::warn!(
-                    "{}: dialect '{name}' is enabled but no loaded plugin offers it; its requests answer 400",
-                    dialect.location
-                );
+                if role == Role::Dialect {
+                    tracing::warn!(
+                        "{}: dialect '{name}' is enabled but no loaded plugin offers it; its requests answer 400",
+                        wanted.location
+                    );
+                }
                 return Ok(None);
             }
         },
     };
-    if !offer.dialects().contains(&dialect.kind) {
+    if !role.kinds(offer).iter().any(|k| k == kind) {
         return Err(format!(
-            "dialect '{name}': plugin {} ({}) offers no dialect '{}' (it offers: {})",
+            "{what} '{name}': plugin {} ({}) offers no {what} '{kind}' (it offers: {})",
             offer.name(),
             offer.path().display(),
-            dialect.kind,
-            offer.dialects().join(", ")
+            role.kinds(offer).join(", ")
         ));
     }
     Ok(Some(offer))
@@ -263,6 +381,32 @@ fn use_offer(
         libraries.push(library.clone());
     }
     Ok(library)
+}
+
+fn build_reporter(
+    reporter: &ReporterConfig,
+    library: Arc<Library>,
+) -> Result<ReporterInstance, String> {
+    let name = &reporter.name;
+    let instance = library
+        .new_reporter(&reporter.kind, name, &reporter.options)
+        .map_err(|e| format!("reporter '{name}' (plugin {}): {e}", library.name))?;
+    // What the plugin asks for, and what the operator adds.
+    let mut wants: Wants = serde_json::from_str(&instance.wants()).unwrap_or_default();
+    let generator = &reporter.generator;
+    wants.properties |= generator.want_properties;
+    wants.steps |= generator.want_steps || generator.want_logs;
+    wants.logs |= generator.want_logs;
+    wants.previous_build |= generator.want_previous_build;
+    if !generator.report_started {
+        wants.events.retain(|event| *event != Event::Started);
+    }
+    Ok(ReporterInstance {
+        config: reporter.clone(),
+        library,
+        wants,
+        instance,
+    })
 }
 
 fn build_dialect(

@@ -275,6 +275,18 @@ impl Master {
 
     /// Sends SIGTERM, waits for the exit status, and hands back the basedir so
     /// the master can be started again on it.
+    /// Kills the master with SIGKILL, as a crash would, and returns its basedir.
+    pub fn kill(mut self) -> Basedir {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let dir = std::mem::replace(
+            &mut self.basedir,
+            tempfile::tempdir().expect("temporary dir"),
+        );
+        Basedir { dir }
+    }
+
     pub fn stop(mut self) -> (Basedir, std::process::ExitStatus) {
         let mut child = self.child.take().expect("running");
         let status = terminate(&mut child);
@@ -482,11 +494,25 @@ pub struct MockRequest {
     /// Path and query.
     pub path: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
+
+impl MockRequest {
+    /// The value of header `name` (any case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A queued answer: status, extra headers, body.
+type MockResponse = (u16, Vec<(String, String)>, String);
 
 #[derive(Default)]
 struct MockState {
-    responses: std::collections::VecDeque<(u16, String)>,
+    responses: std::collections::VecDeque<MockResponse>,
     received: Vec<MockRequest>,
 }
 
@@ -501,7 +527,12 @@ pub struct MockApi {
 
 impl MockApi {
     pub fn start() -> MockApi {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock API");
+        MockApi::start_at("127.0.0.1:0")
+    }
+
+    /// A mock listening on `addr`, e.g. a port a test kept free until now.
+    pub fn start_at(addr: &str) -> MockApi {
+        let listener = std::net::TcpListener::bind(addr).expect("bind mock API");
         let addr = listener.local_addr().expect("mock address");
         let state = std::sync::Arc::new(std::sync::Mutex::new(MockState::default()));
         let shared = state.clone();
@@ -520,11 +551,25 @@ impl MockApi {
 
     /// Queues the answer to the next request.
     pub fn push_response(&self, status: u16, body: String) {
+        self.push_response_with(status, &[], body);
+    }
+
+    /// Queues the answer to the next request, with extra headers.
+    pub fn push_response_with(&self, status: u16, headers: &[(&str, &str)], body: String) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
         self.state
             .lock()
             .expect("mock state")
             .responses
-            .push_back((status, body));
+            .push_back((status, headers, body));
+    }
+
+    /// The requests received so far, without forgetting them.
+    pub fn received(&self) -> Vec<MockRequest> {
+        self.state.lock().expect("mock state").received.clone()
     }
 
     /// The requests received since the last call, and forgets any answer left.
@@ -561,20 +606,26 @@ fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockStat
     }
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
-    let (status, body) = {
+    let (status, extra, body) = {
         let mut state = state.lock().expect("mock state");
         state.received.push(MockRequest {
             method,
             path,
             headers,
+            body,
         });
-        state
-            .responses
-            .pop_front()
-            .unwrap_or((599, "{\"message\": \"unexpected request\"}".to_string()))
+        state.responses.pop_front().unwrap_or((
+            599,
+            Vec::new(),
+            "{\"message\": \"unexpected request\"}".to_string(),
+        ))
     };
+    let extra: String = extra
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let response = format!(
-        "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes());

@@ -137,6 +137,7 @@ pub struct ConfigDiff {
     pub builders: Difference,
     pub schedulers: Difference,
     pub change_sources: Difference,
+    pub reporters: Difference,
 }
 
 impl ConfigDiff {
@@ -194,6 +195,12 @@ impl ConfigDiff {
                 |c| &c.name,
                 PartialEq::eq,
             ),
+            reporters: Difference::of(
+                &old.reporters,
+                &new.reporters,
+                |r| &r.name,
+                |a, b| a.same_settings(b),
+            ),
         }
     }
 
@@ -212,6 +219,7 @@ impl ConfigDiff {
             builders: added(new.builders.iter().map(|b| &b.name).collect()),
             schedulers: added(new.schedulers.iter().map(|s| &s.name).collect()),
             change_sources: added(new.change_sources.iter().map(|c| &c.name).collect()),
+            reporters: added(new.reporters.iter().map(|r| &r.name).collect()),
         }
     }
 
@@ -233,6 +241,7 @@ impl ConfigDiff {
             ("builders", &self.builders),
             ("schedulers", &self.schedulers),
             ("change sources", &self.change_sources),
+            ("reporters", &self.reporters),
         ]
         .into_iter()
     }
@@ -288,6 +297,21 @@ mod tests {
 
     fn diff(old: &str, new: &str) -> ConfigDiff {
         ConfigDiff::between(&config(old), &config(new))
+    }
+
+    #[test]
+    fn a_reporter_added_changed_or_removed_is_a_difference() {
+        let one = "[[reporters]]\nname = 'r'\ntype = 'http_status_push'\nserver_url = 'http://a'\n";
+        let other_url = one.replace("http://a", "http://b");
+        assert_eq!(diff("", one).summary(), ["reporters +1 ~0 -0 (+r)"]);
+        assert_eq!(diff(one, &other_url).summary(), ["reporters +0 ~1 -0 (~r)"]);
+        let other_mode = format!("{one}mode = 'all'\n");
+        assert_eq!(
+            diff(one, &other_mode).summary(),
+            ["reporters +0 ~1 -0 (~r)"]
+        );
+        assert_eq!(diff(one, "").summary(), ["reporters +0 ~0 -1 (-r)"]);
+        assert!(diff(one, one).is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod janitor;
 mod journal;
 mod listing;
 pub(crate) mod logs;
+mod outbox;
 mod query;
 pub(crate) mod rest;
 mod schema;
@@ -33,6 +34,7 @@ pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};
 pub use logs::LogLines;
+pub use outbox::{Attempt, NewOutgoing, Outgoing, ReportParts};
 pub use rest::{
     Collection, RowSink, Scope, BUILDERS, BUILDREQUESTS, BUILDS, BUILDSETS, CHANGES, LOGS,
     MASTER_ID, STEPS, WORKERS,

@@ -311,6 +311,33 @@ CREATE INDEX buildsets_complete_at ON buildsets (complete_at);
 CREATE INDEX buildset_sourcestamps_sourcestampid ON buildset_sourcestamps (sourcestampid);
 CREATE INDEX build_events_buildid ON build_events (buildid);
 ",
+    // 10: the reporters' outbox. `state`: pending, delivered, dead (no more
+    // attempts) or dropped (its reporter was removed).
+    r"
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    reporter TEXT NOT NULL,
+    idempotency_key TEXT,
+    destination TEXT NOT NULL,
+    method TEXT NOT NULL,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    timeout_ms INTEGER,
+    buildid INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    completed_at BIGINT
+);
+CREATE UNIQUE INDEX outbox_once ON outbox (reporter, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX outbox_pending ON outbox (destination, id) WHERE state = 'pending';
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RResult;
-use buildmaster_plugin_api::boundary::{DialectBox, PluginModRef};
+use buildmaster_plugin_api::boundary::{DialectBox, PluginModRef, ReporterBox};
 use buildmaster_plugin_api::metadata::{self, Metadata};
 use buildmaster_plugin_api::{ABI_MAJOR, ABI_MINOR, ABI_VERSION};
 
@@ -118,6 +118,21 @@ impl Library {
             RResult::RErr(e) => Err(e.message.to_string()),
         }
     }
+
+    /// Constructs reporter `kind` under the instance `name`, as
+    /// [`Library::new_dialect`] does.
+    pub fn new_reporter(
+        &self,
+        kind: &str,
+        name: &str,
+        options: &serde_json::Value,
+    ) -> Result<ReporterBox, String> {
+        let config = options.to_string();
+        match (self.module.new_reporter())(kind.into(), name.into(), config.as_str().into()) {
+            RResult::ROk(reporter) => Ok(reporter),
+            RResult::RErr(e) => Err(e.message.to_string()),
+        }
+    }
 }
 
 /// A library found in a plugin directory.
@@ -148,6 +163,13 @@ impl Offer {
         match self {
             Offer::Described { metadata, .. } => &metadata.dialects,
             Offer::Loaded(library) => &library.dialects,
+        }
+    }
+
+    pub fn reporters(&self) -> &[String] {
+        match self {
+            Offer::Described { metadata, .. } => &metadata.reporters,
+            Offer::Loaded(library) => &library.reporters,
         }
     }
 }

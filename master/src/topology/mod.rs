@@ -52,6 +52,7 @@ use crate::plugins::{self, Loader, Offer};
 use crate::reconfig::watch::{self as file_watch, FileWatch, WatchSpec};
 use crate::reconfig::{ReloadResult, SharedStatus, Status, Trigger};
 use crate::registry::{self, Registry};
+use crate::reporters;
 use crate::schedulers::Schedulers;
 use crate::systemd::Notifier;
 use crate::tasks::Supervisor;
@@ -188,6 +189,7 @@ impl Topology {
                 control,
             },
         };
+        let (live_registry, host) = (Arc::clone(&state.registry), state.host.clone());
         let (triggers, triggers_received) = mpsc::unbounded_channel();
         let loader = Arc::new(Loader::new(plugins::cache_dir(&config.basedir)));
         let mut topology = Topology {
@@ -215,6 +217,15 @@ impl Topology {
             .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?
             .expect("a first configuration always differs from nothing");
         topology.apply(prepared).await.map_err(anyhow::Error::msg)?;
+        // Once the first registry is live, so that no build event is offered
+        // to a master without its reporters.
+        reporters::start(
+            &topology.db,
+            &topology.bus,
+            live_registry,
+            host,
+            &topology.supervisor,
+        );
         let basedir = topology.config.basedir.clone();
         topology
             .status

@@ -1,0 +1,80 @@
+//! Buildbot's build dictionary, as a reporter receives it.
+
+use serde_json::{json, Value};
+
+use crate::config::Generator;
+use crate::db::ReportParts;
+use crate::events::BuildInfo;
+
+/// The build page on the master, as Buildbot links it.
+pub fn build_url(buildbot_url: &str, build: &BuildInfo) -> String {
+    format!(
+        "{}/#/builders/{}/builds/{}",
+        buildbot_url.trim_end_matches('/'),
+        build.builder.builderid,
+        build.number
+    )
+}
+
+/// The dictionary of `build`: its own fields, `builder`, `buildset` with its
+/// `sourcestamps`, `url`, `blamelist`, and what was wanted of `properties`,
+/// `steps` and `prev_build` (`null` when there is none).
+pub fn build_dictionary(
+    build: &BuildInfo,
+    buildbot_url: &str,
+    parts: &ReportParts,
+    wants: &Wants,
+    previous: Option<&Value>,
+) -> Value {
+    let mut dictionary = build.to_json();
+    let sourcestamps = dictionary["sourcestamps"].clone();
+    dictionary["buildset"]["sourcestamps"] = sourcestamps;
+    dictionary["url"] = json!(build_url(buildbot_url, build));
+    dictionary["masterid"] = json!(1);
+    dictionary["blamelist"] = json!(parts.blamelist);
+    if !wants.properties {
+        dictionary["properties"] = json!({});
+    }
+    if wants.steps {
+        dictionary["steps"] = Value::Array(parts.steps.clone());
+    }
+    if wants.previous_build {
+        dictionary["prev_build"] = previous.cloned().unwrap_or(Value::Null);
+    }
+    dictionary
+}
+
+/// What the reporters an event goes to want of its dictionary, together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    pub properties: bool,
+    pub steps: bool,
+    pub previous_build: bool,
+}
+
+impl Wants {
+    pub fn of(wants: &buildmaster_plugin_api::Wants) -> Wants {
+        Wants {
+            properties: wants.properties,
+            steps: wants.steps || wants.logs,
+            previous_build: wants.previous_build,
+        }
+    }
+}
+
+/// Whether `generator`'s filters (builders, tags, schedulers, branches) let
+/// `build` through; the result mode is checked apart.
+pub fn passes_filters(generator: &Generator, build: &BuildInfo) -> bool {
+    let any = |list: &Option<Vec<String>>, test: &dyn Fn(&String) -> bool| {
+        list.as_ref().is_none_or(|list| list.iter().any(test))
+    };
+    any(&generator.builders, &|name| *name == build.builder.name)
+        && any(&generator.tags, &|tag| build.builder.tags.contains(tag))
+        && any(&generator.schedulers, &|s| *s == build.buildset.scheduler)
+        && any(&generator.branches, &|branch| {
+            build
+                .sourcestamps
+                .iter()
+                .any(|ss| ss.branch.as_deref() == Some(branch.as_str()))
+        })
+}

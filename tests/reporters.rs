@@ -1,0 +1,361 @@
+//! Reporters end to end: builds on a local worker reported by the real
+//! `http_status_push` plugin to a loopback receiver, through the outbox.
+
+use buildmaster_e2e::{run_cli, wait_until, Basedir, Master, MockApi, MockRequest};
+use serde_json::{json, Value};
+
+/// A local builder `b` whose build runs `command` for every change on any
+/// branch, and `reporters` (TOML `[[reporters]]` tables).
+fn config(command: &str, reporters: &str) -> String {
+    format!(
+        r#"
+[master]
+buildbot_url = "http://ci.example/"
+reload_on_change = false
+
+[www.change_hook_dialects]
+base = true
+
+[[workers]]
+type = "local"
+name = "local"
+
+[[builders]]
+name = "b"
+workernames = ["local"]
+tags = ["fast"]
+
+[[builders.steps]]
+type = "shell"
+name = "compile"
+command = {command}
+
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["b"]
+
+{reporters}
+"#
+    )
+}
+
+fn hook(master: &Master, revision: &str, author: &str) {
+    let reply = master.post_form(
+        "/change_hook/base",
+        &format!("branch=main&revision={revision}&repository=repo&author={author}&comments=c"),
+    );
+    assert_eq!((reply.status, reply.body.as_str()), (200, "1 change found"));
+}
+
+/// Waits until `receiver` got `count` requests.
+fn received(receiver: &MockApi, count: usize) -> Vec<MockRequest> {
+    wait_until(&format!("{count} report(s)"), || {
+        let got = receiver.received();
+        (got.len() >= count).then_some(got)
+    })
+}
+
+fn json_body(request: &MockRequest) -> Value {
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+#[test]
+fn a_finished_build_is_posted_with_its_dictionary_and_with_a_template() {
+    let receiver = MockApi::start();
+    for _ in 0..2 {
+        receiver.push_response(200, "{}".into());
+    }
+    let url = receiver.url();
+    let master = Master::start(&config(
+        r#"["true"]"#,
+        &format!(
+            r#"
+[[reporters]]
+name = "plain"
+type = "http_status_push"
+server_url = "{url}/plain"
+auth = {{ token = "t0k3n" }}
+want_steps = true
+
+[[reporters]]
+name = "templated"
+type = "http_status_push"
+server_url = "{url}/templated"
+format = '{{"text": "{{{{ build.builder.name }}}} #{{{{ build.number }}}} {{{{ event }}}}: {{{{ build.state_string }}}} by {{{{ build.blamelist | join(", ") }}}}"}}'
+"#
+        ),
+    ));
+    hook(&master, "1a2b", "Ada");
+    let got = received(&receiver, 2);
+    let plain = got
+        .iter()
+        .find(|r| r.path == "/plain")
+        .expect("plain report");
+    assert_eq!(plain.method, "POST");
+    assert_eq!(plain.header("Authorization"), Some("Bearer t0k3n"));
+    assert_eq!(plain.header("Content-Type"), Some("application/json"));
+    assert!(plain
+        .header("Idempotency-Key")
+        .is_some_and(|k| k.starts_with("build-")));
+    let build = json_body(plain);
+    assert_eq!(build["builder"]["name"], "b");
+    assert_eq!(build["builder"]["tags"], json!(["fast"]));
+    assert_eq!(build["results"], 0);
+    assert_eq!(build["complete"], true);
+    assert_eq!(build["blamelist"], json!(["Ada"]));
+    assert_eq!(build["buildset"]["sourcestamps"][0]["revision"], "1a2b");
+    assert_eq!(build["url"], "http://ci.example/#/builders/1/builds/1");
+    assert_eq!(build["steps"][0]["name"], "compile");
+    assert!(build.get("prev_build").is_none());
+    let templated = got
+        .iter()
+        .find(|r| r.path == "/templated")
+        .expect("templated report");
+    assert_eq!(
+        json_body(templated),
+        json!({"text": "b #1 finished: build successful by Ada"})
+    );
+    // Only finished builds, by default: nothing more arrives.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[test]
+fn modes_filters_and_report_started_choose_what_is_sent() {
+    let receiver = MockApi::start();
+    for _ in 0..20 {
+        receiver.push_response(200, "{}".into());
+    }
+    let url = receiver.url();
+    let reporter = |name: &str, extra: &str| {
+        format!(
+            "[[reporters]]\nname = \"{name}\"\ntype = \"http_status_push\"\n\
+             server_url = \"{url}/{name}\"\nformat = \"{{{{ event }}}} {{{{ build.results }}}}\"\n{extra}\n"
+        )
+    };
+    let reporters = [
+        reporter("failing", "mode = \"failing\""),
+        reporter("problem", "mode = \"problem\""),
+        reporter("change", "mode = \"change\""),
+        reporter("started", "mode = \"all\"\nreport_started = true"),
+        reporter("other_builder", "builders = [\"nope\"]"),
+        reporter("tagged", "tags = [\"fast\"]\nbranches = [\"main\"]"),
+    ]
+    .concat();
+    // The build fails when the change's revision starts with "bad".
+    let command = r#"["sh", "-c", "case %(src::revision)s in bad*) exit 1;; esac"]"#;
+    let base = Basedir::new(&config(command, &reporters));
+    let master = base.start();
+    let builds = |count: usize| {
+        wait_until(&format!("{count} finished build(s)"), || {
+            let builds = master.builds();
+            (builds.len() == count && builds.iter().all(|b| b["complete"] == true))
+                .then_some(builds)
+        })
+    };
+    hook(&master, "bad1", "Ada");
+    builds(1);
+    hook(&master, "bad2", "Ada");
+    builds(2);
+    hook(&master, "good3", "Bob");
+    let all = builds(3);
+    assert_eq!(
+        all.iter().map(|b| b["results"].clone()).collect::<Vec<_>>(),
+        [json!(2), json!(2), json!(0)],
+        "the builds did not go as planned"
+    );
+    // Reports for build 3 have arrived once "tagged" has its third.
+    wait_until("every report", || {
+        let count = receiver
+            .received()
+            .iter()
+            .filter(|r| r.path == "/tagged")
+            .count();
+        (count == 3).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let bodies = |path: &str| -> Vec<String> {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect()
+    };
+    assert_eq!(bodies("/failing"), ["finished 2", "finished 2"]);
+    // A failure after no build, not after a failure.
+    assert_eq!(bodies("/problem"), ["finished 2"]);
+    // Failure → failure is no change; failure → success is.
+    assert_eq!(bodies("/change"), ["finished 0"]);
+    // A running build's `results` is null, which the template writes `None`.
+    assert_eq!(
+        bodies("/started"),
+        [
+            "started None",
+            "finished 2",
+            "started None",
+            "finished 2",
+            "started None",
+            "finished 0"
+        ]
+    );
+    assert!(bodies("/other_builder").is_empty());
+    assert_eq!(
+        bodies("/tagged"),
+        ["finished 2", "finished 2", "finished 0"]
+    );
+}
+
+#[test]
+fn reporter_errors_reach_checkconfig_with_their_table() {
+    let base = Basedir::new(
+        "[[reporters]]\nname = \"r\"\ntype = \"http_status_push\"\nserver_url = 5\n\
+         [[reporters]]\nname = \"r\"\ntype = \"http_status_push\"\nserver_url = \"http://x\"\n\
+         [[reporters]]\nname = \"n\"\ntype = \"nothing_offers_this\"\n\
+         [[reporters]]\nname = \"m\"\ntype = \"http_status_push\"\nmode = \"sometimes\"\n",
+    );
+    let out = run_cli(&["checkconfig", base.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "master.toml:7:1: reporter name 'r' is already used at",
+        "master.toml:14:1: reporter 'm': mode 'sometimes' is not one of:",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // Once the file parses, the plugins' own checks.
+    let base = Basedir::new(
+        "[[reporters]]\nname = \"r\"\ntype = \"http_status_push\"\nserver_url = 5\n\
+         [[reporters]]\nname = \"n\"\ntype = \"nothing_offers_this\"\n",
+    );
+    let out = run_cli(&["checkconfig", base.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "master.toml:3:1: reporter 'r' (plugin http_status_push): options.server_url: expected a string, found an integer",
+        "master.toml:7:1: reporter 'n': no plugin offers the reporter type 'nothing_offers_this'",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
+
+/// A loopback port with nothing listening on it (for now).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn numbered_reporter(port: u16) -> String {
+    format!(
+        "[[reporters]]\nname = \"r\"\ntype = \"http_status_push\"\n\
+         server_url = \"http://127.0.0.1:{port}/hook\"\nformat = \"{{{{ build.number }}}}\"\n"
+    )
+}
+
+fn numbers(requests: &[MockRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
+#[test]
+fn an_outage_delays_reports_without_losing_reordering_or_repeating_them() {
+    let port = free_port();
+    let master = Master::start(&config(r#"["true"]"#, &numbered_reporter(port)));
+    hook(&master, "1", "Ada");
+    hook(&master, "2", "Ada");
+    wait_until("two finished builds", || {
+        let builds = master.builds();
+        (builds.len() == 2 && builds.iter().all(|b| b["complete"] == true)).then_some(())
+    });
+    // The receiver was down (connection refused) for the first attempt.
+    wait_until("a refused attempt", || {
+        master.log().contains("failed (").then_some(())
+    });
+    let receiver = MockApi::start_at(&format!("127.0.0.1:{port}"));
+    receiver.push_response_with(503, &[("Retry-After", "1")], "{}".into());
+    receiver.push_response(200, "{}".into());
+    receiver.push_response(200, "{}".into());
+    let got = received(&receiver, 3);
+    // The 503 for build 1, its retry, then build 2: in order, each delivered once.
+    assert_eq!(numbers(&got), ["1", "1", "2"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(receiver.received().len(), 3);
+}
+
+#[test]
+fn reports_pending_at_a_crash_are_delivered_after_the_restart() {
+    let port = free_port();
+    let master = Master::start(&config(r#"["true"]"#, &numbered_reporter(port)));
+    hook(&master, "1", "Ada");
+    wait_until("a refused attempt", || {
+        master.log().contains("failed (").then_some(())
+    });
+    let base = master.kill();
+    let receiver = MockApi::start_at(&format!("127.0.0.1:{port}"));
+    receiver.push_response(200, "{}".into());
+    let master = base.start();
+    let got = received(&receiver, 1);
+    assert_eq!(numbers(&got), ["1"]);
+    // Delivered once: not again, and not rendered anew after the restart.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(receiver.received().len(), 1);
+    drop(master);
+}
+
+#[test]
+fn a_final_refusal_is_dead_lettered_and_later_reports_go_on() {
+    let receiver = MockApi::start();
+    receiver.push_response(404, "{}".into());
+    receiver.push_response(200, "{}".into());
+    let master = Master::start(&config(
+        r#"["true"]"#,
+        &numbered_reporter(receiver.addr.port()),
+    ));
+    hook(&master, "1", "Ada");
+    received(&receiver, 1);
+    hook(&master, "2", "Ada");
+    let got = received(&receiver, 2);
+    assert_eq!(numbers(&got), ["1", "2"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(receiver.received().len(), 2, "a 404 is not tried again");
+    assert!(master.log().contains("refused (HTTP 404); not tried again"));
+}
+
+#[test]
+fn a_reload_adds_and_removes_reporters_and_drops_a_removed_ones_pending_reports() {
+    let port = free_port();
+    let receiver = MockApi::start();
+    receiver.push_response(200, "{}".into());
+    let with = |reporters: &str| config(r#"["true"]"#, reporters);
+    let master = Master::start(&with(&numbered_reporter(port)));
+    hook(&master, "1", "Ada");
+    wait_until("a refused attempt", || {
+        master.log().contains("failed (").then_some(())
+    });
+    // "r" goes (its pending report with it); "added" comes.
+    let added = format!(
+        "[[reporters]]\nname = \"added\"\ntype = \"http_status_push\"\n\
+         server_url = \"{}/added\"\nformat = \"{{{{ build.number }}}}\"\n",
+        receiver.url()
+    );
+    // As Master::start wrote it: the same listen address first.
+    let file = format!("[www]\nport = \"127.0.0.1:0\"\n{}", with(&added));
+    std::fs::write(master.basedir.path().join("master.toml"), file).unwrap();
+    let output = run_cli(&["reconfig", master.basedir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("reporters +1 ~0 -1 (+added, -r)"),
+        "{stdout}"
+    );
+    wait_until("the dropped report", || {
+        master
+            .log()
+            .contains("reporter 'r' is no longer configured: its delivery")
+            .then_some(())
+    });
+    hook(&master, "2", "Ada");
+    assert_eq!(numbers(&received(&receiver, 1)), ["2"]);
+}
