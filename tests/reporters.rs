@@ -264,12 +264,14 @@ fn numbers(requests: &[MockRequest]) -> Vec<String> {
 fn an_outage_delays_reports_without_losing_reordering_or_repeating_them() {
     let port = free_port();
     let master = Master::start(&config(r#"["true"]"#, &numbered_reporter(port)));
-    hook(&master, "1", "Ada");
-    hook(&master, "2", "Ada");
-    wait_until("two finished builds", || {
-        let builds = master.builds();
-        (builds.len() == 2 && builds.iter().all(|b| b["complete"] == true)).then_some(())
-    });
+    // One after the other: two pending requests would make one build.
+    for (revision, count) in [("1", 1), ("2", 2)] {
+        hook(&master, revision, "Ada");
+        wait_until("the build to finish", || {
+            let builds = master.builds();
+            (builds.len() == count && builds.iter().all(|b| b["complete"] == true)).then_some(())
+        });
+    }
     // The receiver was down (connection refused) for the first attempt.
     wait_until("a refused attempt", || {
         master.log().contains("failed (").then_some(())
@@ -322,6 +324,53 @@ fn a_final_refusal_is_dead_lettered_and_later_reports_go_on() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(receiver.received().len(), 2, "a 404 is not tried again");
     assert!(master.log().contains("refused (HTTP 404); not tried again"));
+
+    // The API shows the counts and the deliveries, and retries the dead one.
+    let reporters = master.get_json("/api/v2/reporters");
+    assert_eq!(
+        reporters["reporters"],
+        json!([{"name": "r", "type": "http_status_push", "pending": 0, "delivered": 1,
+                "failed": 1, "dropped": 0}])
+    );
+    let deliveries = master.get_json("/api/v2/reporters/r/deliveries");
+    let states: Vec<(Value, Value, Value)> = deliveries["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["state"].clone(),
+                d["last_status"].clone(),
+                d["buildid"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (json!("delivered"), json!(200), json!(2)),
+            (json!("dead"), json!(404), json!(1))
+        ]
+    );
+    let dead = deliveries["deliveries"][1]["deliveryid"].as_i64().unwrap();
+    receiver.push_response(200, "{}".into());
+    let retry = master.post_json(
+        &format!("/api/v2/reporters/r/deliveries/{dead}"),
+        &json!({"id": 1, "jsonrpc": "2.0", "method": "retry", "params": {}}),
+    );
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(numbers(&received(&receiver, 3)), ["1", "2", "1"]);
+    let again = master.post_json(
+        &format!("/api/v2/reporters/r/deliveries/{dead}"),
+        &json!({"id": 2, "jsonrpc": "2.0", "method": "retry", "params": {}}),
+    );
+    assert!(
+        again.body.contains("has no dead-lettered delivery"),
+        "{}",
+        again.body
+    );
+    let unknown = master.send("GET", "/api/v2/reporters/nobody/deliveries", &[], b"");
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub struct View {
     /// The connected workers: name and id.
     pub workers: Vec<(String, i64)>,
     pub schedulers: Arc<Vec<SchedulerConfig>>,
+    /// The configured reporters: name and type.
+    pub reporters: Vec<(String, String)>,
     pub shutdown: ShutdownState,
     /// How long a REST read may work before it stops.
     pub rest_timeout: std::time::Duration,

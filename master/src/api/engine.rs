@@ -90,6 +90,10 @@ impl Engine {
         let (target, scope) = match path {
             [""] => return Some(respond(Ok(root_links()), accept)),
             ["reconfig"] => return Some(respond(Ok(self.reconfig()), accept)),
+            ["reporters"] => return Some(respond(self.reporters().await, accept)),
+            ["reporters", name, "deliveries"] => {
+                return Some(respond(self.deliveries(name, pairs).await, accept))
+            }
             ["masters"] | ["masters", "1"] => {
                 return Some(respond(Ok(self.masters().await), accept))
             }
@@ -328,6 +332,65 @@ impl Engine {
         respond(Ok(json!({key: page, "meta": {"total": total}})), accept)
     }
 
+    /// `GET /api/v2/reporters`: each configured reporter with how many of
+    /// its requests are pending, delivered, dead-lettered or dropped.
+    async fn reporters(&self) -> Result<Value, Failure> {
+        let counts = self.db.outbox_counts().await.map_err(internal)?;
+        let reporters: Vec<Value> = self
+            .control
+            .view()
+            .reporters
+            .iter()
+            .map(|(name, kind)| {
+                let counts = counts.get(name).copied().unwrap_or_default();
+                json!({
+                    "name": name,
+                    "type": kind,
+                    "pending": counts.pending,
+                    "delivered": counts.delivered,
+                    "failed": counts.dead,
+                    "dropped": counts.dropped,
+                })
+            })
+            .collect();
+        let total = reporters.len();
+        Ok(json!({"reporters": reporters, "meta": {"total": total}}))
+    }
+
+    /// `GET /api/v2/reporters/<name>/deliveries[?limit=N]`: its newest
+    /// requests (50, at most 500), newest first, without header values or
+    /// URL queries.
+    async fn deliveries(&self, name: &str, pairs: &[(String, String)]) -> Result<Value, Failure> {
+        let mut limit = 50;
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => {
+                    limit = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=500).contains(n))
+                        .ok_or_else(|| bad_request("limit must be a number from 1 to 500"))?
+                }
+                other => {
+                    return Err(bad_request(format!(
+                        "unrecognized query parameter '{other}'"
+                    )))
+                }
+            }
+        }
+        let known = self.control.view().reporters.iter().any(|(n, _)| n == name);
+        let deliveries = self
+            .db
+            .recent_deliveries(name.to_owned(), limit)
+            .await
+            .map_err(internal)?;
+        if !known && deliveries.is_empty() {
+            return Err(not_found(format!("no reporter is named '{name}'")));
+        }
+        let total = deliveries.len();
+        Ok(json!({"deliveries": deliveries, "meta": {"total": total}}))
+    }
+
     fn schedulers(&self) -> Vec<Value> {
         self.control
             .view()
@@ -498,6 +561,7 @@ const ROOT_LINKS: &[&str] = &[
     "forceschedulers",
     "masters",
     "reconfig",
+    "reporters",
     "schedulers",
     "workers",
 ];

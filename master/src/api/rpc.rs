@@ -1,7 +1,7 @@
 //! The REST API's JSON-RPC actions (`POST /api/v2/<path>`), as Buildbot's
 //! web UI makes them: force a build, stop a build, cancel a build request,
-//! shut the master down; and run the janitor now (Buildbot's
-//! `force-janitor`). Each is a command to the topology through
+//! shut the master down; run the janitor now (Buildbot's
+//! `force-janitor`); and retry a reporter's dead-lettered delivery. Each is a command to the topology through
 //! [`Control`](crate::control::Control).
 
 use serde_json::{json, Map, Value};
@@ -30,6 +30,9 @@ impl Engine {
             ["buildrequests", id] => Target::Request((*id).to_owned()),
             ["masters", id] => Target::Master((*id).to_owned()),
             ["janitor"] => Target::Janitor,
+            ["reporters", name, "deliveries", id] => {
+                Target::Delivery((*name).to_owned(), (*id).to_owned())
+            }
             _ => return None,
         };
         let media_type = content_type
@@ -124,6 +127,29 @@ impl Engine {
                 Ok(None) => rpc_error(id, -32602, "no [janitor] is configured"),
                 Err(error) => control_error(id, error),
             },
+            (Target::Delivery(reporter, delivery), "retry") => {
+                let Ok(deliveryid) = delivery.parse::<i64>() else {
+                    return Some(rpc_error(
+                        id,
+                        -32602,
+                        &format!("invalid delivery id '{delivery}'"),
+                    ));
+                };
+                match self.db.retry_delivery(reporter.clone(), deliveryid).await {
+                    Ok(true) => rpc_result(id, Value::Null),
+                    Ok(false) => rpc_error(
+                        id,
+                        -32602,
+                        &format!(
+                            "reporter '{reporter}' has no dead-lettered delivery {deliveryid}"
+                        ),
+                    ),
+                    Err(error) => {
+                        tracing::error!("cannot retry delivery {deliveryid}: {error}");
+                        rpc_error(id, -32603, "internal error")
+                    }
+                }
+            }
             (_, method) => rpc_error(id, -32601, &format!("invalid method '{method}'")),
         })
     }
@@ -167,6 +193,8 @@ enum Target {
     Request(String),
     Master(String),
     Janitor,
+    /// A reporter's name and a delivery id.
+    Delivery(String, String),
 }
 
 /// A command's refusal as a JSON-RPC error.

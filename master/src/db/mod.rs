@@ -34,7 +34,7 @@ pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};
 pub use logs::LogLines;
-pub use outbox::{Attempt, NewOutgoing, Outgoing, ReportParts};
+pub use outbox::{Attempt, DeliveryRecord, NewOutgoing, OutboxCounts, Outgoing, ReportParts};
 pub use rest::{
     Collection, RowSink, Scope, BUILDERS, BUILDREQUESTS, BUILDS, BUILDSETS, CHANGES, LOGS,
     MASTER_ID, STEPS, WORKERS,

@@ -42,6 +42,33 @@ pub struct Outgoing {
     pub attempts: u32,
 }
 
+/// How many of a reporter's requests are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub dropped: u64,
+}
+
+/// One stored request as the REST API shows it: its header values and the
+/// query of its URL (which may carry tokens) are left out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeliveryRecord {
+    pub deliveryid: i64,
+    pub event: String,
+    pub buildid: i64,
+    pub method: String,
+    pub url: String,
+    pub header_names: Vec<String>,
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -173,6 +200,102 @@ impl Db {
         .await
     }
 
+    /// The counts of every reporter that has stored requests.
+    pub async fn outbox_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, OutboxCounts>, Error> {
+        self.read(|conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT reporter, state, COUNT(*) FROM outbox GROUP BY reporter, state",
+            )?;
+            let mut counts = std::collections::BTreeMap::<String, OutboxCounts>::new();
+            let rows = select.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (reporter, state, count) = row?;
+                let entry = counts.entry(reporter).or_default();
+                let count = count as u64;
+                match state.as_str() {
+                    "pending" => entry.pending += count,
+                    "delivered" => entry.delivered += count,
+                    "dead" => entry.dead += count,
+                    _ => entry.dropped += count,
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Reporter `reporter`'s newest `limit` requests, newest first.
+    pub async fn recent_deliveries(
+        &self,
+        reporter: String,
+        limit: u64,
+    ) -> Result<Vec<DeliveryRecord>, Error> {
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT id, event, buildid, method, url, headers, state, attempts, last_status,
+                        last_error, created_at, completed_at
+                 FROM outbox WHERE reporter = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = select.query_map((reporter, limit as i64), |row| {
+                let url: String = row.get(4)?;
+                let headers: String = row.get(5)?;
+                let headers: Vec<(String, String)> =
+                    serde_json::from_str(&headers).unwrap_or_default();
+                Ok(DeliveryRecord {
+                    deliveryid: row.get(0)?,
+                    event: row.get(1)?,
+                    buildid: row.get(2)?,
+                    method: row.get(3)?,
+                    url: without_query(&url),
+                    header_names: headers.into_iter().map(|(name, _)| name).collect(),
+                    state: row.get(6)?,
+                    attempts: row.get(7)?,
+                    last_status: row.get(8)?,
+                    last_error: row.get(9)?,
+                    created_at: row.get(10)?,
+                    completed_at: row.get(11)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Makes dead-lettered request `id` of `reporter` pending again, due now
+    /// with a fresh count of attempts; false when there is no such dead request.
+    pub async fn retry_delivery(&self, reporter: String, id: i64) -> Result<bool, Error> {
+        self.transact(move |conn| {
+            let changed = conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0,
+                     completed_at = NULL
+                 WHERE id = ?1 AND reporter = ?2 AND state = 'dead'",
+                (id, reporter),
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Forgets delivered and dropped requests completed before `before`
+    /// (epoch seconds); dead-lettered ones stay, to be retried or read.
+    pub async fn purge_outbox(&self, before: i64) -> Result<usize, Error> {
+        self.transact(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM outbox WHERE state IN ('delivered', 'dropped') AND completed_at < ?1",
+                [before],
+            )?)
+        })
+        .await
+    }
+
     /// Records how an attempt at request `id` ended.
     pub async fn record_attempt(&self, id: i64, attempt: Attempt) -> Result<(), Error> {
         self.transact(move |conn| {
@@ -252,6 +375,14 @@ fn report_steps(conn: &Connection, buildid: i64) -> Result<Vec<Value>, Error> {
         built.push(step);
     }
     Ok(built)
+}
+
+/// `url` without its query and fragment, which may carry tokens.
+fn without_query(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(at) => format!("{}?…", &url[..at]),
+        None => url.to_string(),
+    }
 }
 
 /// Request `id` and when it is due.
@@ -360,5 +491,51 @@ mod tests {
         let (due, _) = db.due_outgoing(10.0, vec![b.to_string()]).await.unwrap();
         assert_eq!(due[0].idempotency_key.as_deref(), Some("k2"));
         assert_eq!(due[0].attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn dead_requests_can_be_retried_and_completed_ones_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        let mut secret = request("r", Some("k1"), "http://a:80");
+        secret.url = "http://a:80/hook?auth_token=s3cret".into();
+        secret
+            .headers
+            .push(("Authorization".into(), "Bearer s3cret".into()));
+        db.enqueue_outgoing(vec![secret, request("r", Some("k2"), "http://b:80")])
+            .await
+            .unwrap();
+        let (due, _) = db.due_outgoing(10.0, Vec::new()).await.unwrap();
+        let dead = Attempt::Dead {
+            status: Some(404),
+            error: "HTTP 404".into(),
+        };
+        db.record_attempt(due[0].id, dead).await.unwrap();
+        db.record_attempt(due[1].id, Attempt::Delivered { status: 200 })
+            .await
+            .unwrap();
+        let counts = db.outbox_counts().await.unwrap();
+        assert_eq!(
+            counts["r"],
+            OutboxCounts {
+                pending: 0,
+                delivered: 1,
+                dead: 1,
+                dropped: 0
+            }
+        );
+        let recent = db.recent_deliveries("r".into(), 10).await.unwrap();
+        assert_eq!(recent.len(), 2);
+        let shown = serde_json::to_string(&recent).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(recent[1].url, "http://a:80/hook?…");
+        assert_eq!(recent[1].header_names, ["Content-Type", "Authorization"]);
+        assert!(!db.retry_delivery("r".into(), due[1].id).await.unwrap());
+        assert!(db.retry_delivery("r".into(), due[0].id).await.unwrap());
+        let (due_again, _) = db.due_outgoing(10.0, Vec::new()).await.unwrap();
+        assert_eq!(due_again.len(), 1);
+        assert_eq!(due_again[0].attempts, 0);
+        assert_eq!(db.purge_outbox(i64::MAX).await.unwrap(), 1);
+        assert_eq!(db.outbox_counts().await.unwrap()["r"].delivered, 0);
     }
 }

@@ -6,6 +6,8 @@
 //! the `Retry-After` of a 429 or 503), until the reporter's `max_attempts`;
 //! then the request is dead-lettered. Any other 4xx is final at once. A
 //! request whose reporter is no longer configured is dropped with a log line.
+//! Delivered and dropped requests are forgotten after a week; dead-lettered
+//! ones stay until retried (JSON-RPC `retry`).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -29,8 +31,13 @@ const MAX_BACKOFF: f64 = 300.0;
 /// The longest `Retry-After` taken as given.
 const MAX_RETRY_AFTER: f64 = 3600.0;
 
-/// How long the loop sleeps when nothing is due and nothing wakes it.
-const IDLE: Duration = Duration::from_secs(60);
+/// How long the loop sleeps at most when nothing is due and nothing wakes
+/// it: a delivery retried through the API waits no longer.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Delivered and dropped requests are forgotten after this long; the
+/// dead-lettered stay.
+const KEEP_COMPLETED: i64 = 7 * 86_400;
 
 /// Delivers the outbox until the task is stopped. `wake` is notified when
 /// requests are stored.
@@ -40,7 +47,15 @@ pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, wake: Arc<Notify>) {
     let client: Arc<OnceLock<reqwest::Client>> = Arc::new(OnceLock::new());
     let (done, mut finished) = mpsc::unbounded_channel::<String>();
     let mut busy: HashSet<String> = HashSet::new();
+    let mut purge = tokio::time::interval(Duration::from_secs(3600));
     loop {
+        if futures_util::FutureExt::now_or_never(purge.tick()).is_some() {
+            match db.purge_outbox(crate::clock::now() - KEEP_COMPLETED).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("forgot {n} completed report delivery(s)"),
+                Err(e) => tracing::warn!("cannot forget completed report deliveries: {e}"),
+            }
+        }
         let now = crate::clock::now_precise();
         let next = match db.due_outgoing(now, busy.iter().cloned().collect()).await {
             Ok((due, next)) => {

@@ -446,6 +446,12 @@ impl Topology {
             builders: self.botmaster.builders(),
             workers,
             schedulers: self.schedulers.configs(),
+            reporters: self
+                .config
+                .reporters
+                .iter()
+                .map(|r| (r.name.clone(), r.kind.clone()))
+                .collect(),
             shutdown: self.shutdown,
             rest_timeout: self.config.www.limits.rest_timeout,
         }));
