@@ -4,7 +4,7 @@
 //! 200 with Mattermost's JSON, since Mattermost shows the user nothing else;
 //! and the whole flow from `/build` to a finished build.
 
-use buildmaster_e2e::{run_cli, Basedir, Master, Reply};
+use buildmaster_e2e::{run_cli, wait_until, Basedir, Master, MockApi, Reply};
 use serde_json::Value;
 
 const TOKEN: &str = "mm-slash-token";
@@ -176,5 +176,45 @@ fn the_opt_out_is_refused_on_a_dialect_that_does_not_authenticate() {
             file.display()
         )),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_whole_round_trip_slash_command_in_result_posted_back() {
+    let webhook = MockApi::start();
+    webhook.push_response(200, "ok".into());
+    let reporter = format!(
+        "\n[[reporters]]\nname = \"team-chat\"\ntype = \"mattermost\"\n\
+         url = \"{}/hooks/xyz\"\nchannel = \"ci\"\nusername = \"buildbot\"\n",
+        webhook.url()
+    );
+    let master = Master::start_with(&(config(true) + &reporter));
+    let token = format!("Token {TOKEN}");
+    let text = shown(&slash(&master, &token, "ci", "web main 1a2b3c", ""));
+    assert_eq!(text, "Build queued: web on branch main at revision 1a2b3c.");
+    let posted = wait_until("the result posted back", || {
+        webhook.received().into_iter().next()
+    });
+    assert_eq!(posted.path, "/hooks/xyz");
+    assert_eq!(posted.header("Content-Type"), Some("application/json"));
+    let message: Value = serde_json::from_slice(&posted.body).unwrap();
+    assert_eq!(message["text"], "Build web #1: success");
+    assert_eq!(
+        (message["channel"].as_str(), message["username"].as_str()),
+        (Some("ci"), Some("buildbot"))
+    );
+    let attachment = &message["attachments"][0];
+    assert_eq!(attachment["color"], "#2e7d32");
+    assert_eq!(attachment["title"], "web #1: build successful");
+    assert!(attachment["title_link"]
+        .as_str()
+        .unwrap()
+        .ends_with("#/builders/1/builds/1"));
+    assert_eq!(
+        attachment["fields"],
+        serde_json::json!([
+            {"short": true, "title": "Branch", "value": "main"},
+            {"short": true, "title": "Revision", "value": "1a2b3c"}
+        ])
     );
 }

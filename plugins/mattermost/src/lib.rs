@@ -1,4 +1,5 @@
-//! The `mattermost` dialect: a Mattermost slash command starts a build.
+//! The `mattermost` dialect: a Mattermost slash command starts a build; and
+//! the `mattermost` reporter (in `reporter`), which posts results back.
 //!
 //! A user types `/build <repo> [branch] [revision]`; Mattermost sends the command
 //! as a form (`POST`, or `GET` with a query string) and the dialect records one
@@ -25,6 +26,7 @@
 
 mod command;
 mod options;
+mod reporter;
 
 use buildmaster_plugin_api::{
     export_plugin, Dialect, HookError, HookOutcome, Host, Request, Response,
@@ -32,6 +34,7 @@ use buildmaster_plugin_api::{
 
 use command::Build;
 use options::{Options, RawOptions};
+pub use reporter::MattermostReporter;
 
 const USAGE: &str = "usage: /build <repo> [branch] [revision]";
 
@@ -134,6 +137,7 @@ export_plugin! {
     name: "mattermost",
     version: env!("CARGO_PKG_VERSION"),
     dialects: { "mattermost" => Mattermost },
+    reporters: { "mattermost" => MattermostReporter },
 }
 
 #[cfg(test)]
