@@ -68,7 +68,7 @@ fn a_finished_build_is_posted_with_its_dictionary_and_with_a_template() {
     }
     let url = receiver.url();
     let master = Master::start(&config(
-        r#"["true"]"#,
+        r#"["sh", "-c", "echo compiled fine"]"#,
         &format!(
             r#"
 [[reporters]]
@@ -76,7 +76,7 @@ name = "plain"
 type = "http_status_push"
 server_url = "{url}/plain"
 auth = {{ token = "t0k3n" }}
-want_steps = true
+want_logs = true
 
 [[reporters]]
 name = "templated"
@@ -107,6 +107,12 @@ format = '{{"text": "{{{{ build.builder.name }}}} #{{{{ build.number }}}} {{{{ e
     assert_eq!(build["buildset"]["sourcestamps"][0]["revision"], "1a2b");
     assert_eq!(build["url"], "http://ci.example/#/builders/1/builds/1");
     assert_eq!(build["steps"][0]["name"], "compile");
+    let log = &build["steps"][0]["logs"][0];
+    assert_eq!(log["name"], "stdio");
+    assert!(
+        log["content"].as_str().unwrap().contains("compiled fine"),
+        "{log}"
+    );
     assert!(build.get("prev_build").is_none());
     let templated = got
         .iter()

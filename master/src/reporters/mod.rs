@@ -17,10 +17,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use buildmaster_plugin_api::reporter::Event;
 use buildmaster_plugin_api::OutgoingRequest;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::db::{Db, JournalKind, NewOutgoing};
+use crate::db::{Db, JournalKind, NewOutgoing, ReportParts};
 use crate::durable::{self, Consumer, Delivery};
 use crate::events::Bus;
 use crate::host::HostServices;
@@ -32,6 +32,10 @@ use dictionary::{build_dictionary, passes_filters, Wants};
 
 /// The journal cursor's name.
 const CONSUMER: &str = "reporters";
+
+/// How much of each log a reporter that wants logs gets: the end, where a
+/// failure shows.
+const LOG_CONTENT: usize = 64 * 1024;
 
 /// Starts rendering build events and delivering the outbox, with the
 /// reporters of whichever registry is live.
@@ -122,12 +126,24 @@ impl Consumer for Renderer {
             .report_parts(build.buildid, build.buildset.bsid, steps)
             .await
             .map_err(|e| format!("cannot read the build's changes and steps: {e}"))?;
+        let logged = if chosen.iter().any(|r| r.wants.logs) {
+            Some(ReportParts {
+                blamelist: parts.blamelist.clone(),
+                steps: with_log_contents(&self.db, &parts.steps).await?,
+            })
+        } else {
+            None
+        };
         let mut stored = Vec::new();
         for reporter in chosen {
+            let parts = match &logged {
+                Some(logged) if reporter.wants.logs => logged,
+                _ => &parts,
+            };
             let dictionary = build_dictionary(
                 build,
                 &registry.buildbot_url,
-                &parts,
+                parts,
                 &Wants::of(&reporter.wants),
                 previous.as_ref(),
             );
@@ -169,6 +185,48 @@ impl Consumer for Renderer {
         }
         Ok(())
     }
+}
+
+/// `steps` with each log's `content`: its last [`LOG_CONTENT`] bytes, as
+/// stored (stream logs keep their channel letter at the start of each line).
+async fn with_log_contents(db: &Db, steps: &[Value]) -> Result<Vec<Value>, String> {
+    let mut logids = Vec::new();
+    for (step, value) in steps.iter().enumerate() {
+        if let Some(logs) = value["logs"].as_array() {
+            for (index, log) in logs.iter().enumerate() {
+                if let Some(logid) = log["logid"].as_i64() {
+                    logids.push((step, index, logid));
+                }
+            }
+        }
+    }
+    let mut steps = steps.to_vec();
+    for (step, index, logid) in logids {
+        let mut lines = db.log_lines(logid, 0, None);
+        let mut content = String::new();
+        while let Some(piece) = lines
+            .next()
+            .await
+            .map_err(|e| format!("cannot read log {logid}: {e}"))?
+        {
+            content.push_str(&piece);
+            if content.len() > 2 * LOG_CONTENT {
+                content = tail(&content, LOG_CONTENT).to_string();
+            }
+        }
+        steps[step]["logs"][index]["content"] = json!(tail(&content, LOG_CONTENT));
+    }
+    Ok(steps)
+}
+
+/// The last `bytes` bytes of `text`, or a little less, to start on a
+/// character.
+fn tail(text: &str, bytes: usize) -> &str {
+    let mut start = text.len().saturating_sub(bytes);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 /// The outbox row of one rendered request.
