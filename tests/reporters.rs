@@ -414,3 +414,53 @@ fn a_reload_adds_and_removes_reporters_and_drops_a_removed_ones_pending_reports(
     hook(&master, "2", "Ada");
     assert_eq!(numbers(&received(&receiver, 1)), ["2"]);
 }
+
+#[test]
+fn hipchat_messages_users_and_notifies_rooms_without_showing_its_token() {
+    let server = MockApi::start();
+    for _ in 0..4 {
+        server.push_response(204, String::new());
+    }
+    let master = Master::start(&config(
+        r#"["true"]"#,
+        &format!(
+            "[[reporters]]\nname = \"hip\"\ntype = \"hipchat\"\nauth_token = \"hc-t0k3n\"\n\
+             endpoint = \"{}\"\nreport_started = true\n\
+             builder_room_map = {{ b = \"Dev Room\" }}\nbuilder_user_map = {{ b = \"ada@example.org\" }}\n",
+            server.url()
+        ),
+    ));
+    hook(&master, "1a", "Ada");
+    let got = received(&server, 4);
+    let sent: Vec<(String, Value)> = got.iter().map(|r| (r.path.clone(), json_body(r))).collect();
+    let url = "http://ci.example/#/builders/1/builds/1";
+    let started = json!({"message": format!("Buildbot started build b here: {url}")});
+    let finished =
+        json!({"message": format!("Buildbot finished build b with result success here: {url}")});
+    assert_eq!(
+        sent,
+        [
+            (
+                "/v2/user/ada%40example.org/message?auth_token=hc-t0k3n".to_string(),
+                started.clone()
+            ),
+            (
+                "/v2/room/Dev%20Room/notification?auth_token=hc-t0k3n".to_string(),
+                started
+            ),
+            (
+                "/v2/user/ada%40example.org/message?auth_token=hc-t0k3n".to_string(),
+                finished.clone()
+            ),
+            (
+                "/v2/room/Dev%20Room/notification?auth_token=hc-t0k3n".to_string(),
+                finished
+            ),
+        ]
+    );
+    let deliveries = master
+        .get_json("/api/v2/reporters/hip/deliveries")
+        .to_string();
+    assert!(!deliveries.contains("hc-t0k3n"), "{deliveries}");
+    assert!(!master.log().contains("hc-t0k3n"));
+}

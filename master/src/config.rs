@@ -877,6 +877,7 @@ pub const BUILTIN_LIBRARIES: &[&str] = &[
     "libbuildmaster_dialect_gitorious.so",
     "libbuildmaster_dialect_mattermost.so",
     "libbuildmaster_dialect_poller.so",
+    "libbuildmaster_reporter_hipchat.so",
     "libbuildmaster_reporter_http_status_push.so",
 ];
 
