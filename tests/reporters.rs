@@ -1,7 +1,12 @@
 //! Reporters end to end: builds on a local worker reported by the real
 //! `http_status_push` plugin to a loopback receiver, through the outbox.
 
-use buildmaster_e2e::{run_cli, wait_until, Basedir, Master, MockApi, MockRequest};
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildmaster_e2e::{
+    fixture, replace_file, run_cli, versioned_v2, wait_until, Basedir, Master, MockApi, MockRequest,
+};
 use serde_json::{json, Value};
 
 /// A local builder `b` whose build runs `command` for every change on any
@@ -463,4 +468,73 @@ fn hipchat_messages_users_and_notifies_rooms_without_showing_its_token() {
         .to_string();
     assert!(!deliveries.contains("hc-t0k3n"), "{deliveries}");
     assert!(!master.log().contains("hc-t0k3n"));
+}
+
+#[test]
+fn a_reporter_plugin_replaced_during_a_burst_of_builds_loses_and_repeats_nothing() {
+    let receiver = MockApi::start();
+    for _ in 0..100 {
+        receiver.push_response(200, "{}".into());
+    }
+    let reporter = format!(
+        "[[reporters]]\nname = \"v\"\ntype = \"versioned\"\n\
+         plugin = \"plugins/libfixture_versioned.so\"\nurl = \"{}/v\"\n",
+        receiver.url()
+    );
+    let base = Basedir::new(&config(r#"["true"]"#, &reporter));
+    let library = base.path().join("plugins/libfixture_versioned.so");
+    let v2 = std::fs::read(versioned_v2()).unwrap();
+    base.write(
+        "plugins/libfixture_versioned.so",
+        std::fs::read(fixture("fixture_versioned")).unwrap(),
+    );
+    let master = Arc::new(base.start());
+    // One build reported by the first version for sure, then the burst.
+    hook(&master, "0", "Ada");
+    received(&receiver, 1);
+    let sender = {
+        let master = Arc::clone(&master);
+        std::thread::spawn(move || {
+            for i in 1..=12 {
+                hook(&master, &i.to_string(), "Ada");
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(120));
+    replace_file(&library, v2);
+    let output = run_cli(&["reconfig", master.basedir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    sender.join().unwrap();
+    // And one change surely after the reload.
+    hook(&master, "13", "Ada");
+    // Every change built (pending requests may have been collapsed).
+    let builds = wait_until("the burst's builds to finish", || {
+        let builds = master.builds();
+        let done = builds.iter().all(|b| b["complete"] == true);
+        let last_built = builds
+            .iter()
+            .any(|b| b["properties"]["revision"][0] == "13");
+        (done && last_built && builds.len() == receiver.received().len()).then_some(builds)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let reports: Vec<Value> = receiver.received().iter().map(json_body).collect();
+    assert_eq!(reports.len(), builds.len(), "one report per build");
+    let mut reported: Vec<i64> = reports
+        .iter()
+        .map(|r| r["buildid"].as_i64().unwrap())
+        .collect();
+    reported.sort();
+    let mut built: Vec<i64> = builds
+        .iter()
+        .map(|b| b["buildid"].as_i64().unwrap())
+        .collect();
+    built.sort();
+    assert_eq!(reported, built, "each build reported once");
+    let versions: Vec<&str> = reports
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions.first(), Some(&"v1"));
+    assert_eq!(versions.last(), Some(&"v2"), "{versions:?}");
 }

@@ -1,13 +1,19 @@
-//! A dialect built in two versions (the `v2` feature) that differ only in
-//! their answer, for plugin upgrades by reload. `?sleep_ms=N` holds the
+//! A dialect and a reporter built in two versions (the `v2` feature) that
+//! differ only in their answer, for plugin upgrades by reload. The reporter
+//! posts `{"version": ..., "buildid": ...}` to its `url` for each finished
+//! build. `?sleep_ms=N` holds the
 //! request for N milliseconds, so a request can be in flight during an
 //! upgrade. Every request stores one change whose comment names the version.
 
 use std::time::Duration;
 
 use buildmaster_plugin_api::options::NoOptions;
+use buildmaster_plugin_api::reporter::Envelope;
+use buildmaster_plugin_api::serde::Deserialize;
+use buildmaster_plugin_api::serde_json::json;
 use buildmaster_plugin_api::{
-    export_plugin, Change, Dialect, HookError, HookOutcome, Host, Request, Response,
+    export_plugin, Change, Dialect, HookError, HookOutcome, Host, OutgoingRequest, Reporter,
+    Request, Response, Wants,
 };
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
@@ -44,8 +50,42 @@ impl Dialect for Versioned {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(crate = "buildmaster_plugin_api::serde")]
+pub struct ReporterOptions {
+    url: String,
+}
+
+pub struct VersionedReporter {
+    url: String,
+}
+
+impl Reporter for VersionedReporter {
+    type Options = ReporterOptions;
+
+    fn new(_name: &str, options: ReporterOptions) -> Result<Self, String> {
+        Ok(VersionedReporter { url: options.url })
+    }
+
+    fn wants(&self) -> Wants {
+        Wants::default()
+    }
+
+    fn render(
+        &self,
+        envelope: &Envelope,
+        _host: &Host<'_>,
+    ) -> Result<Vec<OutgoingRequest>, String> {
+        let build = envelope.build()?;
+        let body = json!({"version": VERSION, "buildid": build["buildid"]});
+        Ok(vec![OutgoingRequest::post_json(&self.url, &body)
+            .idempotency_key(format!("build-{}", build["buildid"]))])
+    }
+}
+
 export_plugin! {
     name: "versioned",
     version: "0.1.0",
     dialects: { "versioned" => Versioned },
+    reporters: { "versioned" => VersionedReporter },
 }
