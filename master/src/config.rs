@@ -476,6 +476,16 @@ impl Builder<'_> {
         })
     }
 
+    /// `plugin = ...`: a library file (relative to the basedir) when it has a
+    /// `/` or ends in `.so`, else a plugin's name.
+    fn plugin_ref(&self, plugin: String) -> PluginRef {
+        if plugin.contains('/') || plugin.ends_with(".so") {
+            PluginRef::File(self.basedir.join(plugin))
+        } else {
+            PluginRef::Name(plugin)
+        }
+    }
+
     fn reporters(&mut self, tables: Vec<Spanned<toml::Table>>) -> Vec<ReporterConfig> {
         let mut built: Vec<ReporterConfig> = Vec::new();
         for table in tables {
@@ -516,13 +526,7 @@ impl Builder<'_> {
         };
         let name = text("name", &mut self.errors);
         let kind = text("type", &mut self.errors);
-        let plugin = text("plugin", &mut self.errors).map(|p| {
-            if p.contains('/') || p.ends_with(".so") {
-                PluginRef::File(self.basedir.join(p))
-            } else {
-                PluginRef::Name(p)
-            }
-        });
+        let plugin = text("plugin", &mut self.errors).map(|p| self.plugin_ref(p));
         let (Some(name), Some(kind)) = (name, kind) else {
             self.errors.push(error(
                 "a reporter needs a `name` and a `type` (the reporter kind a plugin offers)".into(),
@@ -679,13 +683,7 @@ impl Builder<'_> {
                 None
             }
         };
-        let plugin = take_string("plugin", &mut self.errors).map(|p| {
-            if p.contains('/') || p.ends_with(".so") {
-                PluginRef::File(self.basedir.join(p))
-            } else {
-                PluginRef::Name(p)
-            }
-        });
+        let plugin = take_string("plugin", &mut self.errors).map(|p| self.plugin_ref(p));
         let kind = take_string("dialect", &mut self.errors).unwrap_or_else(|| name.clone());
         let exempt_from_auth = match options.remove("change_hook_auth") {
             None | Some(toml::Value::Boolean(true)) => false,

@@ -65,6 +65,17 @@ impl HostServices {
         HostServices { pollers, ..self }
     }
 
+    /// The master's HTTP client, for plugin calls and report deliveries;
+    /// built on first use.
+    pub fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("buildmaster/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("the HTTP client's TLS setup is static")
+        })
+    }
+
     /// The host handed to one call of plugin `plugin`.
     pub fn for_plugin<'a>(&'a self, plugin: &'a str) -> PluginHost<'a> {
         PluginHost {
@@ -78,13 +89,7 @@ impl HostServices {
             .map_err(|_| format!("invalid HTTP method '{}'", request.method))?;
         let url = reqwest::Url::parse(&request.url).map_err(|e| format!("invalid URL: {e}"))?;
         let timeout = request.timeout.min(MAX_TIMEOUT);
-        let client = self.client.get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("buildmaster/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("the HTTP client's TLS setup is static")
-        });
-        let mut builder = client.request(method, url).timeout(timeout);
+        let mut builder = self.client().request(method, url).timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }

@@ -415,15 +415,6 @@ fn build_dialect(
     previous: Option<&DialectSlot>,
 ) -> Result<DialectSlot, String> {
     let name = &dialect.name;
-    if !library.dialects.contains(&dialect.kind) {
-        return Err(format!(
-            "dialect '{name}': plugin {} ({}) offers no dialect '{}' (it offers: {})",
-            library.name,
-            library.path.display(),
-            dialect.kind,
-            library.dialects.join(", ")
-        ));
-    }
     if let Some(DialectSlot::Ready(instance)) = previous {
         let unchanged = instance.library.hash == library.hash
             && instance.kind == dialect.kind

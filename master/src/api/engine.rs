@@ -24,6 +24,8 @@ use FieldKind::{Boolean, Integer, Structured, Text};
 pub struct Engine {
     pub db: Db,
     pub control: Control,
+    /// Wakes the report delivery (after a retry).
+    pub outbox: Arc<tokio::sync::Notify>,
 }
 
 const fn field(name: &'static str, kind: FieldKind) -> Field {

@@ -136,7 +136,10 @@ impl Engine {
                     ));
                 };
                 match self.db.retry_delivery(reporter.clone(), deliveryid).await {
-                    Ok(true) => rpc_result(id, Value::Null),
+                    Ok(true) => {
+                        self.outbox.notify_one();
+                        rpc_result(id, Value::Null)
+                    }
                     Ok(false) => rpc_error(
                         id,
                         -32602,

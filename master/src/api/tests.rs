@@ -32,6 +32,7 @@ fn engine(db: &Db) -> Engine {
             Arc::new(SharedStatus::default()),
             Supervisor::new(),
         ),
+        outbox: Arc::new(tokio::sync::Notify::new()),
     }
 }
 

@@ -3,7 +3,7 @@
 //! outcome. A request with an idempotency key is stored once per reporter,
 //! however often its event is rendered.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::{Db, Error};
@@ -174,18 +174,15 @@ impl Db {
         busy: Vec<String>,
     ) -> Result<(Vec<Outgoing>, Option<f64>), Error> {
         self.read(move |conn| {
-            let mut heads = conn.prepare_cached(
-                "SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY destination",
-            )?;
-            let ids: Vec<i64> = heads
-                .query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut heads = conn.prepare_cached(&format!(
+                "SELECT {OUTGOING_COLUMNS} FROM outbox WHERE id IN
+                     (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY destination)"
+            ))?;
+            let rows = heads.query_map([], outgoing)?;
             let mut due = Vec::new();
             let mut next: Option<f64> = None;
-            for id in ids {
-                let Some((outgoing, at)) = outgoing(conn, id)? else {
-                    continue;
-                };
+            for row in rows {
+                let (outgoing, at) = row?;
                 if busy.contains(&outgoing.destination) {
                     continue;
                 }
@@ -385,35 +382,29 @@ fn without_query(url: &str) -> String {
     }
 }
 
-/// Request `id` and when it is due.
-fn outgoing(conn: &Connection, id: i64) -> Result<Option<(Outgoing, f64)>, Error> {
-    let mut select = conn.prepare_cached(
-        "SELECT reporter, destination, method, url, headers, body, timeout_ms,
-                idempotency_key, attempts, next_attempt_at
-         FROM outbox WHERE id = ?1",
-    )?;
-    let row = select
-        .query_row([id], |row| {
-            let headers: String = row.get(4)?;
-            let timeout_ms: Option<i64> = row.get(6)?;
-            Ok((
-                Outgoing {
-                    id,
-                    reporter: row.get(0)?,
-                    destination: row.get(1)?,
-                    method: row.get(2)?,
-                    url: row.get(3)?,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body: row.get(5)?,
-                    timeout_ms: timeout_ms.map(|ms| ms as u64),
-                    idempotency_key: row.get(7)?,
-                    attempts: row.get(8)?,
-                },
-                row.get::<_, f64>(9)?,
-            ))
-        })
-        .optional()?;
-    Ok(row)
+/// What [`outgoing`] reads.
+const OUTGOING_COLUMNS: &str = "id, reporter, destination, method, url, headers, body, timeout_ms,
+     idempotency_key, attempts, next_attempt_at";
+
+/// A stored request and when it is due, from a row of [`OUTGOING_COLUMNS`].
+fn outgoing(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Outgoing, f64)> {
+    let headers: String = row.get(5)?;
+    let timeout_ms: Option<i64> = row.get(7)?;
+    Ok((
+        Outgoing {
+            id: row.get(0)?,
+            reporter: row.get(1)?,
+            destination: row.get(2)?,
+            method: row.get(3)?,
+            url: row.get(4)?,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            body: row.get(6)?,
+            timeout_ms: timeout_ms.map(|ms| ms as u64),
+            idempotency_key: row.get(8)?,
+            attempts: row.get(9)?,
+        },
+        row.get(10)?,
+    ))
 }
 
 #[cfg(test)]

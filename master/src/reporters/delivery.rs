@@ -11,13 +11,14 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, Notify};
 
 use crate::db::{Attempt, Db, Outgoing};
+use crate::host::HostServices;
 use crate::registry::Registry;
 
 /// How long one attempt may take unless the reporter asks otherwise, and at most.
@@ -31,25 +32,25 @@ const MAX_BACKOFF: f64 = 300.0;
 /// The longest `Retry-After` taken as given.
 const MAX_RETRY_AFTER: f64 = 3600.0;
 
-/// How long the loop sleeps at most when nothing is due and nothing wakes
-/// it: a delivery retried through the API waits no longer.
-const IDLE: Duration = Duration::from_secs(5);
+/// How long the loop sleeps at most when nothing is due and nothing wakes it.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// How often completed requests are looked for to forget.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Delivered and dropped requests are forgotten after this long; the
 /// dead-lettered stay.
 const KEEP_COMPLETED: i64 = 7 * 86_400;
 
-/// Delivers the outbox until the task is stopped. `wake` is notified when
-/// requests are stored.
-pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, wake: Arc<Notify>) {
-    // Built on the first delivery: TLS set-up costs memory an idle master
-    // without reporters should not pay.
-    let client: Arc<OnceLock<reqwest::Client>> = Arc::new(OnceLock::new());
+/// Delivers the outbox until the task is stopped, with the master's HTTP
+/// client. `wake` is notified when requests are stored or one is retried.
+pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, host: HostServices, wake: Arc<Notify>) {
     let (done, mut finished) = mpsc::unbounded_channel::<String>();
     let mut busy: HashSet<String> = HashSet::new();
-    let mut purge = tokio::time::interval(Duration::from_secs(3600));
+    let mut next_purge = Instant::now();
     loop {
-        if futures_util::FutureExt::now_or_never(purge.tick()).is_some() {
+        if Instant::now() >= next_purge {
+            next_purge += PURGE_EVERY;
             match db.purge_outbox(crate::clock::now() - KEEP_COMPLETED).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!("forgot {n} completed report delivery(s)"),
@@ -79,16 +80,10 @@ pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, wake: Arc<Notify>) {
                     };
                     busy.insert(outgoing.destination.clone());
                     let max_attempts = reporter.config.max_attempts;
-                    let (db, client, done) = (db.clone(), Arc::clone(&client), done.clone());
+                    let (db, host, done) = (db.clone(), host.clone(), done.clone());
                     tokio::spawn(async move {
                         let destination = outgoing.destination.clone();
-                        let client = client.get_or_init(|| {
-                            reqwest::Client::builder()
-                                .user_agent(concat!("buildmaster/", env!("CARGO_PKG_VERSION")))
-                                .build()
-                                .expect("the HTTP client's TLS setup is static")
-                        });
-                        deliver(&db, client, outgoing, max_attempts).await;
+                        deliver(&db, host.client(), outgoing, max_attempts).await;
                         let _ = done.send(destination);
                     });
                 }

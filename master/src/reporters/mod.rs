@@ -38,19 +38,20 @@ const CONSUMER: &str = "reporters";
 const LOG_CONTENT: usize = 64 * 1024;
 
 /// Starts rendering build events and delivering the outbox, with the
-/// reporters of whichever registry is live.
+/// reporters of whichever registry is live. Notifying `wake` makes the
+/// delivery look at the outbox at once (after a retry).
 pub fn start(
     db: &Db,
     bus: &Bus,
     registry: Arc<ArcSwap<Registry>>,
     host: HostServices,
+    wake: Arc<Notify>,
     supervisor: &Supervisor,
 ) {
-    let wake = Arc::new(Notify::new());
     let renderer = Renderer {
         db: db.clone(),
         registry: Arc::clone(&registry),
-        host,
+        host: host.clone(),
         wake: Arc::clone(&wake),
     };
     let (journal_db, journal_bus) = (db.clone(), bus.clone());
@@ -59,7 +60,12 @@ pub fn start(
     });
     let outbox_db = db.clone();
     supervisor.spawn("outbox", Policy::Forever, move || {
-        delivery::run(outbox_db.clone(), Arc::clone(&registry), Arc::clone(&wake))
+        delivery::run(
+            outbox_db.clone(),
+            Arc::clone(&registry),
+            host.clone(),
+            Arc::clone(&wake),
+        )
     });
 }
 

@@ -180,6 +180,8 @@ impl Topology {
             Arc::clone(&status),
             supervisor.clone(),
         );
+        // Wakes the report delivery when the API retries a delivery.
+        let outbox = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
             registry: Arc::new(ArcSwap::from_pointee(Registry::default())),
             db: db.clone(),
@@ -187,9 +189,11 @@ impl Topology {
             engine: Engine {
                 db: db.clone(),
                 control,
+                outbox: Arc::clone(&outbox),
             },
         };
         let (live_registry, host) = (Arc::clone(&state.registry), state.host.clone());
+        let outbox_wake = Arc::clone(&outbox);
         let (triggers, triggers_received) = mpsc::unbounded_channel();
         let loader = Arc::new(Loader::new(plugins::cache_dir(&config.basedir)));
         let mut topology = Topology {
@@ -224,6 +228,7 @@ impl Topology {
             &topology.bus,
             live_registry,
             host,
+            outbox_wake,
             &topology.supervisor,
         );
         let basedir = topology.config.basedir.clone();
