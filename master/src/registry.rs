@@ -395,8 +395,9 @@ fn build_reporter(
     let mut wants: Wants = serde_json::from_str(&instance.wants()).unwrap_or_default();
     let generator = &reporter.generator;
     wants.properties |= generator.want_properties;
-    wants.steps |= generator.want_steps || generator.want_logs;
     wants.logs |= generator.want_logs;
+    // Logs come with their steps.
+    wants.steps |= generator.want_steps || wants.logs;
     wants.previous_build |= generator.want_previous_build;
     if !generator.report_started {
         wants.events.retain(|event| *event != Event::Started);

@@ -1,5 +1,6 @@
 //! Buildbot's build dictionary, as a reporter receives it.
 
+use buildmaster_plugin_api::Wants;
 use serde_json::{json, Value};
 
 use crate::config::Generator;
@@ -42,24 +43,6 @@ pub fn build_dictionary(
         dictionary["prev_build"] = previous.cloned().unwrap_or(Value::Null);
     }
     dictionary
-}
-
-/// What the reporters an event goes to want of its dictionary, together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Wants {
-    pub properties: bool,
-    pub steps: bool,
-    pub previous_build: bool,
-}
-
-impl Wants {
-    pub fn of(wants: &buildmaster_plugin_api::Wants) -> Wants {
-        Wants {
-            properties: wants.properties,
-            steps: wants.steps || wants.logs,
-            previous_build: wants.previous_build,
-        }
-    }
 }
 
 /// Whether `generator`'s filters (builders, tags, schedulers, branches) let

@@ -28,7 +28,7 @@ use crate::registry::{Registry, ReporterInstance};
 use crate::results::Results;
 use crate::tasks::{Policy, Supervisor};
 
-use dictionary::{build_dictionary, passes_filters, Wants};
+use dictionary::{build_dictionary, passes_filters};
 
 /// The journal cursor's name.
 const CONSUMER: &str = "reporters";
@@ -126,7 +126,7 @@ impl Consumer for Renderer {
                     .any(|mode| mode.wants(results, previous_results))
             });
         }
-        let steps = chosen.iter().any(|r| Wants::of(&r.wants).steps);
+        let steps = chosen.iter().any(|r| r.wants.steps);
         let parts = self
             .db
             .report_parts(build.buildid, build.buildset.bsid, steps)
@@ -150,7 +150,7 @@ impl Consumer for Renderer {
                 build,
                 &registry.buildbot_url,
                 parts,
-                &Wants::of(&reporter.wants),
+                &reporter.wants,
                 previous.as_ref(),
             );
             let envelope = json!({ "event": event.name(), "build": dictionary }).to_string();
