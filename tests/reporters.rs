@@ -68,9 +68,8 @@ fn json_body(request: &MockRequest) -> Value {
 #[test]
 fn a_finished_build_is_posted_with_its_dictionary_and_with_a_template() {
     let receiver = MockApi::start();
-    for _ in 0..2 {
-        receiver.push_response(200, "{}".into());
-    }
+    receiver.push_response(200, "{}".into());
+    receiver.push_response(201, "{\"ok\": true}".into());
     let url = receiver.url();
     let master = Master::start(&config(
         r#"["sh", "-c", "echo compiled fine"]"#,
@@ -86,7 +85,9 @@ want_logs = true
 [[reporters]]
 name = "templated"
 type = "http_status_push"
-server_url = "{url}/templated"
+server_url = "{url}/templated?key=s3cr3t"
+headers = {{ X-Key = "h3ad3r" }}
+debug = true
 format = '{{"text": "{{{{ build.builder.name }}}} #{{{{ build.number }}}} {{{{ event }}}}: {{{{ build.state_string }}}} by {{{{ build.blamelist | join(", ") }}}}"}}'
 "#
         ),
@@ -121,7 +122,7 @@ format = '{{"text": "{{{{ build.builder.name }}}} #{{{{ build.number }}}} {{{{ e
     assert!(build.get("prev_build").is_none());
     let templated = got
         .iter()
-        .find(|r| r.path == "/templated")
+        .find(|r| r.path.starts_with("/templated?"))
         .expect("templated report");
     assert_eq!(
         json_body(templated),
@@ -130,6 +131,28 @@ format = '{{"text": "{{{{ build.builder.name }}}} #{{{{ build.number }}}} {{{{ e
     // Only finished builds, by default: nothing more arrives.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(receiver.received().len(), 2);
+    // `debug` logs the request and the answer, secrets left out.
+    let log = master.log();
+    let request = log
+        .lines()
+        .find(|l| l.contains("reporter 'templated': delivery") && l.contains("attempt 1: POST"))
+        .expect("the request logged");
+    assert!(
+        request.contains(&format!(
+            "POST {url}/templated?… (headers: Content-Type, X-Key;"
+        )) && request.contains("b #1 finished"),
+        "{request}"
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.contains("reporter 'templated': delivery")
+            && (l.contains("answered 200: {}") || l.contains("answered 201: {\"ok\": true}"))));
+    assert!(!log.contains("s3cr3t") && !log.contains("h3ad3r"));
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("reporter 'plain'") && l.contains("attempt 1: POST")),
+        "no debug for 'plain'"
+    );
 }
 
 #[test]
@@ -537,4 +560,85 @@ fn a_reporter_plugin_replaced_during_a_burst_of_builds_loses_and_repeats_nothing
         .collect();
     assert_eq!(versions.first(), Some(&"v1"));
     assert_eq!(versions.last(), Some(&"v2"), "{versions:?}");
+}
+
+#[test]
+fn a_completed_buildset_is_reported_once_after_its_builds() {
+    let receiver = MockApi::start();
+    for _ in 0..4 {
+        receiver.push_response(200, "{}".into());
+    }
+    let config = format!(
+        r#"
+[master]
+reload_on_change = false
+
+[www.change_hook_dialects]
+base = true
+
+[[workers]]
+type = "local"
+name = "local"
+max_builds = 2
+
+[[builders]]
+name = "passes"
+workernames = ["local"]
+[[builders.steps]]
+type = "shell"
+name = "ok"
+command = ["true"]
+
+[[builders]]
+name = "fails"
+workernames = ["local"]
+[[builders.steps]]
+type = "shell"
+name = "broken"
+command = ["sh", "-c", "sleep 0.3; false"]
+
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["passes", "fails"]
+
+[[reporters]]
+name = "v"
+type = "versioned"
+plugin = "plugins/libfixture_versioned.so"
+url = "{}/v"
+buildsets = true
+"#,
+        receiver.url()
+    );
+    let base = Basedir::new(&config);
+    base.write(
+        "plugins/libfixture_versioned.so",
+        std::fs::read(fixture("fixture_versioned")).unwrap(),
+    );
+    let master = base.start();
+    hook(&master, "1", "Ada");
+    let reports: Vec<Value> = received(&receiver, 3).iter().map(json_body).collect();
+    let mut buildids: Vec<i64> = master
+        .builds()
+        .iter()
+        .map(|b| b["buildid"].as_i64().unwrap())
+        .collect();
+    buildids.sort();
+    assert_eq!(buildids.len(), 2);
+    // Both finishes, then the buildset, with the worst result (failure).
+    assert!(
+        reports[..2].iter().all(|r| r["buildid"].is_i64()),
+        "{reports:?}"
+    );
+    assert_eq!(
+        reports[2],
+        json!({"version": "v1", "bsid": 1, "results": 2, "buildids": buildids})
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "the buildset is reported once"
+    );
 }

@@ -543,6 +543,16 @@ impl Builder<'_> {
                 reporters::DEFAULT_MAX_ATTEMPTS
             }
         };
+        let debug = match table.remove("debug") {
+            None => false,
+            Some(toml::Value::Boolean(debug)) => debug,
+            Some(_) => {
+                self.errors.push(error(format!(
+                    "reporter '{name}': debug must be true or false"
+                )));
+                false
+            }
+        };
         let generator = match reporters::generator(&mut table) {
             Ok(generator) => generator,
             Err(messages) => {
@@ -567,6 +577,7 @@ impl Builder<'_> {
             plugin,
             generator,
             max_attempts,
+            debug,
             options_digest: options_digest(&options),
             options,
             location: location.to_string(),

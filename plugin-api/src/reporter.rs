@@ -16,6 +16,13 @@
 //! `started` and `finished`, `worker` for the worker events, `buildset` for
 //! `buildset_complete`.
 //!
+//! `buildset_complete` comes once per buildset, after the finish of its last
+//! build: `buildset` has the buildset's fields, its `results` (the worst of
+//! its builds) and `builds`, the dictionaries of those of its builds that the
+//! operator's filters (`builders`, `tags`, …) let through; `mode` is judged
+//! on the buildset's result. The worker events belong to remote workers,
+//! which this master version does not have yet: it never sends them.
+//!
 //! # The build dictionary
 //!
 //! What Buildbot gives its reporters, with the same keys:

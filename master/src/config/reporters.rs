@@ -2,8 +2,8 @@
 //!
 //! Each table names a reporter (`name`), the kind a plugin offers (`type`),
 //! Buildbot's message-generator options (which builds, which results, what
-//! the build dictionary holds) and the delivery's `max_attempts`; every other
-//! key is the reporter's own option, handed to its plugin.
+//! the build dictionary holds) and the delivery's `max_attempts` and `debug`;
+//! every other key is the reporter's own option, handed to its plugin.
 
 use std::fmt;
 
@@ -25,6 +25,8 @@ pub struct ReporterConfig {
     pub plugin: Option<PluginRef>,
     pub generator: Generator,
     pub max_attempts: u32,
+    /// Log each attempt's request and answer.
+    pub debug: bool,
     /// The reporter's own options, secrets resolved.
     pub options: serde_json::Value,
     /// A digest of `options`, which tells whether they changed without
@@ -41,6 +43,7 @@ impl ReporterConfig {
             && self.plugin == other.plugin
             && self.generator == other.generator
             && self.max_attempts == other.max_attempts
+            && self.debug == other.debug
             && self.options_digest == other.options_digest
     }
 }

@@ -34,7 +34,10 @@ pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};
 pub use logs::LogLines;
-pub use outbox::{Attempt, DeliveryRecord, NewOutgoing, OutboxCounts, Outgoing, ReportParts};
+pub use outbox::{
+    shown_url, Attempt, CompletedBuildset, DeliveryRecord, NewOutgoing, OutboxCounts, Outgoing,
+    ReportParts,
+};
 pub use rest::{
     Collection, RowSink, Scope, BUILDERS, BUILDREQUESTS, BUILDS, BUILDSETS, CHANGES, LOGS,
     MASTER_ID, STEPS, WORKERS,

@@ -3,7 +3,7 @@
 //! outcome. A request with an idempotency key is stored once per reporter,
 //! however often its event is rendered.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::{Db, Error};
@@ -101,6 +101,15 @@ pub struct ReportParts {
     pub steps: Vec<Value>,
 }
 
+/// A buildset whose every build request is done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedBuildset {
+    pub complete_at: i64,
+    pub results: Option<i64>,
+    /// Every build made for it, retried ones included, in order.
+    pub buildids: Vec<i64>,
+}
+
 impl Db {
     /// The blamelist of buildset `bsid` and, with `steps`, the steps of build
     /// `buildid`.
@@ -129,6 +138,36 @@ impl Db {
                 Vec::new()
             };
             Ok(ReportParts { blamelist, steps })
+        })
+        .await
+    }
+
+    /// Buildset `bsid` if it is complete.
+    pub async fn completed_buildset(&self, bsid: i64) -> Result<Option<CompletedBuildset>, Error> {
+        self.read(move |conn| {
+            let completion = conn
+                .prepare_cached(
+                    "SELECT complete_at, results FROM buildsets WHERE id = ?1 AND complete = 1",
+                )?
+                .query_row([bsid], |row| {
+                    Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?))
+                })
+                .optional()?;
+            let Some((complete_at, results)) = completion else {
+                return Ok(None);
+            };
+            let mut builds = conn.prepare_cached(
+                "SELECT b.id FROM builds b JOIN buildrequests r ON r.id = b.buildrequestid
+                 WHERE r.buildsetid = ?1 ORDER BY b.id",
+            )?;
+            let buildids = builds
+                .query_map([bsid], |row| row.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(CompletedBuildset {
+                complete_at: complete_at.unwrap_or_default(),
+                results,
+                buildids,
+            }))
         })
         .await
     }
@@ -251,7 +290,7 @@ impl Db {
                     event: row.get(1)?,
                     buildid: row.get(2)?,
                     method: row.get(3)?,
-                    url: without_query(&url),
+                    url: shown_url(&url),
                     header_names: headers.into_iter().map(|(name, _)| name).collect(),
                     state: row.get(6)?,
                     attempts: row.get(7)?,
@@ -374,12 +413,23 @@ fn report_steps(conn: &Connection, buildid: i64) -> Result<Vec<Value>, Error> {
     Ok(built)
 }
 
-/// `url` without its query and fragment, which may carry tokens.
-fn without_query(url: &str) -> String {
-    match url.find(['?', '#']) {
+/// `url` as logs and the API show it: without credentials, query or
+/// fragment, which may carry secrets.
+pub fn shown_url(url: &str) -> String {
+    let mut shown = match url.find(['?', '#']) {
         Some(at) => format!("{}?…", &url[..at]),
         None => url.to_string(),
+    };
+    if let Some(scheme_end) = shown.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = shown[authority_start..]
+            .find(['/', '?'])
+            .map_or(shown.len(), |at| authority_start + at);
+        if let Some(at) = shown[authority_start..authority_end].rfind('@') {
+            shown.replace_range(authority_start..authority_start + at + 1, "…@");
+        }
     }
+    shown
 }
 
 /// What [`outgoing`] reads.
@@ -424,6 +474,14 @@ mod tests {
             buildid: 1,
             event: "finished".into(),
         }
+    }
+
+    #[test]
+    fn shown_urls_leave_credentials_and_queries_out() {
+        assert_eq!(shown_url("http://h:80/p"), "http://h:80/p");
+        assert_eq!(shown_url("https://h/p?token=t#f"), "https://h/p?…");
+        assert_eq!(shown_url("https://u:pw@h/p"), "https://…@h/p");
+        assert_eq!(shown_url("https://u:p@w@h?x=1"), "https://…@h?…");
     }
 
     #[tokio::test]

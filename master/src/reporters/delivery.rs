@@ -79,11 +79,14 @@ pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, host: HostServices, w
                         continue;
                     };
                     busy.insert(outgoing.destination.clone());
-                    let max_attempts = reporter.config.max_attempts;
+                    let settings = Settings {
+                        max_attempts: reporter.config.max_attempts,
+                        debug: reporter.config.debug,
+                    };
                     let (db, host, done) = (db.clone(), host.clone(), done.clone());
                     tokio::spawn(async move {
                         let destination = outgoing.destination.clone();
-                        deliver(&db, host.client(), outgoing, max_attempts).await;
+                        deliver(&db, host.client(), outgoing, settings).await;
                         let _ = done.send(destination);
                     });
                 }
@@ -113,9 +116,18 @@ pub async fn run(db: Db, registry: Arc<ArcSwap<Registry>>, host: HostServices, w
     }
 }
 
+/// What a reporter's configuration says about its deliveries.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_attempts: u32,
+    /// Log each request and its answer.
+    debug: bool,
+}
+
 /// Makes one attempt at `outgoing` and records its outcome.
-async fn deliver(db: &Db, client: &reqwest::Client, outgoing: Outgoing, max_attempts: u32) {
-    let attempt = attempt(client, &outgoing).await;
+async fn deliver(db: &Db, client: &reqwest::Client, outgoing: Outgoing, settings: Settings) {
+    let max_attempts = settings.max_attempts;
+    let attempt = attempt(client, &outgoing, settings.debug).await;
     let number = outgoing.attempts + 1;
     let recorded = match attempt {
         Outcome::Delivered(status) => {
@@ -184,7 +196,20 @@ enum Outcome {
     },
 }
 
-async fn attempt(client: &reqwest::Client, outgoing: &Outgoing) -> Outcome {
+/// How much of a body a `debug` log line shows.
+const DEBUG_BODY: usize = 2048;
+
+/// `body` for a `debug` log line: as text, cut after [`DEBUG_BODY`] bytes.
+fn shown_body(body: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(&body[..body.len().min(DEBUG_BODY)]).into_owned();
+    if body.len() > DEBUG_BODY {
+        format!("{shown}… ({} bytes)", body.len())
+    } else {
+        shown
+    }
+}
+
+async fn attempt(client: &reqwest::Client, outgoing: &Outgoing, debug: bool) -> Outcome {
     let method = match reqwest::Method::from_bytes(outgoing.method.as_bytes()) {
         Ok(method) => method,
         Err(_) => {
@@ -212,6 +237,20 @@ async fn attempt(client: &reqwest::Client, outgoing: &Outgoing) -> Outcome {
     if let (Some(key), false) = (&outgoing.idempotency_key, keyed) {
         request = request.header("Idempotency-Key", key);
     }
+    if debug {
+        // Header values and the URL's query may be secrets: never shown.
+        let names: Vec<&str> = outgoing.headers.iter().map(|(n, _)| n.as_str()).collect();
+        tracing::info!(
+            "reporter '{}': delivery {} attempt {}: {} {} (headers: {}; values not shown): {}",
+            outgoing.reporter,
+            outgoing.id,
+            outgoing.attempts + 1,
+            outgoing.method,
+            crate::db::shown_url(&outgoing.url),
+            names.join(", "),
+            shown_body(&outgoing.body)
+        );
+    }
     match request.send().await {
         // The URL may carry a token (a query parameter): never in a message.
         Err(e) => Outcome::Retry {
@@ -219,13 +258,24 @@ async fn attempt(client: &reqwest::Client, outgoing: &Outgoing) -> Outcome {
             error: e.without_url().to_string(),
             after: None,
         },
-        Ok(response) => classify(
-            response.status().as_u16(),
-            response
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        ),
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if debug {
+                let body = response.bytes().await.unwrap_or_default();
+                tracing::info!(
+                    "reporter '{}': delivery {} answered {status}: {}",
+                    outgoing.reporter,
+                    outgoing.id,
+                    shown_body(&body)
+                );
+            }
+            classify(status, retry_after.as_deref())
+        }
     }
 }
 
@@ -299,6 +349,15 @@ mod tests {
         assert!(
             matches!(classify(429, Some("99999")), Outcome::Retry { after: Some(a), .. } if a == MAX_RETRY_AFTER)
         );
+    }
+
+    #[test]
+    fn debug_bodies_are_cut_after_their_limit() {
+        assert_eq!(shown_body(b"{\"ok\": true}"), "{\"ok\": true}");
+        let long = vec![b'x'; DEBUG_BODY + 10];
+        let shown = shown_body(&long);
+        assert!(shown.starts_with(&"x".repeat(DEBUG_BODY)));
+        assert!(shown.ends_with(&format!("… ({} bytes)", DEBUG_BODY + 10)));
     }
 
     #[test]

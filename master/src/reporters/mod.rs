@@ -1,5 +1,5 @@
-//! Reporters: every build start and finish is offered to the configured
-//! reporters; those whose generator takes it get Buildbot's build dictionary,
+//! Reporters: every build start and finish, and every buildset completed,
+//! is offered to the configured reporters; those whose generator takes it get Buildbot's build dictionary,
 //! their plugin renders it into requests, and the requests are stored in the
 //! outbox in one transaction before anything is sent ([`delivery`] sends).
 //!
@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::db::{Db, JournalKind, NewOutgoing, ReportParts};
 use crate::durable::{self, Consumer, Delivery};
-use crate::events::Bus;
+use crate::events::{BuildInfo, Bus};
 use crate::host::HostServices;
 use crate::registry::{Registry, ReporterInstance};
 use crate::results::Results;
@@ -85,11 +85,34 @@ impl Consumer for Renderer {
 
     async fn handle(&mut self, delivery: Delivery) -> Result<(), String> {
         let registry = self.registry.load_full();
-        let build = &delivery.build;
         let event = match delivery.entry.kind {
             JournalKind::Started => Event::Started,
             JournalKind::Finished => Event::Finished,
         };
+        let mut stored = self.render_build(&registry, &delivery, event).await?;
+        if event == Event::Finished {
+            stored.extend(self.render_buildset(&registry, &delivery).await?);
+        }
+        if !stored.is_empty() {
+            self.db
+                .enqueue_outgoing(stored)
+                .await
+                .map_err(|e| format!("cannot store the reports: {e}"))?;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Renderer {
+    /// The requests of the reporters that take this start or finish.
+    async fn render_build(
+        &self,
+        registry: &Registry,
+        delivery: &Delivery,
+        event: Event,
+    ) -> Result<Vec<NewOutgoing>, String> {
+        let build = &delivery.build;
         let mut chosen: Vec<&Arc<ReporterInstance>> = registry
             .reporters
             .iter()
@@ -97,7 +120,7 @@ impl Consumer for Renderer {
             .filter(|r| passes_filters(&r.config.generator, build))
             .collect();
         if chosen.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let needs_previous = chosen.iter().any(|r| {
             r.wants.previous_build
@@ -105,10 +128,7 @@ impl Consumer for Renderer {
                     && r.config.generator.modes.iter().any(|m| m.needs_previous()))
         });
         let previous = if needs_previous {
-            self.db
-                .previous_build(build.builder.builderid, build.number)
-                .await
-                .map_err(|e| format!("cannot read the previous build: {e}"))?
+            self.previous_build(build).await?
         } else {
             None
         };
@@ -127,19 +147,8 @@ impl Consumer for Renderer {
             });
         }
         let steps = chosen.iter().any(|r| r.wants.steps);
-        let parts = self
-            .db
-            .report_parts(build.buildid, build.buildset.bsid, steps)
-            .await
-            .map_err(|e| format!("cannot read the build's changes and steps: {e}"))?;
-        let logged = if chosen.iter().any(|r| r.wants.logs) {
-            Some(ReportParts {
-                blamelist: parts.blamelist.clone(),
-                steps: with_log_contents(&self.db, &parts.steps).await?,
-            })
-        } else {
-            None
-        };
+        let logs = chosen.iter().any(|r| r.wants.logs);
+        let (parts, logged) = self.parts(build, steps, logs).await?;
         let mut stored = Vec::new();
         for reporter in chosen {
             let parts = match &logged {
@@ -153,44 +162,199 @@ impl Consumer for Renderer {
                 &reporter.wants,
                 previous.as_ref(),
             );
-            let envelope = json!({ "event": event.name(), "build": dictionary }).to_string();
-            let (instance, host) = (Arc::clone(reporter), self.host.clone());
-            let rendered = tokio::task::spawn_blocking(move || instance.render(&envelope, &host))
+            let envelope = json!({ "event": event.name(), "build": dictionary });
+            let what = format!("build {} ({})", build.buildid, event.name());
+            let key = format!("journal-{}", delivery.entry.eventid);
+            let source = Source {
+                what: &what,
+                key: &key,
+                buildid: build.buildid,
+                event,
+            };
+            stored.extend(render(reporter, envelope, &self.host, source).await);
+        }
+        Ok(stored)
+    }
+
+    /// The requests of the reporters that want `buildset_complete`, when
+    /// this finish completed the build's buildset. Every finish of the
+    /// buildset may see it complete; the idempotency key keeps one request.
+    async fn render_buildset(
+        &self,
+        registry: &Registry,
+        delivery: &Delivery,
+    ) -> Result<Vec<NewOutgoing>, String> {
+        let wanting: Vec<&Arc<ReporterInstance>> = registry
+            .reporters
+            .iter()
+            .filter(|r| r.wants.events.contains(&Event::BuildsetComplete))
+            .collect();
+        if wanting.is_empty() {
+            return Ok(Vec::new());
+        }
+        let buildset = &delivery.build.buildset;
+        let Some(done) = self
+            .db
+            .completed_buildset(buildset.bsid)
+            .await
+            .map_err(|e| format!("cannot read buildset {}: {e}", buildset.bsid))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut builds = Vec::new();
+        for buildid in done.buildids {
+            if buildid == delivery.build.buildid {
+                builds.push(Arc::clone(&delivery.build));
+            } else if let Some(build) = self
+                .db
+                .build_info(buildid)
                 .await
-                .unwrap_or_else(|e| Err(format!("the render task failed: {e}")));
-            match rendered {
-                Ok(requests) => {
-                    for (index, request) in requests.into_iter().enumerate() {
-                        match outgoing(reporter, request, &delivery, event, index) {
-                            Ok(new) => stored.push(new),
-                            Err(message) => tracing::warn!(
-                                plugin = %reporter.library.name,
-                                "reporter '{}': {message}",
-                                reporter.config.name
-                            ),
-                        }
-                    }
-                }
-                // This event, for this reporter only: builds and the other
-                // reporters go on.
-                Err(message) => tracing::warn!(
-                    plugin = %reporter.library.name,
-                    "reporter '{}' cannot render build {} ({}): {message}",
-                    reporter.config.name,
-                    build.buildid,
-                    event.name()
-                ),
+                .map_err(|e| format!("cannot read build {buildid}: {e}"))?
+            {
+                builds.push(Arc::new(build));
             }
         }
-        if !stored.is_empty() {
-            self.db
-                .enqueue_outgoing(stored)
-                .await
-                .map_err(|e| format!("cannot store the reports: {e}"))?;
-            self.wake.notify_one();
+        let results = done
+            .results
+            .and_then(Results::from_code)
+            .unwrap_or(Results::Exception);
+        let mut stored = Vec::new();
+        for reporter in wanting {
+            let generator = &reporter.config.generator;
+            let taken: Vec<&Arc<BuildInfo>> = builds
+                .iter()
+                .filter(|build| passes_filters(generator, build))
+                .collect();
+            if taken.is_empty() || !generator.modes.iter().any(|m| m.wants(results, None)) {
+                continue;
+            }
+            let mut dictionaries = Vec::new();
+            for build in taken {
+                let (parts, logged) = self
+                    .parts(build, reporter.wants.steps, reporter.wants.logs)
+                    .await?;
+                let previous = if reporter.wants.previous_build {
+                    self.previous_build(build).await?
+                } else {
+                    None
+                };
+                dictionaries.push(build_dictionary(
+                    build,
+                    &registry.buildbot_url,
+                    logged.as_ref().unwrap_or(&parts),
+                    &reporter.wants,
+                    previous.as_ref(),
+                ));
+            }
+            let first = &delivery.build;
+            let envelope = json!({
+                "event": Event::BuildsetComplete.name(),
+                "buildset": {
+                    "bsid": buildset.bsid,
+                    "reason": buildset.reason,
+                    "scheduler": buildset.scheduler,
+                    "external_idstring": buildset.external_idstring,
+                    "submitted_at": buildset.submitted_at,
+                    "complete": true,
+                    "complete_at": done.complete_at,
+                    "results": results as i64,
+                    "sourcestamps": first.to_json()["sourcestamps"],
+                    "builds": dictionaries,
+                },
+            });
+            let what = format!("buildset {}", buildset.bsid);
+            let key = format!("buildset-{}", buildset.bsid);
+            let source = Source {
+                what: &what,
+                key: &key,
+                buildid: first.buildid,
+                event: Event::BuildsetComplete,
+            };
+            stored.extend(render(reporter, envelope, &self.host, source).await);
         }
-        Ok(())
+        Ok(stored)
     }
+
+    async fn previous_build(&self, build: &BuildInfo) -> Result<Option<Value>, String> {
+        self.db
+            .previous_build(build.builder.builderid, build.number)
+            .await
+            .map_err(|e| format!("cannot read the previous build: {e}"))
+    }
+
+    /// The blamelist and (with `steps`) the steps of `build`; and, with
+    /// `logs`, the same with each log's content.
+    async fn parts(
+        &self,
+        build: &BuildInfo,
+        steps: bool,
+        logs: bool,
+    ) -> Result<(ReportParts, Option<ReportParts>), String> {
+        let parts = self
+            .db
+            .report_parts(build.buildid, build.buildset.bsid, steps || logs)
+            .await
+            .map_err(|e| format!("cannot read the build's changes and steps: {e}"))?;
+        let logged = if logs {
+            Some(ReportParts {
+                blamelist: parts.blamelist.clone(),
+                steps: with_log_contents(&self.db, &parts.steps).await?,
+            })
+        } else {
+            None
+        };
+        Ok((parts, logged))
+    }
+}
+
+/// What an envelope is about, for its requests' rows and log lines.
+struct Source<'a> {
+    /// E.g. `build 7 (finished)`.
+    what: &'a str,
+    /// Prefix of the idempotency keys of requests that bring none.
+    key: &'a str,
+    buildid: i64,
+    event: Event,
+}
+
+/// `reporter`'s requests for `envelope`, rendered on the blocking pool. A
+/// render error or a panic costs this event for this reporter only: builds
+/// and the other reporters go on.
+async fn render(
+    reporter: &Arc<ReporterInstance>,
+    envelope: Value,
+    host: &HostServices,
+    source: Source<'_>,
+) -> Vec<NewOutgoing> {
+    let (instance, host) = (Arc::clone(reporter), host.clone());
+    let envelope = envelope.to_string();
+    let rendered = tokio::task::spawn_blocking(move || instance.render(&envelope, &host))
+        .await
+        .unwrap_or_else(|e| Err(format!("the render task failed: {e}")));
+    let requests = match rendered {
+        Ok(requests) => requests,
+        Err(message) => {
+            tracing::warn!(
+                plugin = %reporter.library.name,
+                "reporter '{}' cannot render {}: {message}",
+                reporter.config.name,
+                source.what
+            );
+            return Vec::new();
+        }
+    };
+    let mut stored = Vec::new();
+    for (index, request) in requests.into_iter().enumerate() {
+        match outgoing(reporter, request, &source, index) {
+            Ok(new) => stored.push(new),
+            Err(message) => tracing::warn!(
+                plugin = %reporter.library.name,
+                "reporter '{}': {message}",
+                reporter.config.name
+            ),
+        }
+    }
+    stored
 }
 
 /// `steps` with each log's `content`: its last [`LOG_CONTENT`] bytes, as
@@ -239,8 +403,7 @@ fn tail(text: &str, bytes: usize) -> &str {
 fn outgoing(
     reporter: &ReporterInstance,
     request: OutgoingRequest,
-    delivery: &Delivery,
-    event: Event,
+    source: &Source<'_>,
     index: usize,
 ) -> Result<NewOutgoing, String> {
     let url = reqwest::Url::parse(&request.url)
@@ -262,7 +425,7 @@ fn outgoing(
         idempotency_key: Some(
             request
                 .idempotency_key
-                .unwrap_or_else(|| format!("journal-{}-{index}", delivery.entry.eventid)),
+                .unwrap_or_else(|| format!("{}-{index}", source.key)),
         ),
         destination,
         method: request.method,
@@ -270,7 +433,7 @@ fn outgoing(
         headers: request.headers,
         body: request.body,
         timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
-        buildid: delivery.build.buildid,
-        event: event.name().to_string(),
+        buildid: source.buildid,
+        event: source.event.name().to_string(),
     })
 }

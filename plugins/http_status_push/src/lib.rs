@@ -12,8 +12,6 @@
 //!   `finished`); the replacement for Buildbot's `format_fn`. Without it the
 //!   body is the build dictionary as JSON.
 //! * `content_type` (default `application/json`): the body's type.
-//! * `debug` (default `false`): log each request before it is sent, its
-//!   authorization and secret header values left out.
 //! * `verify`: accepted as `true` only; certificates are always checked.
 
 use std::collections::BTreeMap;
@@ -44,8 +42,6 @@ pub struct Options {
     format: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
-    #[serde(default)]
-    debug: bool,
     #[serde(default, deserialize_with = "only_true")]
     #[allow(
         dead_code,
@@ -56,7 +52,6 @@ pub struct Options {
 
 /// The `http_status_push` reporter.
 pub struct HttpStatusPush {
-    name: String,
     options: Options,
     /// `Authorization`'s value, when `auth` is set.
     authorization: Option<Secret>,
@@ -65,7 +60,7 @@ pub struct HttpStatusPush {
 impl Reporter for HttpStatusPush {
     type Options = Options;
 
-    fn new(name: &str, options: Options) -> Result<Self, String> {
+    fn new(_name: &str, options: Options) -> Result<Self, String> {
         if !options.server_url.starts_with("http://") && !options.server_url.starts_with("https://")
         {
             return Err("options.server_url: must be an http:// or https:// URL".into());
@@ -86,7 +81,6 @@ impl Reporter for HttpStatusPush {
             Auth::Bearer { token } => Secret::new(format!("Bearer {}", token.expose())),
         });
         Ok(HttpStatusPush {
-            name: name.to_string(),
             options,
             authorization,
         })
@@ -100,7 +94,11 @@ impl Reporter for HttpStatusPush {
         }
     }
 
-    fn render(&self, envelope: &Envelope, host: &Host<'_>) -> Result<Vec<OutgoingRequest>, String> {
+    fn render(
+        &self,
+        envelope: &Envelope,
+        _host: &Host<'_>,
+    ) -> Result<Vec<OutgoingRequest>, String> {
         let build = envelope.build()?;
         let body = match &self.options.format {
             None => build.to_string(),
@@ -125,16 +123,6 @@ impl Reporter for HttpStatusPush {
         }
         for (name, value) in &self.options.headers {
             request = request.header(name.as_str(), value.expose());
-        }
-        if self.options.debug {
-            let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
-            host.info(&format!(
-                "{}: POST {} (headers: {}; values not shown): {}",
-                self.name,
-                request.url,
-                names.join(", "),
-                String::from_utf8_lossy(&request.body)
-            ));
         }
         Ok(vec![request])
     }
@@ -225,20 +213,6 @@ mod tests {
         }));
         let request = &bearer.render(&finished())[0];
         assert_eq!(header(request, "Authorization"), Some("Bearer t0k"));
-    }
-
-    #[test]
-    fn debug_logs_the_request_without_secret_values() {
-        let push = ReporterHarness::<HttpStatusPush>::new(json!({
-            "server_url": "http://r.example/x", "auth": {"token": "t0k"},
-            "headers": {"X-Key": "k3y"}, "debug": true
-        }));
-        push.render(&finished());
-        let logs = push.host().logs();
-        assert_eq!(logs.len(), 1);
-        let line = &logs[0].1;
-        assert!(line.contains("POST http://r.example/x") && line.contains("Authorization, X-Key"));
-        assert!(!line.contains("t0k") && !line.contains("k3y"), "{line}");
     }
 
     #[test]

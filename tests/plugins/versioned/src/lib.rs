@@ -1,16 +1,18 @@
 //! A dialect and a reporter built in two versions (the `v2` feature) that
 //! differ only in their answer, for plugin upgrades by reload. The reporter
 //! posts `{"version": ..., "buildid": ...}` to its `url` for each finished
-//! build. `?sleep_ms=N` holds the
+//! build; with `buildsets = true`, it also posts `{"version": ..., "bsid":
+//! ..., "results": ..., "buildids": [...]}` for each completed buildset.
+//! `?sleep_ms=N` holds the
 //! request for N milliseconds, so a request can be in flight during an
 //! upgrade. Every request stores one change whose comment names the version.
 
 use std::time::Duration;
 
 use buildmaster_plugin_api::options::NoOptions;
-use buildmaster_plugin_api::reporter::Envelope;
+use buildmaster_plugin_api::reporter::{Envelope, Event};
 use buildmaster_plugin_api::serde::Deserialize;
-use buildmaster_plugin_api::serde_json::json;
+use buildmaster_plugin_api::serde_json::{json, Value};
 use buildmaster_plugin_api::{
     export_plugin, Change, Dialect, HookError, HookOutcome, Host, OutgoingRequest, Reporter,
     Request, Response, Wants,
@@ -54,21 +56,27 @@ impl Dialect for Versioned {
 #[serde(crate = "buildmaster_plugin_api::serde")]
 pub struct ReporterOptions {
     url: String,
+    #[serde(default)]
+    buildsets: bool,
 }
 
 pub struct VersionedReporter {
-    url: String,
+    options: ReporterOptions,
 }
 
 impl Reporter for VersionedReporter {
     type Options = ReporterOptions;
 
     fn new(_name: &str, options: ReporterOptions) -> Result<Self, String> {
-        Ok(VersionedReporter { url: options.url })
+        Ok(VersionedReporter { options })
     }
 
     fn wants(&self) -> Wants {
-        Wants::default()
+        let mut wants = Wants::default();
+        if self.options.buildsets {
+            wants.events.push(Event::BuildsetComplete);
+        }
+        wants
     }
 
     fn render(
@@ -76,9 +84,25 @@ impl Reporter for VersionedReporter {
         envelope: &Envelope,
         _host: &Host<'_>,
     ) -> Result<Vec<OutgoingRequest>, String> {
+        let url = &self.options.url;
+        if let Some(buildset) = &envelope.buildset {
+            let buildids: Vec<&Value> = buildset["builds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|build| &build["buildid"])
+                .collect();
+            let body = json!({
+                "version": VERSION,
+                "bsid": buildset["bsid"],
+                "results": buildset["results"],
+                "buildids": buildids,
+            });
+            return Ok(vec![OutgoingRequest::post_json(url, &body)]);
+        }
         let build = envelope.build()?;
         let body = json!({"version": VERSION, "buildid": build["buildid"]});
-        Ok(vec![OutgoingRequest::post_json(&self.url, &body)
+        Ok(vec![OutgoingRequest::post_json(url, &body)
             .idempotency_key(format!("build-{}", build["buildid"]))])
     }
 }
