@@ -13,6 +13,7 @@
 //! target/release/buildmaster-bench builds [ROUNDS] [QUEUED] [WORKERS]
 //! target/release/buildmaster-bench reload [ROUNDS]
 //! target/release/buildmaster-bench history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS]
+//! target/release/buildmaster-bench reporters [ROUNDS] [BUILDS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
@@ -29,12 +30,17 @@
 //! `history` times the REST queries of dashboards against a master with a
 //! small and a large history (see [`history`]).
 //!
+//! `reporters` measures reports: a build's end to its report's arrival, and
+//! the outbox's delivery rate into receivers that take 100 ms to answer
+//! (see [`reporters`]).
+//!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
 //! the other, default 20), then how fast QUEUED builds (default 100) queued
 //! at once are completed by WORKERS local workers (default 1).
 
 mod history;
+mod reporters;
 
 use std::io::Read;
 
@@ -684,6 +690,16 @@ async fn main() {
             history::run(small, large).await;
             return;
         }
+        Some("reporters") => {
+            let mut number = |default: usize| {
+                args.next()
+                    .map(|s| s.parse().expect("a number"))
+                    .unwrap_or(default)
+            };
+            let (rounds, builds) = (number(100), number(100));
+            reporters::run(rounds, builds).await;
+            return;
+        }
         Some("builds") => {
             let mut number = |default: usize| {
                 args.next()
@@ -696,7 +712,7 @@ async fn main() {
         }
         other => panic!(
             "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] \
-             | builds [ROUNDS] [QUEUED] [WORKERS] | reload [ROUNDS] \
+             | builds [ROUNDS] [QUEUED] [WORKERS] | reload [ROUNDS] | reporters [ROUNDS] [BUILDS] \
              | history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS] (got {other:?})"
         ),
     };
