@@ -642,3 +642,82 @@ buildsets = true
         "the buildset is reported once"
     );
 }
+
+#[test]
+fn a_panicking_or_failing_reporter_loses_only_its_own_event() {
+    let receiver = MockApi::start();
+    for _ in 0..6 {
+        receiver.push_response(200, "{}".into());
+    }
+    let url = receiver.url();
+    let base = Basedir::new(&config(
+        r#"["true"]"#,
+        &format!(
+            r#"
+[[reporters]]
+name = "shaky"
+type = "panicky_reporter"
+plugin = "plugins/libfixture_panicking.so"
+url = "{url}/shaky"
+
+[[reporters]]
+name = "steady"
+type = "http_status_push"
+server_url = "{url}/steady"
+format = '{{"number": {{{{ build.number }}}}}}'
+"#
+        ),
+    ));
+    base.write(
+        "plugins/libfixture_panicking.so",
+        std::fs::read(fixture("fixture_panicking")).unwrap(),
+    );
+    let master = base.start();
+    for revision in ["1", "2", "3"] {
+        hook(&master, revision, "Ada");
+        wait_until("the build to finish", || {
+            let builds = master.builds();
+            (builds.len() == revision.parse::<usize>().unwrap()
+                && builds.iter().all(|b| b["complete"] == true))
+            .then_some(())
+        });
+    }
+    let got = received(&receiver, 4);
+    let paths_and_numbers: Vec<(String, i64)> = got
+        .iter()
+        .map(|r| (r.path.clone(), json_body(r)["number"].as_i64().unwrap()))
+        .collect();
+    let steady: Vec<i64> = paths_and_numbers
+        .iter()
+        .filter(|(p, _)| p == "/steady")
+        .map(|(_, n)| *n)
+        .collect();
+    let shaky: Vec<i64> = paths_and_numbers
+        .iter()
+        .filter(|(p, _)| p == "/shaky")
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        steady,
+        vec![1, 2, 3],
+        "the other reporter reports every build"
+    );
+    assert_eq!(
+        shaky,
+        vec![3],
+        "the panicking reporter goes on after its failures"
+    );
+    let log = master.log();
+    assert!(
+        log.lines().any(|l| l.contains("panicky")
+            && l.contains("reporter 'shaky' cannot render build")
+            && l.contains("panic")),
+        "{log}"
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.contains("reporter 'shaky' cannot render build")
+            && l.contains("this reporter fails on build 2")));
+    // The master still serves.
+    hook(&master, "4", "Ada");
+}
