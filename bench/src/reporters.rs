@@ -153,7 +153,10 @@ async fn latency(rounds: usize) {
         "[\"sh\", \"-c\", \"date +%s%N > {}\"]",
         stamp.to_str().expect("a UTF-8 path")
     );
-    let master = start_in(basedir, &config(&command, std::slice::from_ref(&receiver.url)));
+    let master = start_in(
+        basedir,
+        &config(&command, std::slice::from_ref(&receiver.url)),
+    );
     let mut sender = Sender::connect(&master.addr, Load::Base).await;
     let mut latencies = Vec::with_capacity(rounds);
     for round in 1..=rounds {
