@@ -27,6 +27,7 @@ pub mod interpolate;
 pub mod reporters;
 mod retention;
 mod schedulers;
+pub mod telegram;
 
 pub use builders::{
     BuilderConfig, CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind, WorkerConfig,
@@ -37,6 +38,7 @@ pub use diff::{ConfigDiff, Difference, Setting};
 pub use reporters::{Generator, Mode, ReporterConfig};
 pub use retention::{JanitorConfig, LogCompression, LogSettings};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
+pub use telegram::{ChatRef, TelegramConfig};
 
 /// The file name of the configuration inside a basedir.
 pub const CONFIG_FILE: &str = "master.toml";
@@ -131,6 +133,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub logs: retention::RawLogs,
     pub janitor: Option<Spanned<retention::RawJanitor>>,
+    pub telegram: Option<Spanned<toml::Table>>,
 }
 
 /// `[master]`
@@ -203,6 +206,8 @@ pub struct Config {
     pub logs: LogSettings,
     /// `None` when no `[janitor]` is configured: history is kept forever.
     pub janitor: Option<JanitorConfig>,
+    /// The Telegram bot, when `[telegram]` is configured.
+    pub telegram: Option<TelegramConfig>,
 }
 
 /// One directory searched for plugins.
@@ -441,6 +446,7 @@ impl Builder<'_> {
         let reporters = self.reporters(raw.reporters);
         let logs = retention::logs(self.map, raw.logs, &mut self.errors);
         let janitor = retention::janitor(self.map, raw.janitor, &mut self.errors);
+        let telegram = raw.telegram.and_then(|table| self.telegram(table));
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -473,7 +479,30 @@ impl Builder<'_> {
             reporters,
             logs,
             janitor,
+            telegram,
         })
+    }
+
+    fn telegram(&mut self, table: Spanned<toml::Table>) -> Option<TelegramConfig> {
+        let location = self.map.locate(table.span().start);
+        let error = |message: String| ConfigError {
+            location: location.clone(),
+            message,
+        };
+        let value = match self.resolve(toml::Value::Table(table.into_inner()), "telegram") {
+            Ok(value) => value,
+            Err(message) => {
+                self.errors.push(error(message));
+                return None;
+            }
+        };
+        match telegram::telegram(&value, self.basedir, &location) {
+            Ok(config) => Some(config),
+            Err(messages) => {
+                self.errors.extend(messages.into_iter().map(error));
+                None
+            }
+        }
     }
 
     /// `plugin = ...`: a library file (relative to the basedir) when it has a

@@ -87,11 +87,13 @@ pub enum Setting {
     Logs,
     /// `[janitor]`.
     Janitor,
+    /// `[telegram]`.
+    Telegram,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 12] = [
+    pub const ALL: [Setting; 13] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -104,6 +106,7 @@ impl Setting {
         Setting::HttpLimits,
         Setting::Logs,
         Setting::Janitor,
+        Setting::Telegram,
     ];
 
     /// The key as `master.toml` writes it.
@@ -121,6 +124,7 @@ impl Setting {
             Setting::HttpLimits => "HTTP limits",
             Setting::Logs => "[logs]",
             Setting::Janitor => "[janitor]",
+            Setting::Telegram => "[telegram]",
         }
     }
 }
@@ -167,6 +171,7 @@ impl ConfigDiff {
             (Setting::HttpLimits, old.www.limits == new.www.limits),
             (Setting::Logs, old.logs == new.logs),
             (Setting::Janitor, old.janitor == new.janitor),
+            (Setting::Telegram, old.telegram == new.telegram),
         ]
         .into_iter()
         .filter(|(_, same)| !same)
