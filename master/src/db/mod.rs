@@ -7,6 +7,7 @@
 //! WAL mode lets run alongside the writer.
 
 mod builds;
+mod chat;
 mod janitor;
 mod journal;
 mod listing;
@@ -30,6 +31,7 @@ pub use builds::{
     AddedBuildset, AddedStep, BuildsetDetails, CancelledRequest, ClassifiedChange, FinishedBuild,
     NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
 };
+pub use chat::LastBuild;
 pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};

@@ -338,6 +338,24 @@ CREATE UNIQUE INDEX outbox_once ON outbox (reporter, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX outbox_pending ON outbox (destination, id) WHERE state = 'pending';
 ",
+    // 11: the chat bot's state, keyed by the bot's numeric id: the events
+    // each chat is notified of, and the payloads of buttons too long for
+    // Telegram's 64-byte callback data.
+    r"
+CREATE TABLE chat_subscriptions (
+    bot INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    events TEXT NOT NULL,
+    PRIMARY KEY (bot, chat_id)
+);
+CREATE TABLE chat_buttons (
+    id INTEGER PRIMARY KEY,
+    bot INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX chat_buttons_payload ON chat_buttons (bot, payload);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each
