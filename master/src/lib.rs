@@ -25,6 +25,7 @@ pub mod api;
 pub mod builds;
 pub mod change_sources;
 pub mod changes;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -42,6 +43,7 @@ pub mod results;
 pub mod schedulers;
 pub mod systemd;
 pub mod tasks;
+pub mod telegram;
 pub mod topology;
 pub mod workers;
 pub mod www;
@@ -61,6 +63,8 @@ mod layering {
         "descriptors",
         "www",
         "api",
+        "telegram",
+        "chat",
         "control",
         "reconfig",
         "reporters",

@@ -2,6 +2,10 @@
 //! `buildmaster` binary in a fresh basedir on an ephemeral loopback port, talk to
 //! it over HTTP, read its log.
 
+mod telegram;
+
+pub use telegram::{FakeTelegram, TelegramCall};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -56,6 +56,7 @@ use crate::reporters;
 use crate::schedulers::Schedulers;
 use crate::systemd::Notifier;
 use crate::tasks::Supervisor;
+use crate::telegram::TelegramBot;
 use crate::www::AppState;
 use housekeeping::Housekeeping;
 use http::Http;
@@ -133,6 +134,7 @@ struct Topology {
     change_sources: Arc<ChangeSources>,
     housekeeping: Housekeeping,
     retention: Retention,
+    telegram: TelegramBot,
     /// Where the file watch sends its triggers.
     triggers: mpsc::UnboundedSender<Trigger>,
     /// The file watch, when the configuration asks for one.
@@ -180,12 +182,15 @@ impl Topology {
             Arc::clone(&status),
             supervisor.clone(),
         );
+        let telegram =
+            TelegramBot::new(db.clone(), bus.clone(), control.clone(), supervisor.clone());
         // Wakes the report delivery when the API retries a delivery.
         let outbox = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
             registry: Arc::new(ArcSwap::from_pointee(Registry::default())),
             db: db.clone(),
             host: HostServices::from_current_runtime().with_pollers(change_sources.pollers()),
+            telegram: telegram.webhook(),
             engine: Engine {
                 db: db.clone(),
                 control,
@@ -210,6 +215,7 @@ impl Topology {
             change_sources,
             housekeeping,
             retention,
+            telegram,
             triggers,
             watch: None,
             shutdown: ShutdownState::Running,
@@ -403,6 +409,12 @@ impl Topology {
         Service::apply(&mut self.change_sources, prepared.change_sources).await?;
         Service::apply(&mut self.housekeeping, prepared.housekeeping).await?;
         Service::apply(&mut self.retention, prepared.retention).await?;
+        self.telegram
+            .apply(
+                prepared.config.telegram.clone(),
+                Arc::clone(&prepared.config),
+            )
+            .await?;
         let moved = address.is_some() && prepared.diff.changed(Setting::ListenAddress);
         self.config = prepared.config;
         if let (true, Some(address)) = (moved, self.http.address()) {
@@ -559,6 +571,7 @@ impl Topology {
         Service::stop(&mut self.schedulers).await;
         Service::stop(&mut self.housekeeping).await;
         Service::stop(&mut self.retention).await;
+        self.telegram.stop().await;
         let stuck = self.supervisor.shutdown(JOIN_BOUND).await;
         if stuck.is_empty() {
             tracing::info!("stopped cleanly: all {running} task(s) ended");

@@ -21,6 +21,7 @@ use crate::api::{ApiResponse, Body, Engine};
 use crate::db::Db;
 use crate::host::HostServices;
 use crate::registry::Registry;
+use crate::telegram::{self, WebhookAnswer, WebhookSlot};
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub db: Db,
     pub host: HostServices,
     pub engine: Engine,
+    /// Where Telegram's webhook deliveries go.
+    pub telegram: WebhookSlot,
 }
 
 /// A plain-text reply.
@@ -75,6 +78,17 @@ pub fn routes(
         .and(with_state.clone())
         .and_then(api_engine_get);
 
+    let telegram_webhook = warp::path!("telegram" / String)
+        .and(warp::post())
+        .and(warp::header::optional::<String>(
+            "x-telegram-bot-api-secret-token",
+        ))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(MAX_UPDATE_BODY))
+        .and(warp::body::bytes())
+        .and(with_state.clone())
+        .and_then(telegram_update);
+
     let api_post = warp::path!("api" / "v2" / ..)
         .and(warp::post())
         .and(warp::path::tail())
@@ -90,12 +104,43 @@ pub fn routes(
         .unify()
         .or(api_post)
         .unify()
+        .or(telegram_webhook)
+        .unify()
         .recover(not_found)
         .unify()
 }
 
 /// The largest JSON-RPC request body accepted.
 const MAX_RPC_BODY: u64 = 1024 * 1024;
+
+/// The largest Telegram update accepted.
+const MAX_UPDATE_BODY: u64 = 1024 * 1024;
+
+/// A Telegram webhook delivery: answered at once, handled after.
+async fn telegram_update(
+    key: String,
+    secret: Option<String>,
+    content_type: Option<String>,
+    body: bytes::Bytes,
+    state: AppState,
+) -> Result<warp::reply::Response, Rejection> {
+    let answer = telegram::take_update(
+        &state.telegram,
+        &key,
+        secret.as_deref(),
+        content_type.as_deref(),
+        &body,
+    );
+    Ok(match answer {
+        WebhookAnswer::Accepted => text(StatusCode::OK, ""),
+        WebhookAnswer::NotFound => return Err(warp::reject::not_found()),
+        WebhookAnswer::Forbidden => text(
+            StatusCode::FORBIDDEN,
+            "the X-Telegram-Bot-Api-Secret-Token header is missing or wrong",
+        ),
+        WebhookAnswer::BadRequest(message) => text(StatusCode::BAD_REQUEST, message),
+    })
+}
 
 async fn api_engine_get(
     tail: warp::path::Tail,
