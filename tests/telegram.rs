@@ -652,3 +652,196 @@ fn the_bot_copes_with_refusals_limits_and_outages() {
     );
     assert!(!log.contains("s3cr3t"));
 }
+
+#[test]
+fn reading_commands_tell_what_runs_within_the_bots_tags() {
+    let fake = FakeTelegram::start("testbot");
+    let bot = "tags = [\"ci\"]\nuse_revisions = true\nchat_ids = [\"@hogwarts_news\"]\nnotify_events = [\"finished\"]";
+    let text = config(&fake, bot, "")
+        .replace(
+            "name = \"builder1\"\n",
+            "name = \"builder1\"\ntags = [\"ci\"]\n",
+        )
+        .replace(
+            "case %(src::revision)s in",
+            "case %(src::revision)s in nap*) sleep 2;;",
+        );
+    let master = Master::start(&text);
+    settled(&fake);
+    fake.message("/list all builders", &private(), &harry());
+    fake.message("/list workers", &private(), &harry());
+    assert_eq!(
+        fake.wait_texts(111, 2),
+        [
+            "I found the following <b>builders</b>:\n<code>builder1</code>",
+            "I found the following <b>workers</b>:\n<code>w13</code>",
+        ]
+    );
+    hook(&master, "0b1c2d3e4f5061728394a5b6c7d8e9f001122334", "Ada");
+    let texts = fake.wait_for("the channel's notification", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "sendMessage" && c.body["chat_id"] == buildmaster_e2e::CHANNEL_ID)
+    });
+    let channel = texts
+        .iter()
+        .find(|c| c.body["chat_id"] == buildmaster_e2e::CHANNEL_ID)
+        .unwrap();
+    assert!(
+        channel.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("of <code>builder1</code> containing revision <code>0b1c2d3</code> completed successfully ✅."),
+        "{}",
+        channel.body["text"]
+    );
+    fake.message("/last", &private(), &harry());
+    fake.message("/list changes", &private(), &harry());
+    let texts = fake.wait_texts(111, 5);
+    assert!(
+        texts[2].starts_with("<code>builder1</code>: last build <a href=\"http://localhost:8080/#/builders/1/builds/1\">#1</a> completed successfully ✅ ("),
+        "{}",
+        texts[2]
+    );
+    assert_eq!(texts[3], "⏳ Getting your changes...");
+    assert!(
+        texts[4].starts_with("I found the following recent <b>changes</b>:\n\nc\n<i>Author</i>: Ada\n<i>Date</i>: 20"),
+        "{}",
+        texts[4]
+    );
+    // The fake numbers messages from 1001 on.
+    let notice = 1001
+        + fake
+            .calls_of("sendMessage")
+            .iter()
+            .position(|c| c.body["text"] == "⏳ Getting your changes...")
+            .unwrap() as i64;
+    assert!(fake
+        .calls_of("deleteMessage")
+        .iter()
+        .any(|c| c.body == json!({"chat_id": 111, "message_id": notice})));
+
+    // A build to watch, from a forum topic.
+    hook(&master, "nap2", "Ada");
+    wait_until("the nap to start", || {
+        master
+            .builds()
+            .iter()
+            .any(|b| b["number"] == 2 && b["complete"] == false)
+            .then_some(())
+    });
+    fake.message("/status", &private(), &harry());
+    fake.message("/watch", &private(), &harry());
+    let texts = fake.wait_texts(111, 7);
+    assert!(
+        texts[5].starts_with("<code>builder1</code>: running 🌀: build <a href=\"http://localhost:8080/#/builders/1/builds/2\">#2</a> ("),
+        "{}",
+        texts[5]
+    );
+    assert_eq!(texts[6], "Which builder do you want to watch?");
+    fake.push_update(json!({"message": {
+        "message_id": 70, "from": harry(), "chat": {"id": -500, "type": "supergroup", "title": "Forum", "is_forum": true},
+        "date": 1, "text": "/watch builder1", "message_thread_id": 9, "is_topic_message": true
+    }}));
+    let calls = fake.wait_for("the watched build's end", |calls| {
+        calls
+            .iter()
+            .filter(|c| c.method == "sendMessage" && c.body["chat_id"] == -500)
+            .count()
+            >= 2
+    });
+    let forum: Vec<&TelegramCall> = calls
+        .iter()
+        .filter(|c| c.method == "sendMessage" && c.body["chat_id"] == -500)
+        .collect();
+    assert_eq!(
+        forum[0].body["text"],
+        "Watching build <a href=\"http://localhost:8080/#/builders/1/builds/2\">#2</a> of <code>builder1</code> until it finishes..."
+    );
+    assert_eq!(
+        forum[0].body["message_thread_id"], 9,
+        "answered in the topic"
+    );
+    assert!(forum[1].body["text"].as_str().unwrap().ends_with(
+        "of <code>builder1</code> containing revision <code>nap2</code> completed successfully ✅."
+    ));
+
+    // /nay takes the keyboard off the message it answers.
+    fake.push_update(json!({"message": {
+        "message_id": 71, "from": harry(), "chat": group(), "date": 1, "text": "/nay",
+        "reply_to_message": {"message_id": 1005, "reply_markup": {"inline_keyboard": []}}
+    }}));
+    assert_eq!(fake.wait_texts(-100, 1), ["Never mind, Harry..."]);
+    assert!(fake
+        .calls_of("editMessageReplyMarkup")
+        .iter()
+        .any(|c| c.body == json!({"chat_id": -100, "message_id": 1005})));
+
+    // A group that became a supergroup: answered there, its events moved.
+    fake.message("/notify on failure", &group(), &harry());
+    fake.wait_texts(-100, 2);
+    fake.fail_next(
+        "sendMessage",
+        400,
+        json!({"ok": false, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat", "parameters": {"migrate_to_chat_id": -1009}}),
+    );
+    fake.message("/notify list", &group(), &harry());
+    assert_eq!(
+        fake.wait_texts(-1009, 1),
+        ["The following events are being notified:\n🔔 <b>failure</b>"]
+    );
+    fake.message(
+        "/notify list",
+        &json!({"id": -1009, "type": "supergroup", "title": "Hogwarts"}),
+        &harry(),
+    );
+    assert_eq!(
+        fake.wait_texts(-1009, 2)[1],
+        "The following events are being notified:\n🔔 <b>failure</b>"
+    );
+}
+
+#[test]
+fn checkconfig_names_every_telegram_mistake_with_its_line() {
+    let fake = FakeTelegram::start("testbot");
+    let base = Basedir::new(&config(
+        &fake,
+        "notify_events = [\"finished\", \"bogus\"]\nauthz = { \"force,dance\" = true }\nusePolling = true",
+        "",
+    ));
+    let output = run_cli(&["checkconfig", base.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let text = std::fs::read_to_string(base.path().join("master.toml")).unwrap();
+    let line = text.lines().position(|l| l == "[telegram]").unwrap() + 1;
+    assert!(
+        stderr.contains(&format!(
+            "master.toml:{line}:1: telegram.usePolling: unknown option"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    let base = Basedir::new(&config(
+        &fake,
+        "notify_events = [\"finished\", \"bogus\"]\nauthz = { \"force,dance\" = true }",
+        "",
+    ));
+    let output = run_cli(&["checkconfig", base.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            ":{line}:1: telegram.authz: unknown command 'dance' in key 'force,dance'"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            ":{line}:1: telegram.notify_events: unknown event 'bogus'"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        fake.calls().is_empty(),
+        "checkconfig does not call Telegram"
+    );
+}

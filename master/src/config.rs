@@ -1179,6 +1179,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_telegram_bot_is_valid_once_uncommented() {
+        let section = &EXAMPLE[EXAMPLE.find("# [telegram]").unwrap()..];
+        let text: String = section
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            // A certificate is a file, for webhook mode only.
+            .filter(|line| !line.starts_with("certificate"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        // The token is a secret in the example; here a literal one.
+        let text = text.replace("{ from_secret = \"telegram_token\" }", "\"123:abc\"");
+        let bot = parse(&text).unwrap().telegram.unwrap();
+        assert_eq!(bot.bot_id(), 123);
+        assert_eq!(bot.poll_timeout, 120);
+        assert!(bot.authz.allows("force", 123456789) && !bot.authz.allows("force", 1));
+        assert!(!bot.use_webhook);
+    }
+
+    #[test]
     fn the_example_janitor_is_valid_once_uncommented() {
         let section = &EXAMPLE[EXAMPLE.find("# [janitor]").unwrap()..];
         let text: String = section

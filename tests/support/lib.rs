@@ -4,7 +4,7 @@
 
 mod telegram;
 
-pub use telegram::{FakeTelegram, TelegramCall};
+pub use telegram::{FakeTelegram, TelegramCall, CHANNEL_ID};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

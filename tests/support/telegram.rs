@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The id `getChat` gives every `@channel`.
+pub const CHANNEL_ID: i64 = -1_001_234;
+
 /// One Bot API call the fake received.
 #[derive(Debug, Clone)]
 pub struct TelegramCall {
@@ -296,6 +299,16 @@ fn answer(
             }))
         }
         "editMessageText" => ok(json!({"message_id": body["message_id"]})),
+        // Every channel is channel -1001234.
+        "getChat" => match body["chat_id"].as_str() {
+            Some(name) if name.starts_with('@') => {
+                ok(json!({"id": CHANNEL_ID, "type": "channel", "username": &name[1..]}))
+            }
+            _ => (
+                400,
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}),
+            ),
+        },
         _ => ok(json!(true)),
     }
 }

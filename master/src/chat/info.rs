@@ -184,10 +184,7 @@ async fn list_changes(
 
 /// The builders a `/status` or `/last` names, and whether one was named;
 /// or the message to send instead.
-fn chosen_builders(
-    call: &Call<'_>,
-    usage: &str,
-) -> Result<(Builders, bool), Message> {
+fn chosen_builders(call: &Call<'_>, usage: &str) -> Result<(Builders, bool), Message> {
     let builders = call.engine.builders(&call.settings);
     let connected = connected(call);
     match call.args().as_slice() {

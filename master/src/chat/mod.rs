@@ -70,6 +70,8 @@ pub struct Chat {
     /// `private`, `group`, `supergroup` or `channel`.
     pub kind: String,
     pub title: Option<String>,
+    /// The forum topic the message was written in.
+    pub topic: Option<i64>,
 }
 
 impl Chat {
@@ -113,6 +115,8 @@ pub struct Message {
     pub html: String,
     pub reply_to: Option<i64>,
     pub markup: Option<Markup>,
+    /// The forum topic to write in.
+    pub topic: Option<i64>,
 }
 
 impl Message {
@@ -192,6 +196,43 @@ pub trait Transport: Sync {
     fn show_menu(&self, chat: i64) -> impl Future<Output = ()> + Send;
 }
 
+/// A transport whose messages to one chat go to one forum topic: answers
+/// are written where the command was.
+struct InTopic<'a, T> {
+    inner: &'a T,
+    chat: i64,
+    topic: i64,
+}
+
+impl<T: Transport> Transport for InTopic<'_, T> {
+    async fn send(&self, chat: i64, mut message: Message) -> Option<i64> {
+        if chat == self.chat && message.topic.is_none() {
+            message.topic = Some(self.topic);
+        }
+        self.inner.send(chat, message).await
+    }
+
+    async fn edit(&self, chat: i64, message_id: i64, message: Message) -> bool {
+        self.inner.edit(chat, message_id, message).await
+    }
+
+    async fn edit_keyboard(&self, chat: i64, message_id: i64, keyboard: Option<Vec<Vec<Button>>>) {
+        self.inner.edit_keyboard(chat, message_id, keyboard).await;
+    }
+
+    async fn delete(&self, chat: i64, message_id: i64) {
+        self.inner.delete(chat, message_id).await;
+    }
+
+    async fn answer_click(&self, query_id: &str, toast: Option<&str>) {
+        self.inner.answer_click(query_id, toast).await;
+    }
+
+    async fn show_menu(&self, chat: i64) {
+        self.inner.show_menu(chat).await;
+    }
+}
+
 /// What a configuration says about the engine.
 #[derive(Clone)]
 pub struct Settings {
@@ -262,13 +303,20 @@ impl Engine {
         engine
     }
 
-    /// Takes a new configuration in place.
+    /// Takes a new configuration in place. The configured chats get their
+    /// events again only when `chat_ids` or `notify_events` changed, so that
+    /// an unrelated reload does not undo a chat's `/notify off`.
     pub async fn configure(&self, settings: Settings) {
         if let Some(username) = &settings.bot.bot_username {
             *self.username.lock().expect("username") = Some(username.clone());
         }
+        let old = self.settings();
+        let resubscribe = old.bot.chat_ids != settings.bot.chat_ids
+            || old.bot.notify_events != settings.bot.notify_events;
         self.settings.store(Arc::new(settings));
-        self.subscribe_configured_chats().await;
+        if resubscribe {
+            self.subscribe_configured_chats().await;
+        }
     }
 
     pub fn bot_id(&self) -> i64 {
@@ -292,23 +340,30 @@ impl Engine {
     }
 
     /// Switches `notify_events` on for the numeric `chat_ids` (a union with
-    /// what they have) and saves them.
+    /// what they have) and saves them; channels named `@name` get theirs
+    /// once the transport knows their ids ([`Engine::subscribe_configured`]).
     async fn subscribe_configured_chats(&self) {
+        let settings = self.settings();
+        for chat in &settings.bot.chat_ids {
+            if let crate::config::ChatRef::Id(id) = chat {
+                self.subscribe_configured(*id).await;
+            }
+        }
+    }
+
+    /// Switches `notify_events` on for configured chat `chat`.
+    pub async fn subscribe_configured(&self, chat: i64) {
         let settings = self.settings();
         if settings.bot.notify_events.is_empty() {
             return;
         }
-        for chat in &settings.bot.chat_ids {
-            if let crate::config::ChatRef::Id(id) = chat {
-                let events = {
-                    let mut state = self.state();
-                    let events = state.subscriptions.entry(*id).or_default();
-                    events.extend(settings.bot.notify_events.iter().cloned());
-                    events.clone()
-                };
-                self.save_events(*id, events).await;
-            }
-        }
+        let events = {
+            let mut state = self.state();
+            let events = state.subscriptions.entry(chat).or_default();
+            events.extend(settings.bot.notify_events.iter().cloned());
+            events.clone()
+        };
+        self.save_events(chat, events).await;
     }
 
     async fn save_events(&self, chat: i64, events: BTreeSet<String>) {
@@ -372,6 +427,18 @@ impl Engine {
         let key = (incoming.chat.id, incoming.from.id);
         let text = incoming.text.trim().to_string();
         let question = self.state().questions.remove(&key);
+        if let Some(expired) = question
+            .as_ref()
+            .filter(|q| q.asked.elapsed() >= QUESTION_TIMEOUT)
+        {
+            let answers = expired.prompt.is_none()
+                || incoming.reply_to.map(|r| r.message_id) == expired.prompt;
+            if answers && !text.starts_with('/') {
+                let message = Message::new("That question has expired; please start again.");
+                transport.send(incoming.chat.id, message).await;
+                return;
+            }
+        }
         let question = question.filter(|q| q.asked.elapsed() < QUESTION_TIMEOUT);
         let text = match question {
             Some(question) if !text.starts_with('/') => {
@@ -387,7 +454,17 @@ impl Engine {
             }
             _ => text,
         };
-        self.dispatch(&incoming, &text, transport).await;
+        match incoming.chat.topic {
+            Some(topic) => {
+                let in_topic = InTopic {
+                    inner: transport,
+                    chat: incoming.chat.id,
+                    topic,
+                };
+                self.dispatch(&incoming, &text, &in_topic).await;
+            }
+            None => self.dispatch(&incoming, &text, transport).await,
+        }
     }
 
     async fn dispatch(&self, incoming: &Incoming, text: &str, transport: &impl Transport) {
@@ -534,8 +611,8 @@ impl Engine {
         };
         let message = Message {
             html: text,
-            reply_to: None,
             markup,
+            ..Message::default()
         };
         let sent = transport.send(incoming.chat.id, message).await;
         let prompt = if incoming.chat.private() { None } else { sent };

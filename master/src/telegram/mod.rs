@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use crate::chat::{commands, BuildEvent, Engine, Settings};
-use crate::config::{Config, TelegramConfig};
+use crate::config::{ChatRef, Config, TelegramConfig};
 use crate::control::Control;
 use crate::db::{Db, JournalKind};
 use crate::durable::{self, Consumer, Delivery};
@@ -212,6 +212,14 @@ impl TelegramBot {
             api,
             engine: Arc::clone(&running.engine),
             ask_username: config.bot_username.is_none(),
+            channels: config
+                .chat_ids
+                .iter()
+                .filter_map(|chat| match chat {
+                    ChatRef::Channel(name) => Some(name.clone()),
+                    ChatRef::Id(_) => None,
+                })
+                .collect(),
             retry: Duration::from_secs(config.retry_delay),
         };
         let mut tasks = Vec::new();
@@ -339,12 +347,15 @@ fn webhook_url(config: &TelegramConfig, whole: &Config) -> Option<String> {
 
 /// The calls that introduce the bot to Telegram, each tried until it
 /// succeeds: `getMe` (unless the username is configured), `setMyCommands`,
-/// and in webhook mode `setWebhook`.
+/// and in webhook mode `setWebhook`; and `getChat` once for each channel
+/// named in `chat_ids`.
 #[derive(Clone)]
 struct StartUp {
     api: BotApi,
     engine: Arc<Engine>,
     ask_username: bool,
+    /// `@name`s of `chat_ids`.
+    channels: Vec<String>,
     retry: Duration,
 }
 
@@ -363,6 +374,18 @@ impl StartUp {
             .collect();
         self.until_done("setMyCommands", Some(&json!({ "commands": listed })))
             .await;
+        for channel in &self.channels {
+            let body = json!({ "chat_id": channel });
+            match self.api.call("getChat", Some(&body), START_UP_TIMEOUT).await {
+                Ok(chat) => match chat["id"].as_i64() {
+                    Some(id) => self.engine.subscribe_configured(id).await,
+                    None => tracing::warn!("Telegram did not give the id of {channel}"),
+                },
+                Err(e) => tracing::warn!(
+                    "cannot find the Telegram channel {channel} (its notifications wait for the next start): {e}"
+                ),
+            }
+        }
     }
 
     /// Calls `method` until it succeeds; says so once per streak of failures.

@@ -225,6 +225,9 @@ impl Telegram {
         let mut sent = None;
         for (index, chunk) in chunks.into_iter().enumerate() {
             let mut body = json!({"chat_id": chat, "text": chunk, "parse_mode": "HTML"});
+            if let Some(topic) = message.topic {
+                body["message_thread_id"] = json!(topic);
+            }
             if index == 0 {
                 if let Some(reply_to) = message.reply_to {
                     body["reply_to_message_id"] = json!(reply_to);

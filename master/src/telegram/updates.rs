@@ -103,6 +103,10 @@ fn message_of(message: &Value, click: Option<Click>) -> Option<Incoming> {
         id: chat["id"].as_i64()?,
         kind: chat["type"].as_str().unwrap_or("group").to_string(),
         title: chat["title"].as_str().map(str::to_string),
+        topic: message["is_topic_message"]
+            .as_bool()
+            .filter(|topic| *topic)
+            .and_then(|_| message["message_thread_id"].as_i64()),
     };
     let reply_to = message.get("reply_to_message").and_then(|replied| {
         Some(Replied {
