@@ -446,7 +446,14 @@ impl Builder<'_> {
         let reporters = self.reporters(raw.reporters);
         let logs = retention::logs(self.map, raw.logs, &mut self.errors);
         let janitor = retention::janitor(self.map, raw.janitor, &mut self.errors);
-        let telegram = raw.telegram.and_then(|table| self.telegram(table));
+        let buildbot_url = raw
+            .master
+            .buildbot_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}/", listen.port()));
+        let telegram = raw
+            .telegram
+            .and_then(|table| self.telegram(table, &buildbot_url));
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -455,10 +462,7 @@ impl Builder<'_> {
             file: file.to_path_buf(),
             title: raw.master.title.unwrap_or_else(|| "buildmaster".into()),
             title_url: raw.master.title_url.unwrap_or_default(),
-            buildbot_url: raw
-                .master
-                .buildbot_url
-                .unwrap_or_else(|| format!("http://localhost:{}/", listen.port())),
+            buildbot_url,
             plugin_dirs,
             secrets_dir: self.secrets_dir,
             reload_on_change: raw.master.reload_on_change.unwrap_or(true),
@@ -483,7 +487,11 @@ impl Builder<'_> {
         })
     }
 
-    fn telegram(&mut self, table: Spanned<toml::Table>) -> Option<TelegramConfig> {
+    fn telegram(
+        &mut self,
+        table: Spanned<toml::Table>,
+        buildbot_url: &str,
+    ) -> Option<TelegramConfig> {
         let location = self.map.locate(table.span().start);
         let error = |message: String| ConfigError {
             location: location.clone(),
@@ -496,7 +504,7 @@ impl Builder<'_> {
                 return None;
             }
         };
-        match telegram::telegram(&value, self.basedir, &location) {
+        match telegram::telegram(&value, self.basedir, buildbot_url, &location) {
             Ok(config) => Some(config),
             Err(messages) => {
                 self.errors.extend(messages.into_iter().map(error));

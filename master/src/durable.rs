@@ -40,6 +40,12 @@ pub trait Consumer: Send {
     /// Names its cursor in the database; must stay the same across restarts.
     fn name(&self) -> &str;
 
+    /// How many entries it handles before its place is stored: after a
+    /// crash, at most this many are handled again.
+    fn batch(&self) -> u64 {
+        BATCH
+    }
+
     /// Handles one event. An error stops the batch; the event is delivered
     /// again after [`RETRY`].
     fn handle(&mut self, delivery: Delivery) -> impl Future<Output = Result<(), String>> + Send;
@@ -82,11 +88,12 @@ async fn catch_up<C: Consumer>(
     consumer: &mut C,
     cursor: &mut i64,
 ) -> Result<bool, String> {
+    let batch = consumer.batch().max(1);
     let entries = db
-        .journal_after(*cursor, BATCH)
+        .journal_after(*cursor, batch)
         .await
         .map_err(|e| format!("cannot read the journal: {e}"))?;
-    let full = entries.len() as u64 == BATCH;
+    let full = entries.len() as u64 == batch;
     let mut handled = None;
     let mut outcome = Ok(());
     for entry in entries {

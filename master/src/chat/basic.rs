@@ -21,7 +21,10 @@ fn described_lines() -> String {
 }
 
 pub async fn start(call: &Call<'_>, transport: &impl Transport) -> Option<Message> {
-    transport.show_menu(call.chat()).await;
+    // Telegram sets the menu button of private chats only.
+    if call.incoming.chat.private() {
+        transport.show_menu(call.chat()).await;
+    }
     transport.send(call.chat(), hello()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     Some(help(&[]))
@@ -97,10 +100,15 @@ pub fn version() -> Message {
 }
 
 pub async fn nay(call: &Call<'_>, transport: &impl Transport) -> Option<Message> {
-    if let Some(replied) = call.incoming.reply_to.filter(|r| r.has_keyboard) {
-        transport
-            .edit_keyboard(call.chat(), replied.message_id, None)
-            .await;
+    let clicked = call.incoming.click.as_ref().and_then(|c| c.message_id);
+    let replied = call
+        .incoming
+        .reply_to
+        .filter(|r| r.has_keyboard)
+        .map(|r| r.message_id);
+    // A "no" button takes its own keyboard away, so it cannot be said yes to later.
+    if let Some(message_id) = clicked.or(replied) {
+        transport.edit_keyboard(call.chat(), message_id, None).await;
     }
     Some(Message::new(if call.incoming.chat.private() {
         "Never mind...".to_string()

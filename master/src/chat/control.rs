@@ -37,8 +37,8 @@ pub async fn stop(call: &Call<'_>, transport: &impl Transport) -> Option<Message
     let builds = running(call).await;
     match args.as_slice() {
         [] | ["build"] => {
-            let mut builders: Vec<&str> = builds.iter().map(|b| b.builder.name.as_str()).collect();
-            builders.dedup();
+            let builders: std::collections::BTreeSet<&str> =
+                builds.iter().map(|b| b.builder.name.as_str()).collect();
             if builders.is_empty() {
                 return Some(Message::new(NOTHING_RUNNING));
             }
@@ -109,6 +109,7 @@ pub async fn stop(call: &Call<'_>, transport: &impl Transport) -> Option<Message
             )
         }
         ["now", buildid, reason @ ..] => {
+            take_buttons(call, transport).await;
             let build = buildid
                 .parse::<i64>()
                 .ok()
@@ -142,12 +143,20 @@ pub async fn stop(call: &Call<'_>, transport: &impl Transport) -> Option<Message
     }
 }
 
+/// Takes the keyboard off the message whose button was clicked: a
+/// confirmation is given once.
+async fn take_buttons(call: &Call<'_>, transport: &impl Transport) {
+    if let Some(message_id) = call.incoming.click.as_ref().and_then(|c| c.message_id) {
+        transport.edit_keyboard(call.chat(), message_id, None).await;
+    }
+}
+
 fn no_such_builder(name: &str) -> Message {
     Message::new(format!("no such builder '{}'", esc(name)))
 }
 
 /// `/shutdown [check|start|stop|now]`; "now" asks first.
-pub async fn shutdown(call: &Call<'_>) -> Option<Message> {
+pub async fn shutdown(call: &Call<'_>, transport: &impl Transport) -> Option<Message> {
     let control = &call.engine.control;
     let args = call.args();
     let Some(word) = args.first() else {
@@ -200,6 +209,7 @@ pub async fn shutdown(call: &Call<'_>) -> Option<Message> {
             );
         }
         ("now", 2) if args[1] == "confirmed" => {
+            take_buttons(call, transport).await;
             // Said before the master goes: the answer must leave first.
             let chat = call.chat();
             let control = control.clone();
@@ -342,6 +352,11 @@ pub async fn force(call: &Call<'_>, transport: &impl Transport) -> Option<Messag
         None
     };
     let Some(builder) = args.pop_front() else {
+        // `ask` keeps the parameter it asks for.
+        let task = match asked {
+            Some(name) => format!("ask {}", quote(name)),
+            None => task.to_string(),
+        };
         let rows = builders
             .iter()
             .map(|b| {
@@ -395,7 +410,7 @@ pub async fn force(call: &Call<'_>, transport: &impl Transport) -> Option<Messag
         );
         let prompt = format!(
             "enter the new value for the {}",
-            esc(&field.label.replace('_', " ").to_lowercase())
+            esc(&field.name.replace('_', " ").to_lowercase())
         );
         call.engine
             .ask(call.incoming, &prompt, None, template, transport)

@@ -13,6 +13,9 @@ use crate::results::Results;
 /// How many changes `/list all changes` lists without asking first.
 const CHANGES_WITHOUT_ASKING: u64 = 50;
 
+/// The most changes one `/list` lists.
+const MAX_CHANGES: u64 = 200;
+
 /// The names of the connected workers.
 fn connected(call: &Call<'_>) -> Vec<String> {
     call.engine
@@ -48,7 +51,7 @@ pub async fn list(call: &Call<'_>, transport: &impl Transport) -> Option<Message
         [target] => (Count::Some(10), *target),
         ["all", target] => (Count::All, *target),
         [n, target] => match n.parse::<u64>() {
-            Ok(n) if n > 0 => (Count::Some(n), *target),
+            Ok(n) if n > 0 => (Count::Some(n.min(MAX_CHANGES)), *target),
             _ => return Some(try_list()),
         },
         _ => return Some(try_list()),
@@ -132,14 +135,20 @@ async fn list_changes(
         }
     };
     if count == Count::All && total > CHANGES_WITHOUT_ASKING {
+        let most = total.min(MAX_CHANGES);
         return Some(
             Message::new(format!(
-                "I found {total} changes. Do you really want me to list them all?"
+                "I found {total} changes. Do you really want me to list {}?",
+                if most == total {
+                    "them all".to_string()
+                } else {
+                    format!("the last {most}")
+                }
             ))
             .keyboard(vec![vec![
                 Button::command(
                     "‼ Yes, flood me with all of them!",
-                    format!("/list {total} changes"),
+                    format!("/list {most} changes"),
                 ),
                 Button::command(
                     "✅ No, just show last 50",
@@ -362,7 +371,7 @@ pub async fn watch(call: &Call<'_>, transport: &impl Transport) -> Option<Messag
                     .watches
                     .entry(build.buildid)
                     .or_default()
-                    .insert(call.chat());
+                    .insert((call.chat(), call.incoming.chat.topic));
                 let url = call.engine.build_url(&call.settings, *id, build.number);
                 transport
                     .send(

@@ -257,8 +257,8 @@ struct State {
     questions: HashMap<(i64, i64), Question>,
     /// Chat → the events it is notified of.
     subscriptions: BTreeMap<i64, BTreeSet<String>>,
-    /// Build id → the chats that watch it.
-    watches: HashMap<i64, BTreeSet<i64>>,
+    /// Build id → the chats (and forum topics) that watch it.
+    watches: HashMap<i64, BTreeSet<(i64, Option<i64>)>>,
     /// (chat, build id) → the "started" message, edited when the build ends.
     started: HashMap<(i64, i64), i64>,
     /// (chat, build id) → when its end was announced, against repeats.
@@ -382,7 +382,7 @@ impl Engine {
         let had = {
             let mut state = self.state();
             for watchers in state.watches.values_mut() {
-                watchers.remove(&chat);
+                watchers.retain(|(watcher, _)| *watcher != chat);
             }
             state.subscriptions.remove(&chat).is_some()
         };
@@ -400,8 +400,14 @@ impl Engine {
                 state.subscriptions.entry(to).or_default().extend(events);
             }
             for watchers in state.watches.values_mut() {
-                if watchers.remove(&from) {
-                    watchers.insert(to);
+                let moved: Vec<_> = watchers
+                    .iter()
+                    .filter(|(c, _)| *c == from)
+                    .copied()
+                    .collect();
+                for (chat, topic) in moved {
+                    watchers.remove(&(chat, topic));
+                    watchers.insert((to, topic));
                 }
             }
             let questions: Vec<_> = state
@@ -422,8 +428,22 @@ impl Engine {
         }
     }
 
-    /// Answers one message or click.
+    /// Answers one message or click; in a forum, in its topic.
     pub async fn handle(&self, incoming: Incoming, transport: &impl Transport) {
+        match incoming.chat.topic {
+            Some(topic) => {
+                let in_topic = InTopic {
+                    inner: transport,
+                    chat: incoming.chat.id,
+                    topic,
+                };
+                self.answer(&incoming, &in_topic).await;
+            }
+            None => self.answer(&incoming, transport).await,
+        }
+    }
+
+    async fn answer(&self, incoming: &Incoming, transport: &impl Transport) {
         let key = (incoming.chat.id, incoming.from.id);
         let text = incoming.text.trim().to_string();
         let question = self.state().questions.remove(&key);
@@ -445,7 +465,7 @@ impl Engine {
                 let answers = question.prompt.is_none()
                     || incoming.reply_to.map(|r| r.message_id) == question.prompt;
                 if answers {
-                    question.template.replace("{}", &shell::quote(&text))
+                    fill(&question.template, &shell::quote(&text))
                 } else {
                     // Not a reply to the question in a group: it still waits.
                     self.state().questions.insert(key, question);
@@ -454,48 +474,34 @@ impl Engine {
             }
             _ => text,
         };
-        match incoming.chat.topic {
-            Some(topic) => {
-                let in_topic = InTopic {
-                    inner: transport,
-                    chat: incoming.chat.id,
-                    topic,
-                };
-                self.dispatch(&incoming, &text, &in_topic).await;
-            }
-            None => self.dispatch(&incoming, &text, transport).await,
-        }
+        self.dispatch(incoming, &text, transport).await;
     }
 
     async fn dispatch(&self, incoming: &Incoming, text: &str, transport: &impl Transport) {
-        let (word, args) = match text.split_once(char::is_whitespace) {
-            Some((word, args)) => (word, args.trim()),
-            None => (text, ""),
-        };
-        let command = match word.strip_prefix('/') {
+        // A click is answered once, on every path: with a refusal's toast,
+        // or at once otherwise.
+        let settings = self.settings();
+        let command = self.command_of(text);
+        let denied = command
+            .as_ref()
+            .filter(|(name, _)| commands::is_command(name))
+            .is_some_and(|(name, _)| !settings.bot.authz.allows(name, incoming.from.id));
+        let denial = words::pick(&words::DENIALS);
+        if let Some(click) = &incoming.click {
+            let toast = denied.then_some(denial);
+            transport.answer_click(&click.query_id, toast).await;
+        }
+        let chat = incoming.chat.id;
+        let (command, args) = match command {
             Some(command) => command,
+            None if text.starts_with('/') => return,
             None => {
                 self.not_a_command(incoming, text, transport).await;
                 return;
             }
         };
-        let command = match command.split_once('@') {
-            Some((command, addressee)) => {
-                let username = self.username.lock().expect("username").clone();
-                match username {
-                    Some(me) if me.eq_ignore_ascii_case(addressee) => command,
-                    // For another bot in the same group.
-                    _ => return,
-                }
-            }
-            None => command,
-        };
-        let command = command.to_lowercase();
-        let chat = incoming.chat.id;
         if !commands::is_command(&command) {
-            if let Some(click) = &incoming.click {
-                transport.answer_click(&click.query_id, None).await;
-            }
+            let word = text.split_whitespace().next().unwrap_or_default();
             transport
                 .send(
                     chat,
@@ -505,21 +511,13 @@ impl Engine {
             transport.send(chat, basic::command_list()).await;
             return;
         }
-        let settings = self.settings();
-        if !settings.bot.authz.allows(&command, incoming.from.id) {
-            let denial = words::pick(&words::DENIALS);
-            match &incoming.click {
-                Some(click) => transport.answer_click(&click.query_id, Some(denial)).await,
-                None => {
-                    let mut message = Message::new(words::esc(denial));
-                    message.reply_to = incoming.message_id;
-                    transport.send(chat, message).await;
-                }
+        if denied {
+            if incoming.click.is_none() {
+                let mut message = Message::new(words::esc(denial));
+                message.reply_to = incoming.message_id;
+                transport.send(chat, message).await;
             }
             return;
-        }
-        if let Some(click) = &incoming.click {
-            transport.answer_click(&click.query_id, None).await;
         }
         let args = match shell::split(args) {
             Ok(args) => args,
@@ -549,13 +547,36 @@ impl Engine {
             "watch" => info::watch(&call, transport).await,
             "notify" => notify::command(&call, transport).await,
             "stop" => control::stop(&call, transport).await,
-            "shutdown" => control::shutdown(&call).await,
+            "shutdown" => control::shutdown(&call, transport).await,
             "force" => control::force(&call, transport).await,
             _ => unreachable!("every command is dispatched"),
         };
         if let Some(reply) = reply {
             transport.send(chat, reply).await;
         }
+    }
+
+    /// The command of `text` (lower case, without its `@bot`) and its
+    /// arguments; `None` for text that is no command, or a command for
+    /// another bot. While the bot's own name is not known yet, any `@name`
+    /// is taken as its own.
+    fn command_of<'t>(&self, text: &'t str) -> Option<(String, &'t str)> {
+        let (word, args) = match text.split_once(char::is_whitespace) {
+            Some((word, args)) => (word, args.trim()),
+            None => (text, ""),
+        };
+        let command = word.strip_prefix('/')?;
+        let command = match command.split_once('@') {
+            Some((command, addressee)) => {
+                let username = self.username.lock().expect("username").clone();
+                match username {
+                    Some(me) if !me.eq_ignore_ascii_case(addressee) => return None,
+                    _ => command,
+                }
+            }
+            None => command,
+        };
+        Some((command.to_lowercase(), args))
     }
 
     /// Text that is no command: answered only in a private chat.
@@ -654,6 +675,15 @@ fn tagged(settings: &Settings, tags: &[String]) -> bool {
         .tags
         .as_ref()
         .is_none_or(|wanted| wanted.iter().any(|t| tags.contains(t)))
+}
+
+/// `template` with its last `{}` replaced by `answer` (earlier ones may be
+/// part of a name or a value).
+fn fill(template: &str, answer: &str) -> String {
+    match template.rfind("{}") {
+        Some(at) => format!("{}{answer}{}", &template[..at], &template[at + 2..]),
+        None => template.to_string(),
+    }
 }
 
 fn capitalized(text: &str) -> String {

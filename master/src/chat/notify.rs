@@ -1,7 +1,7 @@
 //! `/notify`, and the notifications themselves: build starts and ends to
 //! the chats that asked for them and to those that watch the build.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -197,33 +197,38 @@ impl Engine {
             return;
         }
         let results = build.results.unwrap_or(Results::Exception);
-        let chats: BTreeSet<i64> = {
+        let chats: BTreeMap<i64, Option<i64>> = {
             let mut state = self.state();
             let now = Instant::now();
             state
                 .announced
                 .retain(|_, at| now.duration_since(*at) < REPEAT_WINDOW);
-            let mut chats: BTreeSet<i64> = state
+            let mut chats: BTreeMap<i64, Option<i64>> = state
                 .subscriptions
                 .iter()
                 .filter(|(_, events)| announces_finished(events, results, event.previous))
-                .map(|(chat, _)| *chat)
+                .map(|(chat, _)| (*chat, None))
                 .collect();
-            chats.extend(state.watches.remove(&build.buildid).unwrap_or_default());
-            chats.retain(|chat| !state.announced.contains_key(&(*chat, build.buildid)));
-            for chat in &chats {
+            // A watch answers in the topic it was asked in.
+            for (chat, topic) in state.watches.remove(&build.buildid).unwrap_or_default() {
+                chats.insert(chat, topic);
+            }
+            chats.retain(|chat, _| !state.announced.contains_key(&(*chat, build.buildid)));
+            for chat in chats.keys() {
                 state.announced.insert((*chat, build.buildid), now);
             }
             chats
         };
-        for chat in chats {
+        for (chat, topic) in chats {
             let started = self.state().started.remove(&(chat, build.buildid));
             let edited = match started {
                 Some(message_id) => transport.edit(chat, message_id, message.clone()).await,
                 None => false,
             };
             if !edited {
-                transport.send(chat, message.clone()).await;
+                let mut message = message.clone();
+                message.topic = topic;
+                transport.send(chat, message).await;
             }
         }
         // Starts announced to chats that did not want the end.
@@ -278,8 +283,26 @@ impl Engine {
                 ));
             }
         }
-        Message::new(text).keyboard(vec![vec![Button::url("Open build", url)]])
+        let message = Message::new(text);
+        if linkable(&url) {
+            message.keyboard(vec![vec![Button::url("Open build", url)]])
+        } else {
+            message
+        }
     }
+}
+
+/// Whether Telegram takes `url` for a button: http(s) and a host with a dot
+/// (it refuses `localhost` and other single names).
+fn linkable(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split(['/', ':', '?', '#']).next().unwrap_or_default();
+    host.contains('.') && !host.ends_with('.')
 }
 
 /// A hash revision cut to 7 characters; other revisions as they are.
@@ -325,5 +348,8 @@ mod tests {
         );
         assert_eq!(short_revision("0b1c2d3e4f5061728394"), "0b1c2d3");
         assert_eq!(short_revision("v1.2"), "v1.2");
+        assert!(linkable("https://ci.example.org/#/builders/1/builds/2"));
+        assert!(!linkable("http://localhost:8080/#/builders/1/builds/2"));
+        assert!(!linkable("ftp://ci.example.org/"));
     }
 }

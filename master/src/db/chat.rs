@@ -172,6 +172,34 @@ impl Db {
         .await
     }
 
+    /// The next update bot `bot` asks for; 0 when none is stored.
+    pub async fn chat_offset(&self, bot: i64) -> Result<i64, Error> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT next_update FROM chat_offsets WHERE bot = ?1",
+                    [bot],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Records the next update bot `bot` asks for.
+    pub async fn save_chat_offset(&self, bot: i64, next_update: i64) -> Result<(), Error> {
+        self.transact(move |conn| {
+            conn.execute(
+                "INSERT INTO chat_offsets (bot, next_update) VALUES (?1, ?2)
+                 ON CONFLICT (bot) DO UPDATE SET next_update = excluded.next_update",
+                (bot, next_update),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The id of a long button payload, stored once.
     pub async fn button_id(&self, bot: i64, payload: String) -> Result<i64, Error> {
         self.transact(move |conn| {
@@ -264,5 +292,16 @@ mod tests {
         assert_eq!(db.button_payload(2, id, 0).await.unwrap(), None);
         assert_eq!(db.button_payload(1, id, i64::MAX).await.unwrap(), None);
         assert_eq!(db.purge_buttons(i64::MAX).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_bot_keeps_its_update_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        assert_eq!(db.chat_offset(1).await.unwrap(), 0);
+        db.save_chat_offset(1, 10_001).await.unwrap();
+        db.save_chat_offset(1, 10_005).await.unwrap();
+        assert_eq!(db.chat_offset(1).await.unwrap(), 10_005);
+        assert_eq!(db.chat_offset(2).await.unwrap(), 0);
     }
 }

@@ -100,6 +100,17 @@ impl Db {
         .await
     }
 
+    /// Forgets consumer `name`'s place: a consumer of that name starts
+    /// again at the end of the journal.
+    pub async fn forget_consumer_cursor(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute("DELETE FROM consumer_cursors WHERE consumer = ?1", [&name])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records that consumer `name` has handled every entry up to `eventid`.
     pub async fn save_consumer_cursor(&self, name: &str, eventid: i64) -> Result<(), Error> {
         let name = name.to_owned();

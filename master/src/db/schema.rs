@@ -356,6 +356,14 @@ CREATE TABLE chat_buttons (
 );
 CREATE UNIQUE INDEX chat_buttons_payload ON chat_buttons (bot, payload);
 ",
+    // 12: the next Telegram update each bot asks for, so that an update
+    // taken before a restart is not handled again after it.
+    r"
+CREATE TABLE chat_offsets (
+    bot INTEGER NOT NULL PRIMARY KEY,
+    next_update INTEGER NOT NULL
+);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

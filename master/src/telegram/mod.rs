@@ -13,7 +13,7 @@ mod api;
 mod transport;
 mod updates;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +70,10 @@ pub fn take_update(
     body: &[u8],
 ) -> WebhookAnswer {
     let current = slot.load();
-    let Some(webhook) = current.as_ref().filter(|w| w.key == key) else {
+    let known = current
+        .as_ref()
+        .filter(|w| bool::from(w.key.as_bytes().ct_eq(key.as_bytes())));
+    let Some(webhook) = known else {
         return WebhookAnswer::NotFound;
     };
     let matches: bool = secret
@@ -104,9 +107,9 @@ pub struct TelegramBot {
     control: Control,
     supervisor: Supervisor,
     webhook: WebhookSlot,
-    /// The next update to ask for: kept across pollers.
+    /// The next update to ask for: kept across pollers, and in the database.
     offset: Arc<AtomicI64>,
-    /// The live bot, read by the journal consumer.
+    /// The live bot, read by the journal consumer and the webhook's handler.
     current: Arc<ArcSwapOption<Bot>>,
     running: Option<Running>,
 }
@@ -116,9 +119,11 @@ struct Running {
     /// Where Telegram delivers updates, in webhook mode.
     webhook_url: Option<String>,
     engine: Arc<Engine>,
-    /// The poller, or the webhook's start-up calls and update handler.
+    /// Webhook deliveries, waiting for the handler: kept across reconnects.
+    updates: mpsc::UnboundedSender<Value>,
+    /// The poller, or the webhook's start-up calls.
     tasks: Vec<TaskHandle>,
-    /// The notifications and the button janitor.
+    /// The notifications, the webhook's handler and the button janitor.
     services: Vec<TaskHandle>,
 }
 
@@ -148,7 +153,14 @@ impl TelegramBot {
         whole: Arc<Config>,
     ) -> Result<(), String> {
         let Some(config) = config else {
-            self.stop().await;
+            if self.running.is_some() {
+                self.stop().await;
+                // Taken out of the configuration: if it comes back, it
+                // speaks of builds from then on, not of those in between.
+                if let Err(e) = self.db.forget_consumer_cursor(CONSUMER).await {
+                    tracing::warn!("cannot forget the Telegram notifications' place: {e}");
+                }
+            }
             return Ok(());
         };
         let api = BotApi::new(&config)?;
@@ -163,23 +175,45 @@ impl TelegramBot {
         let webhook_url = webhook_url(&config, &whole);
         if !same_bot {
             self.stop().await;
+            let offset = self
+                .db
+                .chat_offset(config.bot_id())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!("cannot read where the Telegram updates stopped: {e}");
+                    0
+                });
+            self.offset.store(offset, Ordering::SeqCst);
             let engine =
                 Arc::new(Engine::new(self.db.clone(), self.control.clone(), settings).await);
-            let services = self.start_services();
+            let (updates, received) = mpsc::unbounded_channel();
             self.running = Some(Running {
                 config: config.clone(),
                 webhook_url,
                 engine,
+                updates,
                 tasks: Vec::new(),
-                services,
+                services: Vec::new(),
             });
             self.connect(api, &config);
+            let services = self.start_services(received);
+            if let Some(running) = self.running.as_mut() {
+                running.services = services;
+            }
             return Ok(());
         }
         let running = self.running.as_mut().expect("a running bot");
         running.engine.configure(settings).await;
-        let reconnect =
-            reaches_differently(&running.config, &config) || running.webhook_url != webhook_url;
+        // Channels are subscribed once resolved, when connecting.
+        let channels_changed = (running.config.chat_ids != config.chat_ids
+            || running.config.notify_events != config.notify_events)
+            && config
+                .chat_ids
+                .iter()
+                .any(|c| matches!(c, ChatRef::Channel(_)));
+        let reconnect = reaches_differently(&running.config, &config)
+            || running.webhook_url != webhook_url
+            || channels_changed;
         running.config = config.clone();
         running.webhook_url = webhook_url;
         if reconnect {
@@ -193,7 +227,7 @@ impl TelegramBot {
     }
 
     /// Starts talking to Telegram with `api`: the start-up calls, then the
-    /// poller or the webhook.
+    /// poller, or the webhook's registration.
     fn connect(&mut self, api: BotApi, config: &TelegramConfig) {
         let running = self.running.as_mut().expect("a running bot");
         let telegram = Arc::new(Telegram::new(
@@ -222,39 +256,34 @@ impl TelegramBot {
                 .collect(),
             retry: Duration::from_secs(config.retry_delay),
         };
-        let mut tasks = Vec::new();
-        match running.webhook_url.clone() {
+        let task = match running.webhook_url.clone() {
             None => {
-                let (offset, poll_timeout, retry_delay) = (
-                    Arc::clone(&self.offset),
-                    config.poll_timeout,
-                    config.retry_delay,
-                );
-                tasks.push(
-                    self.supervisor
-                        .spawn("telegram poller", Policy::Forever, move || {
-                            let (start, bot, offset) =
-                                (start.clone(), bot.clone(), Arc::clone(&offset));
-                            async move {
-                                start.introduce().await;
-                                updates::poll(bot, offset, poll_timeout, retry_delay).await;
-                            }
-                        }),
-                );
+                let poller = updates::Poller {
+                    bot,
+                    db: self.db.clone(),
+                    offset: Arc::clone(&self.offset),
+                    poll_timeout: config.poll_timeout,
+                    retry_delay: config.retry_delay,
+                };
+                self.supervisor
+                    .spawn("telegram poller", Policy::Forever, move || {
+                        let (start, poller) = (start.clone(), poller.clone());
+                        async move {
+                            start.introduce().await;
+                            poller.run().await;
+                        }
+                    })
             }
             Some(url) => {
                 let secret = derived(&config.bot_token, "secret");
-                let (sender, receiver) = mpsc::unbounded_channel();
                 self.webhook.store(Some(Arc::new(Webhook {
                     key: derived(&config.bot_token, "path"),
                     secret: secret.clone(),
-                    updates: sender,
+                    updates: running.updates.clone(),
                 })));
                 let certificate = config.certificate.clone();
-                tasks.push(self.supervisor.spawn(
-                    "telegram start-up",
-                    Policy::UntilDone,
-                    move || {
+                self.supervisor
+                    .spawn("telegram start-up", Policy::UntilDone, move || {
                         let start = start.clone();
                         let (url, secret, certificate) =
                             (url.clone(), secret.clone(), certificate.clone());
@@ -264,28 +293,16 @@ impl TelegramBot {
                                 .set_webhook(&url, &secret, certificate.as_deref())
                                 .await;
                         }
-                    },
-                ));
-                let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-                tasks.push(
-                    self.supervisor
-                        .spawn("telegram webhook", Policy::Forever, move || {
-                            let (bot, receiver) = (bot.clone(), Arc::clone(&receiver));
-                            async move {
-                                let mut receiver = receiver.lock().await;
-                                while let Some(update) = receiver.recv().await {
-                                    bot.handle_update(update).await;
-                                }
-                            }
-                        }),
-                );
+                    })
             }
-        }
-        running.tasks = tasks;
+        };
+        running.tasks = vec![task];
     }
 
-    /// The notifications, and the janitor of stored button commands.
-    fn start_services(&self) -> Vec<TaskHandle> {
+    /// The notifications, the handler of webhook deliveries, and the janitor
+    /// of stored button commands: they live as long as the bot, whatever
+    /// way it reaches Telegram.
+    fn start_services(&self, received: mpsc::UnboundedReceiver<Value>) -> Vec<TaskHandle> {
         let consumer = Announcer {
             db: self.db.clone(),
             current: Arc::clone(&self.current),
@@ -296,6 +313,21 @@ impl TelegramBot {
                 .spawn("telegram notifications", Policy::Forever, move || {
                     durable::follow(db.clone(), bus.clone(), consumer.clone())
                 });
+        let received = Arc::new(tokio::sync::Mutex::new(received));
+        let current = Arc::clone(&self.current);
+        let webhook = self
+            .supervisor
+            .spawn("telegram webhook", Policy::Forever, move || {
+                let (received, current) = (Arc::clone(&received), Arc::clone(&current));
+                async move {
+                    let mut received = received.lock().await;
+                    while let Some(update) = received.recv().await {
+                        if let Some(bot) = current.load_full() {
+                            bot.handle_update(update).await;
+                        }
+                    }
+                }
+            });
         let db = self.db.clone();
         let janitor = self
             .supervisor
@@ -308,7 +340,7 @@ impl TelegramBot {
                     }
                 }
             });
-        vec![notifications, janitor]
+        vec![notifications, webhook, janitor]
     }
 
     /// Stops the bot; its saved state stays.
@@ -320,6 +352,7 @@ impl TelegramBot {
                 task.stop().await;
             }
         }
+        self.offset.store(0, Ordering::SeqCst);
     }
 }
 
@@ -463,9 +496,15 @@ impl Consumer for Announcer {
         CONSUMER
     }
 
+    /// Announcements are slow (chats have budgets) and seen: each is
+    /// recorded as done at once, so that a crash repeats at most one.
+    fn batch(&self) -> u64 {
+        1
+    }
+
     async fn handle(&mut self, delivery: Delivery) -> Result<(), String> {
         let Some(bot) = self.current.load_full() else {
-            return Ok(());
+            return Err("the bot is not connected yet".into());
         };
         let build = delivery.build;
         let finished = delivery.entry.kind == JournalKind::Finished;

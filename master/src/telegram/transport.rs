@@ -167,6 +167,9 @@ impl Telegram {
             {
                 Err(Failed::Unparsable)
             }
+            Err(ApiError::Refused { description, .. }) if description.contains("BUTTON_") => {
+                Err(Failed::BadButton)
+            }
             Err(_) => Err(Failed::Other),
         }
     }
@@ -177,28 +180,37 @@ impl Telegram {
         for row in rows {
             let mut buttons = Vec::with_capacity(row.len());
             for button in row {
-                buttons.push(match &button.action {
-                    ButtonAction::Url(url) => json!({"text": button.text, "url": url}),
-                    ButtonAction::Command(command) => {
-                        json!({"text": button.text, "callback_data": self.callback_data(command).await})
+                match &button.action {
+                    ButtonAction::Url(url) => {
+                        buttons.push(json!({"text": button.text, "url": url}));
                     }
-                });
+                    // A button without its command would make Telegram
+                    // refuse the whole message: it is left out.
+                    ButtonAction::Command(command) => {
+                        if let Some(data) = self.callback_data(command).await {
+                            buttons.push(json!({"text": button.text, "callback_data": data}));
+                        }
+                    }
+                }
             }
-            out.push(Value::Array(buttons));
+            if !buttons.is_empty() {
+                out.push(Value::Array(buttons));
+            }
         }
         json!({ "inline_keyboard": out })
     }
 
-    /// `command` itself when it fits, else the id of its stored copy.
-    async fn callback_data(&self, command: &str) -> String {
+    /// `command` itself when it fits, else the id of its stored copy;
+    /// `None` when it cannot be stored.
+    async fn callback_data(&self, command: &str) -> Option<String> {
         if command.len() <= MAX_CALLBACK_DATA && command.parse::<i64>().is_err() {
-            return command.to_string();
+            return Some(command.to_string());
         }
         match self.db.button_id(self.bot_id, command.to_string()).await {
-            Ok(id) => id.to_string(),
+            Ok(id) => Some(id.to_string()),
             Err(e) => {
                 tracing::error!("cannot store a button's command: {e}");
-                String::new()
+                None
             }
         }
     }
@@ -256,6 +268,15 @@ impl Telegram {
                     }
                     self.chat_call(chat, "sendMessage", &body).await
                 }
+                Err(Failed::BadButton) => {
+                    tracing::info!(
+                        "chat {chat}: a message goes without the buttons Telegram refused"
+                    );
+                    if let Some(body) = body.as_object_mut() {
+                        body.remove("reply_markup");
+                    }
+                    self.chat_call(chat, "sendMessage", &body).await
+                }
                 other => other,
             }?;
             sent = result["message_id"].as_i64();
@@ -272,6 +293,8 @@ enum Failed {
     Moved(i64),
     /// Telegram cannot parse the text's markup.
     Unparsable,
+    /// Telegram refuses a button (e.g. a URL it does not take).
+    BadButton,
     Other,
 }
 
@@ -341,14 +364,26 @@ fn chunks(html: &str) -> Vec<String> {
             }
         }
         if end < rest.len() {
-            if let Some(newline) = rest[..end].rfind('\n') {
-                end = newline + 1;
+            match rest[..end].rfind('\n') {
+                Some(newline) => end = newline + 1,
+                None => end = outside_markup(&rest[..end]),
             }
         }
         pieces.push(rest[..end].trim_end().to_string());
         rest = rest[end..].trim_start();
     }
     pieces
+}
+
+/// Where a hard cut of `piece` may fall: before a tag or an entity it would
+/// split.
+fn outside_markup(piece: &str) -> usize {
+    let open_tag = piece.rfind('<').filter(|at| !piece[*at..].contains('>'));
+    let open_entity = piece.rfind('&').filter(|at| !piece[*at..].contains(';'));
+    match open_tag.into_iter().chain(open_entity).min() {
+        Some(0) | None => piece.len(),
+        Some(at) => at,
+    }
 }
 
 /// `html` as plain text: tags dropped, entities decoded.
@@ -384,6 +419,12 @@ mod tests {
         assert_eq!(chunks("  "), Vec::<String>::new());
         let hard = "x".repeat(MAX_TEXT + 10);
         assert_eq!(chunks(&hard)[1], "x".repeat(10));
+        let link = format!("{}<a href=\"u\">#3</a>", "x".repeat(MAX_TEXT - 5));
+        assert_eq!(
+            chunks(&link)[1],
+            "<a href=\"u\">#3</a>",
+            "no cut inside a tag"
+        );
     }
 
     #[test]

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::api::{ApiError, BotApi};
 use super::transport::Telegram;
-use crate::chat::{Chat, Click, Engine, Incoming, Replied, Transport, User};
+use crate::chat::{Chat, Click, Engine, Incoming, Message, Replied, Transport, User};
+use crate::db::Db;
 
 /// The only updates the bot asks for.
 const ALLOWED_UPDATES: [&str; 2] = ["message", "callback_query"];
@@ -26,16 +28,28 @@ pub struct Bot {
 }
 
 impl Bot {
-    /// Handles one update, in a task of its own so that a panic ends only it.
+    /// Handles one update, in a task of its own so that a panic ends only
+    /// it; the user is then told, and a click answered.
     pub async fn handle_update(&self, update: Value) {
         let bot = self.clone();
         let id = update["update_id"].as_i64();
+        let query = update["callback_query"]["id"].as_str().map(str::to_string);
+        let chat = update["message"]["chat"]["id"]
+            .as_i64()
+            .or_else(|| update["callback_query"]["message"]["chat"]["id"].as_i64());
         let handled = tokio::spawn(async move { bot.handle(update).await }).await;
         if let Err(e) = handled {
             tracing::error!(
                 "Telegram update {}: the bot failed on it and skips it: {e}",
                 id.map_or_else(|| "?".to_string(), |id| id.to_string())
             );
+            if let Some(query) = query {
+                self.telegram.answer_click(&query, None).await;
+            }
+            if let Some(chat) = chat {
+                let message = Message::new("Something bad happened (see the master's log).");
+                self.telegram.send(chat, message).await;
+            }
         }
     }
 
@@ -59,7 +73,11 @@ impl Bot {
         let message = query.get("message");
         let message_id = message.and_then(|m| m["message_id"].as_i64());
         let chat = message.and_then(|m| m["chat"]["id"].as_i64());
-        let data = query["data"].as_str().unwrap_or_default();
+        let Some(data) = query["data"].as_str() else {
+            // A game or another kind of button: nothing to run.
+            self.telegram.answer_click(&query_id, None).await;
+            return None;
+        };
         let Some(command) = self.telegram.command_of(data).await else {
             if let (Some(chat), Some(message_id)) = (chat, message_id) {
                 self.telegram.edit_keyboard(chat, message_id, None).await;
@@ -77,13 +95,17 @@ impl Bot {
         let mut synthetic = message.clone();
         synthetic["from"] = query["from"].clone();
         synthetic["text"] = json!(command);
-        message_of(
+        let incoming = message_of(
             &synthetic,
             Some(Click {
-                query_id,
+                query_id: query_id.clone(),
                 message_id,
             }),
-        )
+        );
+        if incoming.is_none() {
+            self.telegram.answer_click(&query_id, None).await;
+        }
+        incoming
     }
 }
 
@@ -128,44 +150,86 @@ fn message_of(message: &Value, click: Option<Click>) -> Option<Incoming> {
     })
 }
 
-/// Long-polls `getUpdates` and handles each update in order, until the task
-/// is stopped (which drops the poll in flight). `offset` is kept by the
-/// caller, so that a new poller after a reload goes on where this one was.
-pub async fn poll(bot: Bot, offset: Arc<AtomicI64>, poll_timeout: u64, retry_delay: u64) {
-    let api = bot.telegram.api().clone();
-    if let Err(e) = api
-        .call("deleteWebhook", None, Duration::from_secs(30))
-        .await
-    {
-        tracing::warn!("cannot send Telegram request deleteWebhook: {e}");
-    }
-    let mut failing = false;
-    loop {
-        let mut body = json!({"timeout": poll_timeout, "allowed_updates": ALLOWED_UPDATES});
-        let next = offset.load(Ordering::SeqCst);
-        if next != 0 {
-            body["offset"] = json!(next);
-        }
-        let timeout = Duration::from_secs(poll_timeout + 10);
-        match api.call("getUpdates", Some(&body), timeout).await {
-            Ok(updates) => {
-                failing = false;
-                for update in updates.as_array().into_iter().flatten() {
-                    if let Some(id) = update["update_id"].as_i64() {
-                        offset.fetch_max(id + 1, Ordering::SeqCst);
+/// The long-polling side of a bot.
+#[derive(Clone)]
+pub struct Poller {
+    pub bot: Bot,
+    pub db: Db,
+    /// The next update to ask for, shared with the pollers after this one.
+    pub offset: Arc<AtomicI64>,
+    pub poll_timeout: u64,
+    pub retry_delay: u64,
+}
+
+impl Poller {
+    /// Long-polls `getUpdates` and handles each update in order, until the
+    /// task is stopped (which drops the poll in flight). The next offset is
+    /// stored before a batch is handled: an update is handled at most once,
+    /// even across a crash or a `/shutdown now`.
+    pub async fn run(self) {
+        let api = self.bot.telegram.api().clone();
+        self.delete_webhook(&api).await;
+        let retry = Duration::from_secs(self.retry_delay);
+        let mut failing = false;
+        loop {
+            let mut body =
+                json!({"timeout": self.poll_timeout, "allowed_updates": ALLOWED_UPDATES});
+            let next = self.offset.load(Ordering::SeqCst);
+            if next != 0 {
+                body["offset"] = json!(next);
+            }
+            let timeout = Duration::from_secs(self.poll_timeout + 10);
+            match api.call("getUpdates", Some(&body), timeout).await {
+                Ok(updates) => {
+                    failing = false;
+                    let updates = updates.as_array().cloned().unwrap_or_default();
+                    let last = updates.iter().filter_map(|u| u["update_id"].as_i64()).max();
+                    if let Some(last) = last {
+                        self.offset.fetch_max(last + 1, Ordering::SeqCst);
+                        let next = self.offset.load(Ordering::SeqCst);
+                        let bot = self.bot.engine.bot_id();
+                        if let Err(e) = self.db.save_chat_offset(bot, next).await {
+                            tracing::error!("cannot store where the Telegram updates stop: {e}");
+                        }
                     }
-                    bot.handle_update(update.clone()).await;
+                    for update in updates {
+                        self.bot.handle_update(update).await;
+                    }
+                }
+                // Another webhook was set meanwhile: polling needs it gone.
+                Err(ApiError::Refused { code: 409, .. }) => {
+                    self.delete_webhook(&api).await;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(
+                            "cannot send Telegram request getUpdates (will try again every {} s): {e}",
+                            self.retry_delay
+                        );
+                    }
+                    failing = true;
+                    tokio::time::sleep(retry).await;
                 }
             }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(
-                        "cannot send Telegram request getUpdates (will try again every {retry_delay} s): {e}"
-                    );
-                }
-                failing = true;
-                tokio::time::sleep(Duration::from_secs(retry_delay)).await;
+        }
+    }
+
+    /// `deleteWebhook`, until it succeeds: polling gets nothing while a
+    /// webhook is set.
+    async fn delete_webhook(&self, api: &BotApi) {
+        let mut failing = false;
+        while let Err(e) = api
+            .call("deleteWebhook", None, Duration::from_secs(30))
+            .await
+        {
+            if !failing {
+                tracing::warn!(
+                    "cannot send Telegram request deleteWebhook (will try again every {} s): {e}",
+                    self.retry_delay
+                );
             }
+            failing = true;
+            tokio::time::sleep(Duration::from_secs(self.retry_delay)).await;
         }
     }
 }

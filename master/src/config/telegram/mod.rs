@@ -187,6 +187,13 @@ impl fmt::Debug for TelegramConfig {
     }
 }
 
+/// Whether Telegram's own servers would deliver a webhook to `url`.
+fn webhook_reachable(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|url| {
+        url.scheme() == "https" && matches!(url.port_or_known_default(), Some(443 | 80 | 88 | 8443))
+    })
+}
+
 fn bot_id(token: &str) -> Option<i64> {
     let (id, secret) = token.split_once(':')?;
     (!secret.is_empty()).then_some(())?;
@@ -198,6 +205,7 @@ fn bot_id(token: &str) -> Option<i64> {
 pub fn telegram(
     value: &serde_json::Value,
     basedir: &Path,
+    buildbot_url: &str,
     location: &str,
 ) -> Result<TelegramConfig, Vec<String>> {
     let raw: RawTelegram = buildmaster_plugin_api::options::parse(value)
@@ -256,6 +264,11 @@ pub fn telegram(
             errors.push("telegram.proxy: not a proxy URL".into());
         }
     }
+    if raw.use_webhook && api_url == DEFAULT_API_URL && !webhook_reachable(buildbot_url) {
+        errors.push(format!(
+            "telegram.use_webhook: Telegram delivers to https:// addresses on port 443, 80, 88 or 8443 only, and buildbot_url is {buildbot_url}"
+        ));
+    }
     let certificate = raw.certificate.map(|file| basedir.join(file));
     if let Some(file) = &certificate {
         match std::fs::read_to_string(file) {
@@ -303,7 +316,12 @@ mod tests {
     use serde_json::json;
 
     fn read(value: serde_json::Value) -> Result<TelegramConfig, Vec<String>> {
-        telegram(&value, Path::new("/nonexistent"), "master.toml:3")
+        telegram(
+            &value,
+            Path::new("/nonexistent"),
+            "https://ci.example.org/",
+            "master.toml:3",
+        )
     }
 
     #[test]
@@ -314,6 +332,19 @@ mod tests {
         assert!(config.show_blame_list && !config.use_revisions && !config.use_webhook);
         assert_eq!(config.api_url, DEFAULT_API_URL);
         assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn telegrams_webhooks_need_an_https_address_on_its_ports() {
+        let webhook = json!({"bot_token": "1:s", "use_webhook": true});
+        let at = |url: &str| telegram(&webhook, Path::new("/"), url, "m:1");
+        assert!(at("https://ci.example.org/").is_ok());
+        assert!(at("https://ci.example.org:8443/").is_ok());
+        assert!(at("http://ci.example.org/").unwrap_err()[0].contains("https://"));
+        assert!(at("https://ci.example.org:8010/").is_err());
+        let local =
+            json!({"bot_token": "1:s", "use_webhook": true, "api_url": "http://127.0.0.1:8081"});
+        assert!(telegram(&local, Path::new("/"), "http://ci.lan:8010/", "m:1").is_ok());
     }
 
     #[test]
