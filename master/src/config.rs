@@ -30,7 +30,8 @@ mod schedulers;
 pub mod telegram;
 
 pub use builders::{
-    BuilderConfig, CommandLine, GitMode, GitStep, ShellStep, StepConfig, StepKind, WorkerConfig,
+    BuilderConfig, CommandLine, GitMode, GitStep, RemoteSettings, ShellStep, StepConfig, StepKind,
+    WorkerConfig,
 };
 pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
 pub use credentials::Credentials;
@@ -134,6 +135,21 @@ pub struct RawConfig {
     pub logs: retention::RawLogs,
     pub janitor: Option<Spanned<retention::RawJanitor>>,
     pub telegram: Option<Spanned<toml::Table>>,
+    pub protocols: Option<RawProtocols>,
+}
+
+/// `[protocols]`: how remote workers connect (Buildbot's `protocols`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtocols {
+    pub msgpack_experimental_v7: Option<RawProtocol>,
+}
+
+/// `[protocols.msgpack_experimental_v7]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtocol {
+    pub port: Spanned<toml::Value>,
 }
 
 /// `[master]`
@@ -208,6 +224,9 @@ pub struct Config {
     pub janitor: Option<JanitorConfig>,
     /// The Telegram bot, when `[telegram]` is configured.
     pub telegram: Option<TelegramConfig>,
+    /// Where remote workers connect (`[protocols.msgpack_experimental_v7]
+    /// port`), if anywhere.
+    pub worker_listen: Option<SocketAddr>,
 }
 
 /// One directory searched for plugins.
@@ -439,7 +458,36 @@ impl Builder<'_> {
             raw.change_sources,
             &mut self.errors,
         );
-        let workers = builders::workers(self.map, raw.workers, &mut self.errors);
+        let mut worker_errors = Vec::new();
+        let workers = builders::workers(
+            self.map,
+            raw.workers,
+            &|value, key| self.resolve(value, key),
+            &mut worker_errors,
+        );
+        self.errors.extend(worker_errors);
+        let worker_listen = match raw.protocols.and_then(|p| p.msgpack_experimental_v7) {
+            None => None,
+            Some(protocol) => match parse_listen(protocol.port.get_ref()) {
+                Ok(addr) => Some(addr),
+                Err(message) => {
+                    let err = self.map.error(
+                        protocol.port.span(),
+                        format!("protocols.msgpack_experimental_v7.port: {message}"),
+                    );
+                    self.errors.push(err);
+                    None
+                }
+            },
+        };
+        if worker_listen.is_none() {
+            if let Some(worker) = workers.iter().find(|w| w.remote.is_some()) {
+                self.errors.push(self.map.file_error(format!(
+                    "worker '{}' is remote: remote workers connect to [protocols.msgpack_experimental_v7] port, which is not set",
+                    worker.name
+                )));
+            }
+        }
         let builders = builders::builders(self.map, raw.builders, &workers, &mut self.errors);
         let schedulers =
             schedulers::schedulers(self.map, raw.schedulers, &builders, &mut self.errors);
@@ -484,6 +532,7 @@ impl Builder<'_> {
             logs,
             janitor,
             telegram,
+            worker_listen,
         })
     }
 

@@ -110,6 +110,8 @@ pub enum Command {
         action: ShutdownAction,
         reply: oneshot::Sender<ShutdownStatus>,
     },
+    /// A remote worker logged in or out: the view changes.
+    WorkersChanged,
     /// A janitor pass now; `None` when no `[janitor]` is configured.
     RunJanitor {
         reply: oneshot::Sender<Option<Result<Pruned, String>>>,
@@ -238,6 +240,11 @@ impl Control {
         self.ask(|reply| Command::RunningBuilds { builderid, reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Tells the topology that a remote worker logged in or out.
+    pub fn workers_changed(&self) {
+        let _ = self.commands.try_send(Command::WorkersChanged);
     }
 
     /// Starts, cancels or reports a clean shutdown, or stops now.

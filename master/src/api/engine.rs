@@ -268,12 +268,6 @@ impl Engine {
                 pairs.to_vec(),
                 Arc::new(move |mut worker| {
                     let name = worker["name"].as_str().unwrap_or_default().to_owned();
-                    let connected = view.workers.iter().any(|(worker, _)| *worker == name);
-                    worker["connected_to"] = if connected {
-                        json!([{ "masterid": MASTER_ID }])
-                    } else {
-                        json!([])
-                    };
                     worker["configured_on"] = view
                         .builders
                         .iter()

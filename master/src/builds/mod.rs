@@ -136,15 +136,16 @@ impl Botmaster {
             name: slot.worker.name().to_owned(),
             at: now,
         };
+        // Remote workers are announced by their logins and logouts.
         for slot in after
             .iter()
-            .filter(|s| before.get(s.worker.name()).is_none())
+            .filter(|s| before.get(s.worker.name()).is_none() && s.link.is_none())
         {
             self.shared.bus.send(Event::WorkerConnected(event(slot)));
         }
         for slot in before
             .iter()
-            .filter(|s| after.get(s.worker.name()).is_none())
+            .filter(|s| after.get(s.worker.name()).is_none() && s.link.is_none())
         {
             self.shared.bus.send(Event::WorkerDisconnected(event(slot)));
         }
@@ -203,6 +204,8 @@ impl Botmaster {
         loop {
             match events.recv().await {
                 Ok(Event::BuildRequestAdded { builderid, .. }) => self.wake(builderid),
+                // Requests may have been waiting for this worker.
+                Ok(Event::WorkerConnected(_)) => self.wake_all(),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => self.wake_all(),
                 Err(broadcast::error::RecvError::Closed) => return,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
+use buildmaster_plugin_api::options::Secret;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
@@ -32,6 +33,20 @@ pub enum RawWorker {
     Local {
         name: String,
         max_builds: Option<i64>,
+        #[serde(default)]
+        properties: toml::Table,
+    },
+    /// Buildbot's `Worker`: a `buildbot-worker` (or `buildmaster worker`)
+    /// process that connects over the worker protocol.
+    Remote {
+        name: String,
+        /// A string or a secret reference.
+        password: toml::Value,
+        max_builds: Option<i64>,
+        keepalive_interval: Option<i64>,
+        missing_timeout: Option<i64>,
+        #[serde(default)]
+        notify_on_missing: Vec<String>,
         #[serde(default)]
         properties: toml::Table,
     },
@@ -117,8 +132,8 @@ const COMMON_KEYS: [&str; 9] = [
 // ---------------------------------------------------------------------------
 // Validated.
 
-/// A worker that runs steps as the master's child processes in
-/// `<basedir>/workers/<name>/<builder>/`.
+/// A worker: `local` (steps run as the master's child processes in
+/// `<basedir>/workers/<name>/<builder>/`) or `remote`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     pub name: String,
@@ -126,6 +141,20 @@ pub struct WorkerConfig {
     pub max_builds: Option<usize>,
     /// Name → value; builds get them with source "Worker".
     pub properties: Map<String, Value>,
+    /// `None` for a local worker.
+    pub remote: Option<RemoteSettings>,
+}
+
+/// What a remote worker's table says besides the common keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteSettings {
+    pub password: Secret,
+    /// How often the master checks the connection (Buildbot's default: an hour).
+    pub keepalive_interval: std::time::Duration,
+    /// How long a worker may be away before it is "missing".
+    pub missing_timeout: std::time::Duration,
+    /// Addresses told when it goes missing (kept for the reporters).
+    pub notify_on_missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +244,7 @@ pub enum GitMode {
 pub(super) fn workers(
     map: &SourceMap,
     raw: Vec<Spanned<RawWorker>>,
+    resolve: &dyn Fn(toml::Value, &str) -> Result<serde_json::Value, String>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<WorkerConfig> {
     let mut built = Vec::new();
@@ -222,11 +252,30 @@ pub(super) fn workers(
     let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for entry in raw {
         let span = entry.span();
-        let RawWorker::Local {
-            name,
-            max_builds,
-            properties,
-        } = entry.into_inner();
+        let (name, max_builds, properties, remote) = match entry.into_inner() {
+            RawWorker::Local {
+                name,
+                max_builds,
+                properties,
+            } => (name, max_builds, properties, None),
+            RawWorker::Remote {
+                name,
+                password,
+                max_builds,
+                keepalive_interval,
+                missing_timeout,
+                notify_on_missing,
+                properties,
+            } => {
+                let remote = (
+                    password,
+                    keepalive_interval,
+                    missing_timeout,
+                    notify_on_missing,
+                );
+                (name, max_builds, properties, Some(remote))
+            }
+        };
         let mut fail = |message: String| errors.push(map.error(span.clone(), message));
         if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
             fail(format!(
@@ -250,10 +299,50 @@ pub(super) fn workers(
                 continue;
             }
         };
+        let remote = match remote {
+            None => None,
+            Some((password, keepalive, missing, notify)) => {
+                let password = match resolve(password, &format!("workers.{name}.password")) {
+                    Ok(serde_json::Value::String(password)) if !password.is_empty() => password,
+                    Ok(_) => {
+                        fail(format!("worker '{name}': password must be a non-empty string or a secret reference"));
+                        continue;
+                    }
+                    Err(message) => {
+                        fail(message);
+                        continue;
+                    }
+                };
+                let seconds = |value: Option<i64>, default: u64, key: &str| match value {
+                    None => Ok(std::time::Duration::from_secs(default)),
+                    Some(n) if n > 0 => Ok(std::time::Duration::from_secs(n as u64)),
+                    Some(_) => Err(format!(
+                        "worker '{name}': {key} must be a positive number of seconds"
+                    )),
+                };
+                let (keepalive_interval, missing_timeout) = match (
+                    seconds(keepalive, 3600, "keepalive_interval"),
+                    seconds(missing, 3600, "missing_timeout"),
+                ) {
+                    (Ok(k), Ok(m)) => (k, m),
+                    (Err(e), _) | (_, Err(e)) => {
+                        fail(e);
+                        continue;
+                    }
+                };
+                Some(RemoteSettings {
+                    password: Secret::new(password),
+                    keepalive_interval,
+                    missing_timeout,
+                    notify_on_missing: notify,
+                })
+            }
+        };
         built.push(WorkerConfig {
             name,
             max_builds,
             properties: table_to_json(properties),
+            remote,
         });
     }
     built
@@ -688,10 +777,23 @@ name = "nobody"
 
     #[test]
     fn worker_mistakes_are_reported() {
-        let errors = parse("[[workers]]\ntype = \"remote\"\nname = \"r\"\n").unwrap_err();
+        let errors = parse("[[workers]]\ntype = \"cloud\"\nname = \"r\"\n").unwrap_err();
         assert_eq!(
             errors,
-            ["base/master.toml:2:8: unknown variant `remote`, expected `local`"]
+            ["base/master.toml:2:8: unknown variant `cloud`, expected `local` or `remote`"]
+        );
+        let errors = parse("[[workers]]\ntype = \"remote\"\nname = \"r\"\n").unwrap_err();
+        assert_eq!(errors, ["base/master.toml:1:1: missing field `password`"]);
+        let remote = "[[workers]]\ntype = \"remote\"\nname = \"r\"\npassword = \"p\"\n";
+        let errors = parse(&format!("{remote}keepalive_interval = 0\n")).unwrap_err();
+        assert_eq!(
+            errors,
+            ["base/master.toml:1:1: worker 'r': keepalive_interval must be a positive number of seconds"]
+        );
+        let errors = parse(remote).unwrap_err();
+        assert_eq!(
+            errors,
+            ["base/master.toml: worker 'r' is remote: remote workers connect to [protocols.msgpack_experimental_v7] port, which is not set"]
         );
         let errors = parse(&format!("{WORKER}max_builds = 0\n{WORKER}")).unwrap_err();
         assert_eq!(

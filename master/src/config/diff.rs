@@ -89,11 +89,13 @@ pub enum Setting {
     Janitor,
     /// `[telegram]`.
     Telegram,
+    /// `[protocols.msgpack_experimental_v7] port`.
+    WorkerPort,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 13] = [
+    pub const ALL: [Setting; 14] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -107,6 +109,7 @@ impl Setting {
         Setting::Logs,
         Setting::Janitor,
         Setting::Telegram,
+        Setting::WorkerPort,
     ];
 
     /// The key as `master.toml` writes it.
@@ -125,6 +128,7 @@ impl Setting {
             Setting::Logs => "[logs]",
             Setting::Janitor => "[janitor]",
             Setting::Telegram => "[telegram]",
+            Setting::WorkerPort => "protocols.msgpack_experimental_v7.port",
         }
     }
 }
@@ -172,6 +176,7 @@ impl ConfigDiff {
             (Setting::Logs, old.logs == new.logs),
             (Setting::Janitor, old.janitor == new.janitor),
             (Setting::Telegram, old.telegram == new.telegram),
+            (Setting::WorkerPort, old.worker_listen == new.worker_listen),
         ]
         .into_iter()
         .filter(|(_, same)| !same)

@@ -180,20 +180,70 @@ impl Db {
         &self,
         workers: Vec<(String, Value)>,
     ) -> Result<BTreeMap<String, i64>, Error> {
+        let workers = workers
+            .into_iter()
+            .map(|(name, info)| (name, Some(info)))
+            .collect();
+        self.sync_worker_kinds(workers).await
+    }
+
+    /// Records the configured workers: a local one (`Some` info) is
+    /// connected; a remote one (`None`) keeps the info it last gave and is
+    /// connected only once it logs in. Every other worker is disconnected.
+    pub async fn sync_worker_kinds(
+        &self,
+        workers: Vec<(String, Option<Value>)>,
+    ) -> Result<BTreeMap<String, i64>, Error> {
         self.transact(move |conn| {
+            conn.execute("UPDATE workers SET connected = 0", [])?;
             let mut ids = BTreeMap::new();
             for (name, info) in workers {
+                let local = info.is_some();
+                let info = info.unwrap_or_else(|| Value::Object(Map::new()));
                 let id: i64 = conn
                     .prepare_cached(
-                        "INSERT INTO workers (id, name, info)
-                         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM workers), ?1, ?2)
-                         ON CONFLICT (name) DO UPDATE SET info = excluded.info
+                        "INSERT INTO workers (id, name, info, connected)
+                         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM workers), ?1, ?2, ?3)
+                         ON CONFLICT (name) DO UPDATE SET
+                             info = CASE WHEN ?3 THEN excluded.info ELSE info END,
+                             connected = ?3
                          RETURNING id",
                     )?
-                    .query_row((&name, info.to_string()), |row| row.get(0))?;
+                    .query_row((&name, info.to_string(), local), |row| row.get(0))?;
                 ids.insert(name, id);
             }
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Records what remote worker `name` said of itself at its login.
+    pub async fn record_worker_info(
+        &self,
+        name: &str,
+        info: Value,
+        connected: bool,
+    ) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute(
+                "UPDATE workers SET info = ?2, connected = ?3 WHERE name = ?1",
+                (&name, info.to_string(), connected),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records whether remote worker `name` is connected.
+    pub async fn record_worker_connected(&self, name: &str, connected: bool) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute(
+                "UPDATE workers SET connected = ?2 WHERE name = ?1",
+                (&name, connected),
+            )?;
+            Ok(())
         })
         .await
     }

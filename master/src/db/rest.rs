@@ -98,7 +98,7 @@ pub static WORKERS: Collection = Collection {
     noun: "worker",
     from: "workers",
     table: "workers",
-    columns: "id, name, info",
+    columns: "id, name, info, connected",
     id: "id",
     fields: &[
         field("workerid", "id", Integer),
@@ -572,6 +572,7 @@ fn worker(_: &Connection, row: &Row) -> rusqlite::Result<Value> {
         "workerinfo": Value::Object(json_object(&info)),
         "paused": false,
         "graceful": false,
+        "connected_to": if row.get::<_, bool>(3)? { json!([{"masterid": 1}]) } else { json!([]) },
     }))
 }
 

@@ -364,6 +364,11 @@ CREATE TABLE chat_offsets (
     next_update INTEGER NOT NULL
 );
 ",
+    // 13: whether each worker is connected: a configured local one always,
+    // a remote one while it is logged in.
+    r"
+ALTER TABLE workers ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

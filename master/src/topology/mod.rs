@@ -26,6 +26,7 @@ mod http;
 mod retention;
 mod service;
 mod signals;
+mod worker_listener;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,12 +58,14 @@ use crate::schedulers::Schedulers;
 use crate::systemd::Notifier;
 use crate::tasks::Supervisor;
 use crate::telegram::TelegramBot;
+use crate::workers::WorkerPool;
 use crate::www::AppState;
 use housekeeping::Housekeeping;
 use http::Http;
 use retention::Retention;
 use service::{Next, Service};
 use signals::Asked;
+use worker_listener::{Login, Logins, WorkerListener};
 
 /// How long the last tasks may take to end at shutdown.
 pub const JOIN_BOUND: Duration = Duration::from_secs(5);
@@ -135,6 +138,7 @@ struct Topology {
     housekeeping: Housekeeping,
     retention: Retention,
     telegram: TelegramBot,
+    workers: WorkerListener,
     /// Where the file watch sends its triggers.
     triggers: mpsc::UnboundedSender<Trigger>,
     /// The file watch, when the configuration asks for one.
@@ -184,6 +188,8 @@ impl Topology {
         );
         let telegram =
             TelegramBot::new(db.clone(), bus.clone(), control.clone(), supervisor.clone());
+        let workers =
+            WorkerListener::new(db.clone(), bus.clone(), control.clone(), supervisor.clone());
         // Wakes the report delivery when the API retries a delivery.
         let outbox = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
@@ -216,6 +222,7 @@ impl Topology {
             housekeeping,
             retention,
             telegram,
+            workers,
             triggers,
             watch: None,
             shutdown: ShutdownState::Running,
@@ -409,6 +416,12 @@ impl Topology {
         Service::apply(&mut self.change_sources, prepared.change_sources).await?;
         Service::apply(&mut self.housekeeping, prepared.housekeeping).await?;
         Service::apply(&mut self.retention, prepared.retention).await?;
+        self.workers
+            .apply(
+                prepared.config.worker_listen,
+                logins(&prepared.config, &self.botmaster.workers()),
+            )
+            .await?;
         self.telegram
             .apply(
                 prepared.config.telegram.clone(),
@@ -456,6 +469,7 @@ impl Topology {
             .botmaster
             .workers()
             .iter()
+            .filter(|slot| slot.worker.connected())
             .map(|slot| (slot.worker.name().to_owned(), slot.id))
             .collect();
         self.view.send_replace(Arc::new(View {
@@ -479,6 +493,10 @@ impl Topology {
     /// Returns why the master must stop, when it must.
     fn command(&mut self, command: Command) -> Option<String> {
         match command {
+            Command::WorkersChanged => {
+                self.publish();
+                None
+            }
             Command::Shutdown { action, reply } => {
                 let status = self.shut_down(action);
                 let _ = reply.send(status);
@@ -572,6 +590,7 @@ impl Topology {
         Service::stop(&mut self.housekeeping).await;
         Service::stop(&mut self.retention).await;
         self.telegram.stop().await;
+        self.workers.stop().await;
         let stuck = self.supervisor.shutdown(JOIN_BOUND).await;
         if stuck.is_empty() {
             tracing::info!("stopped cleanly: all {running} task(s) ended");
@@ -583,6 +602,28 @@ impl Topology {
             );
         }
     }
+}
+
+/// The remote workers of `config` with their passwords and the links of
+/// their slots in `pool`.
+fn logins(config: &Config, pool: &WorkerPool) -> Logins {
+    config
+        .workers
+        .iter()
+        .filter_map(|worker| {
+            let settings = worker.remote.as_ref()?;
+            let slot = pool.get(&worker.name)?;
+            Some((
+                worker.name.clone(),
+                Login {
+                    workerid: slot.id,
+                    password: settings.password.clone(),
+                    link: Arc::clone(slot.link.as_ref()?),
+                    keepalive_interval: settings.keepalive_interval,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Finishes as RETRY the builds an earlier run left running (after a stop
@@ -642,18 +683,20 @@ async fn record_engine(
     db: &Db,
     config: &Config,
 ) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>), String> {
+    // A remote worker's info is what it says at its login.
     let workers = config
         .workers
         .iter()
         .map(|w| {
-            (
-                w.name.clone(),
-                serde_json::Value::Object(w.properties.clone()),
-            )
+            let info = w
+                .remote
+                .is_none()
+                .then(|| serde_json::Value::Object(w.properties.clone()));
+            (w.name.clone(), info)
         })
         .collect();
     let worker_ids = db
-        .sync_workers(workers)
+        .sync_worker_kinds(workers)
         .await
         .map_err(|e| format!("cannot record the workers: {e}"))?;
     let builders = config

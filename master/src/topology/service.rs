@@ -20,6 +20,7 @@ use crate::config::{
 };
 use crate::registry::Registry;
 use crate::schedulers::Schedulers;
+use crate::workers::remote::{Link, RemoteWorker};
 use crate::workers::{LocalWorker, WorkerPool, WorkerSlot};
 
 /// What every service is prepared from.
@@ -98,19 +99,39 @@ fn worker_pool(
 ) -> Result<WorkerPool, String> {
     let mut slots = Vec::with_capacity(workers.len());
     for worker in workers {
-        if let Some(slot) = current.get(&worker.name) {
+        let remote = worker.remote.is_some();
+        // A worker that stays of the same kind keeps its slot (its running
+        // builds, its connection).
+        if let Some(slot) = current
+            .get(&worker.name)
+            .filter(|slot| slot.link.is_some() == remote)
+        {
             slot.update(worker.max_builds, worker.properties.clone());
             slots.push(Arc::clone(slot));
             continue;
         }
-        let dir = worker_dir(basedir, &worker.name)?;
-        let local = LocalWorker::new(worker.name.clone(), dir);
-        slots.push(Arc::new(WorkerSlot::new(
-            ids[&worker.name],
-            Arc::new(local),
-            worker.max_builds,
-            worker.properties.clone(),
-        )));
+        let id = ids[&worker.name];
+        let slot = if remote {
+            let link = Arc::new(Link::default());
+            let worker_handle = RemoteWorker::new(worker.name.clone(), Arc::clone(&link));
+            WorkerSlot::new(
+                id,
+                Arc::new(worker_handle),
+                worker.max_builds,
+                worker.properties.clone(),
+            )
+            .with_link(link)
+        } else {
+            let dir = worker_dir(basedir, &worker.name)?;
+            let local = LocalWorker::new(worker.name.clone(), dir);
+            WorkerSlot::new(
+                id,
+                Arc::new(local),
+                worker.max_builds,
+                worker.properties.clone(),
+            )
+        };
+        slots.push(Arc::new(slot));
     }
     Ok(WorkerPool::new(slots))
 }

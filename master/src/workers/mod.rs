@@ -9,6 +9,7 @@
 
 mod local;
 pub mod process;
+pub mod remote;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -36,6 +37,11 @@ pub struct ShellCommand {
 /// What a builder may ask of a worker.
 pub trait Worker: Send + Sync {
     fn name(&self) -> &str;
+
+    /// Whether builds can start on it now (a remote worker must be logged in).
+    fn connected(&self) -> bool {
+        true
+    }
 
     /// The builder's directory as the worker sees it (Buildbot's `builddir`).
     fn builder_dir(&self, builder: &str) -> String;
@@ -65,6 +71,8 @@ pub fn is_contained(path: &str) -> bool {
 pub struct WorkerSlot {
     pub id: i64,
     pub worker: Arc<dyn Worker>,
+    /// A remote worker's connection, as the listener sets it.
+    pub link: Option<Arc<remote::Link>>,
     state: Mutex<SlotState>,
 }
 
@@ -107,12 +115,19 @@ impl WorkerSlot {
         WorkerSlot {
             id,
             worker,
+            link: None,
             state: Mutex::new(SlotState {
                 max_builds,
                 properties,
                 busy: BTreeSet::new(),
             }),
         }
+    }
+
+    /// The slot of a remote worker reached through `link`.
+    pub fn with_link(mut self, link: Arc<remote::Link>) -> WorkerSlot {
+        self.link = Some(link);
+        self
     }
 
     /// The state is valid even if a holder panicked.
@@ -150,10 +165,23 @@ impl WorkerPool {
         self.slots.values()
     }
 
-    /// Reserves the first of `names` that has room for a build of `builder`.
+    /// Reserves, among `names`, the connected worker with room for a build
+    /// of `builder` that runs the fewest builds (the first of them on a tie).
     pub fn reserve(&self, names: &[String], builder: &str) -> Option<Reservation> {
-        names.iter().find_map(|name| {
-            let slot = self.slots.get(name)?;
+        // One slot locked at a time: loads are read, then the least busy
+        // slot is checked again as it is taken.
+        let mut candidates: Vec<(usize, usize, &Arc<WorkerSlot>)> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(order, name)| {
+                let slot = self.slots.get(name)?;
+                slot.worker
+                    .connected()
+                    .then(|| (slot.lock().busy.len(), order, slot))
+            })
+            .collect();
+        candidates.sort_by_key(|(load, order, _)| (*load, *order));
+        candidates.into_iter().find_map(|(_, _, slot)| {
             let mut state = slot.lock();
             let full = state.max_builds.is_some_and(|max| state.busy.len() >= max);
             if full || state.busy.contains(builder) {

@@ -1,0 +1,297 @@
+//! Where remote workers connect: a WebSocket listener on the
+//! `[protocols.msgpack_experimental_v7]` port. A worker logs in with HTTP
+//! Basic credentials in the handshake (checked in constant time); a wrong
+//! password or an unknown name is refused with 401 and a log line. After the login the master asks the worker about itself
+//! (`get_worker_info`), gives it its settings (`set_worker_settings`),
+//! and checks the connection every `keepalive_interval`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use buildmaster_plugin_api::options::Secret;
+use rmpv::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
+
+use crate::control::Control;
+use crate::db::Db;
+use crate::events::{Bus, Event, WorkerEvent};
+use crate::tasks::{Policy, Supervisor, TaskHandle};
+use crate::workers::remote::protocol::{self, map};
+use crate::workers::remote::{Connection, Link};
+
+/// How long a worker may take to answer the login's questions.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One remote worker as the listener knows it.
+#[derive(Clone)]
+pub struct Login {
+    pub workerid: i64,
+    pub password: Secret,
+    pub link: Arc<Link>,
+    pub keepalive_interval: Duration,
+}
+
+/// The remote workers by name.
+pub type Logins = BTreeMap<String, Login>;
+
+/// The listener service.
+pub struct WorkerListener {
+    db: Db,
+    bus: Bus,
+    control: Control,
+    supervisor: Supervisor,
+    logins: Arc<ArcSwap<Logins>>,
+    /// The address asked for, the task, and the address bound.
+    running: Option<(SocketAddr, TaskHandle, SocketAddr)>,
+}
+
+impl WorkerListener {
+    pub fn new(db: Db, bus: Bus, control: Control, supervisor: Supervisor) -> WorkerListener {
+        WorkerListener {
+            db,
+            bus,
+            control,
+            supervisor,
+            logins: Arc::new(ArcSwap::from_pointee(Logins::new())),
+            running: None,
+        }
+    }
+
+    /// Listens on `listen` (moving when it changed, stopping when `None`)
+    /// for the workers of `logins`; connections of workers still
+    /// configured are kept.
+    pub async fn apply(
+        &mut self,
+        listen: Option<SocketAddr>,
+        logins: Logins,
+    ) -> Result<(), String> {
+        for (name, login) in self.logins.load().iter() {
+            if !logins.contains_key(name) {
+                if let Some(connection) = login.link.connection() {
+                    tracing::info!("worker {name} is no longer configured: disconnecting it");
+                    connection.close();
+                }
+            }
+        }
+        self.logins.store(Arc::new(logins));
+        if self.running.as_ref().map(|(asked, _, _)| *asked) == listen {
+            return Ok(());
+        }
+        if let Some((_, task, _)) = self.running.take() {
+            task.stop().await;
+        }
+        let Some(listen) = listen else {
+            return Ok(());
+        };
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen for workers on {listen}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("workers connect to ws://{bound}/ ({})", protocol::PROTOCOL);
+        let listener = Arc::new(listener);
+        let shared = Shared {
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            control: self.control.clone(),
+            logins: Arc::clone(&self.logins),
+        };
+        let task = self.supervisor.spawn(
+            format!("worker listener on {bound}"),
+            Policy::Forever,
+            move || {
+                let (listener, shared) = (Arc::clone(&listener), shared.clone());
+                async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, peer)) => {
+                                let shared = shared.clone();
+                                tokio::spawn(async move { shared.serve(stream, peer).await });
+                            }
+                            Err(e) => {
+                                tracing::warn!("cannot accept a worker connection: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        self.running = Some((listen, task, bound));
+        Ok(())
+    }
+
+    /// Stops listening and disconnects every worker.
+    pub async fn stop(&mut self) {
+        if let Some((_, task, _)) = self.running.take() {
+            task.stop().await;
+        }
+        for login in self.logins.load().values() {
+            if let Some(connection) = login.link.connection() {
+                connection.close();
+            }
+        }
+    }
+}
+
+/// What each connection's task shares.
+#[derive(Clone)]
+struct Shared {
+    db: Db,
+    bus: Bus,
+    control: Control,
+    logins: Arc<ArcSwap<Logins>>,
+}
+
+impl Shared {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let who: Arc<Mutex<Option<Verdict>>> = Arc::default();
+        let check = Check {
+            logins: self.logins.load_full(),
+            verdict: Arc::clone(&who),
+        };
+        let socket = tokio_tungstenite::accept_hdr_async(stream, check).await;
+        let outcome = who.lock().expect("login").take();
+        let (name, login) = match (socket, outcome) {
+            (Ok(socket), Some((name, Ok(login)))) => (name, (socket, login)),
+            (_, Some((name, Err(why)))) => {
+                tracing::warn!("worker login from {peer} refused: {why} (name '{name}')");
+                return;
+            }
+            (Err(e), _) => {
+                tracing::warn!("a connection from {peer} is not a worker's: {e}");
+                return;
+            }
+            (Ok(_), None) => return,
+        };
+        let (socket, login) = login;
+        if login.link.connection().is_some() {
+            tracing::warn!("worker {name} connected from {peer} while already connected: refused");
+            return;
+        }
+        let (connection, serve) = Connection::start(socket);
+        let reader = tokio::spawn(serve);
+        match introduce(&connection).await {
+            Ok(info) => {
+                let _ = self.db.record_worker_info(&name, info.clone(), true).await;
+                login.link.connect(Arc::clone(&connection), info);
+                tracing::info!("worker {name} connected from {peer}");
+                self.announce(Event::WorkerConnected, &name, login.workerid);
+            }
+            Err(e) => {
+                tracing::warn!("worker {name} from {peer}: cannot start: {e}");
+                connection.close();
+                let _ = reader.await;
+                return;
+            }
+        }
+        let keepalive = keep_alive(&connection, login.keepalive_interval);
+        tokio::select! {
+            () = connection.wait_closed() => {}
+            () = keepalive => connection.close(),
+        }
+        let _ = reader.await;
+        login.link.disconnect(&connection);
+        let _ = self.db.record_worker_connected(&name, false).await;
+        tracing::info!("worker {name} disconnected");
+        self.announce(Event::WorkerDisconnected, &name, login.workerid);
+    }
+
+    fn announce(&self, event: fn(WorkerEvent) -> Event, name: &str, workerid: i64) {
+        self.control.workers_changed();
+        self.bus.send(event(WorkerEvent {
+            workerid,
+            name: name.to_string(),
+            at: crate::clock::now(),
+        }));
+    }
+}
+
+/// The name a worker gave, and its login or why it is refused.
+type Verdict = (String, Result<Login, &'static str>);
+
+/// Checks the credentials of a handshake and keeps its verdict.
+struct Check {
+    logins: Arc<Logins>,
+    verdict: Arc<Mutex<Option<Verdict>>>,
+}
+
+impl Callback for Check {
+    #[allow(
+        clippy::result_large_err,
+        reason = "the handshake callback's signature is tungstenite's"
+    )]
+    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+        let (name, password) = basic_credentials(request).unwrap_or_default();
+        let verdict = match self.logins.get(&name) {
+            None => Err("unknown worker name"),
+            Some(login) if !login.password.matches(password.as_bytes()) => Err("wrong password"),
+            Some(login) => Ok(login.clone()),
+        };
+        let refused = verdict.is_err();
+        *self.verdict.lock().expect("login") = Some((name, verdict));
+        if refused {
+            let mut answer = ErrorResponse::new(Some("worker login refused".into()));
+            *answer.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+            return Err(answer);
+        }
+        Ok(response)
+    }
+}
+
+/// The worker's name and password from the handshake's `Authorization`.
+fn basic_credentials(request: &Request) -> Option<(String, String)> {
+    let header = request.headers().get("authorization")?.to_str().ok()?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (name, password) = decoded.split_once(':')?;
+    Some((name.to_string(), password.to_string()))
+}
+
+/// The login's questions: what the worker is, then its settings.
+async fn introduce(connection: &Connection) -> Result<serde_json::Value, String> {
+    let info = connection
+        .request("get_worker_info", vec![], HANDSHAKE_TIMEOUT)
+        .await?;
+    let settings = map(vec![
+        ("buffer_size", Value::from(64 * 1024)),
+        ("buffer_timeout", Value::from(5)),
+        (
+            "newline_re",
+            Value::from(r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)"),
+        ),
+        ("max_line_length", Value::from(4096)),
+    ]);
+    connection
+        .request(
+            "set_worker_settings",
+            vec![("args", settings)],
+            HANDSHAKE_TIMEOUT,
+        )
+        .await?;
+    Ok(protocol::to_json(&info))
+}
+
+/// Asks the worker every `interval` whether it is there; returns when it
+/// does not answer within the next interval.
+async fn keep_alive(connection: &Connection, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = connection.request("keepalive", vec![], interval).await {
+            tracing::warn!("a worker did not answer its keepalive: {e}");
+            return;
+        }
+    }
+}
