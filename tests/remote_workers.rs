@@ -146,7 +146,7 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     assert_eq!(info["basedir"], dir.display().to_string());
     assert!(master
         .log()
-        .contains("worker rw1 connected from 127.0.0.1:"));
+        .contains("worker rw1 logged in from 127.0.0.1:"));
 
     let reply = master.post_form(
         "/change_hook/base",
@@ -221,4 +221,128 @@ fn a_wrong_password_or_name_is_refused_and_logged() {
     );
     assert_eq!(worker(&master)["connected_to"], serde_json::json!([]));
     drop((wrong, stranger));
+}
+
+#[test]
+fn a_worker_that_stays_away_is_missing_and_then_back_in_the_telegram_chats() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let fake = buildmaster_e2e::FakeTelegram::start("testbot");
+    let port = free_port();
+    let text = config(port).replace(
+        "keepalive_interval = 1\n",
+        "keepalive_interval = 1\nmissing_timeout = 1\n",
+    ) + &format!(
+        "\n[telegram]\nbot_token = \"12345:secret\"\napi_url = \"{}\"\npoll_timeout = 1\n\
+         retry_delay = 1\nchat_ids = [-123456]\nnotify_events = [\"worker\"]\n",
+        fake.url()
+    );
+    let master = Master::start(&text);
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("worker");
+    // Not there within its missing_timeout after the start: missing.
+    let missing = fake.wait_texts(-123456, 1);
+    assert!(
+        missing[0].starts_with("Worker <code>rw1</code> is missing. It was seen last on 20"),
+        "{}",
+        missing[0]
+    );
+    let worker_process = BuildbotWorker::start(&program, &dir, port, "rw1", "s3cret-pass");
+    assert_eq!(
+        fake.wait_texts(-123456, 2)[1],
+        "Worker <code>rw1</code> is back online."
+    );
+    // Gone again, and missing again after its timeout.
+    drop(worker_process);
+    let texts = fake.wait_texts(-123456, 3);
+    assert!(texts[2].contains("is missing"), "{}", texts[2]);
+    assert!(master.log().contains("worker rw1 is missing"));
+}
+
+#[test]
+fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let port = free_port();
+    let text = config(port)
+        .replace(
+            "workernames = [\"rw1\"]",
+            "workernames = [\"rw1\", \"rw2\"]",
+        )
+        .replace(
+            "case %(src::revision)s in slow) sleep 60;; esac; echo hello from $(pwd); echo oops >&2",
+            "case %(worker:workername)s in rw1) sleep 60;; esac; echo ran on %(worker:workername)s",
+        )
+        + "\n[[workers]]\ntype = \"remote\"\nname = \"rw2\"\npassword = \"other-pass\"\n";
+    let master = Master::start(&text);
+    let place = tempfile::tempdir().unwrap();
+    let first = BuildbotWorker::start(
+        &program,
+        &place.path().join("w1"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    let second = BuildbotWorker::start(
+        &program,
+        &place.path().join("w2"),
+        port,
+        "rw2",
+        "other-pass",
+    );
+    wait_until("both workers to log in", || {
+        let workers = master.get_json("/api/v2/workers")["workers"].clone();
+        let connected = workers
+            .as_array()?
+            .iter()
+            .filter(|w| w["connected_to"] != serde_json::json!([]))
+            .count();
+        (connected == 2).then_some(())
+    });
+    let reply = master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    assert_eq!(reply.status, 200);
+    wait_until("the build to run on rw1", || {
+        let steps = master.get_json("/api/v2/builds/1/steps");
+        (steps["steps"][0]["complete"] == false).then_some(())
+    });
+    // kill -9 of the worker mid-build.
+    drop(first);
+    let retried = master.wait_for_build(1);
+    assert_eq!(retried["results"], 5, "RETRY: {retried}");
+    let raw = master.send("GET", "/api/v2/logs/1/raw", &[], b"");
+    assert!(
+        raw.body
+            .contains("the worker disconnected: the build will be retried"),
+        "{}",
+        raw.body
+    );
+    let rerun = master.wait_for_build(2);
+    assert_eq!(rerun["results"], 0, "{rerun}");
+    assert_eq!(rerun["buildrequestid"], retried["buildrequestid"]);
+    assert_eq!(rerun["properties"]["workername"][0], "rw2", "{rerun}");
+    let request = master.get_json(&format!(
+        "/api/v2/buildrequests/{}",
+        rerun["buildrequestid"]
+    ));
+    assert_eq!(request["buildrequests"][0]["complete"], true);
+    assert_eq!(request["buildrequests"][0]["results"], 0);
+    // rw1 comes back.
+    let _first = BuildbotWorker::start(
+        &program,
+        &place.path().join("w1b"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    wait_until("rw1 to be back", || {
+        (master.get_json("/api/v2/workers/1")["workers"][0]["connected_to"]
+            == serde_json::json!([{"masterid": 1}]))
+        .then_some(())
+    });
+    drop(second);
 }

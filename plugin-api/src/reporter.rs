@@ -20,8 +20,8 @@
 //! build: `buildset` has the buildset's fields, its `results` (the worst of
 //! its builds) and `builds`, the dictionaries of those of its builds that the
 //! operator's filters (`builders`, `tags`, …) let through; `mode` is judged
-//! on the buildset's result. The worker events belong to remote workers,
-//! which this master version does not have yet: it never sends them.
+//! on the buildset's result. The worker events belong to remote workers;
+//! reporters do not receive them yet (the Telegram bot does).
 //!
 //! # The build dictionary
 //!

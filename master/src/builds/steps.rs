@@ -227,6 +227,12 @@ async fn execute(
     }
     let finished = match finished {
         Ok(finished) => finished,
+        // The worker went away: the build is tried again, as Buildbot does.
+        Err(error) if error.kind() == std::io::ErrorKind::NotConnected => {
+            log.header(&format!("{error}: the build will be retried"))
+                .await?;
+            return Ok(Results::Retry);
+        }
         Err(error) => {
             log.header(&error.to_string()).await?;
             return Ok(Results::Failure);

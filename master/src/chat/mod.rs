@@ -29,7 +29,7 @@ use crate::config::{Config, TelegramConfig};
 use crate::control::Control;
 use crate::db::Db;
 
-pub use notify::BuildEvent;
+pub use notify::{BuildEvent, WorkerNotice};
 
 /// How long a question waits for its answer.
 const QUESTION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -263,6 +263,8 @@ struct State {
     started: HashMap<(i64, i64), i64>,
     /// (chat, build id) → when its end was announced, against repeats.
     announced: HashMap<(i64, i64), Instant>,
+    /// Chat → the workers it was told are missing.
+    missing: BTreeMap<i64, BTreeSet<i64>>,
 }
 
 /// The command engine of one bot.
@@ -288,6 +290,10 @@ impl Engine {
                 BTreeMap::new()
             }
         };
+        let missing = db.chat_missing_workers(bot_id).await.unwrap_or_else(|e| {
+            tracing::error!("cannot read the chats' missing workers: {e}");
+            BTreeMap::new()
+        });
         let engine = Engine {
             db,
             control,
@@ -296,6 +302,7 @@ impl Engine {
             settings: ArcSwap::from_pointee(settings),
             state: Mutex::new(State {
                 subscriptions,
+                missing,
                 ..State::default()
             }),
         };
@@ -384,11 +391,14 @@ impl Engine {
             for watchers in state.watches.values_mut() {
                 watchers.retain(|(watcher, _)| *watcher != chat);
             }
+            state.missing.remove(&chat);
             state.subscriptions.remove(&chat).is_some()
         };
         if had {
             tracing::info!("chat {chat} is gone: its notifications are dropped");
-            self.save_events(chat, BTreeSet::new()).await;
+            if let Err(e) = self.db.forget_chat(self.bot_id, chat).await {
+                tracing::error!("cannot forget chat {chat}: {e}");
+            }
         }
     }
 
@@ -398,6 +408,9 @@ impl Engine {
             let mut state = self.state();
             if let Some(events) = state.subscriptions.remove(&from) {
                 state.subscriptions.entry(to).or_default().extend(events);
+            }
+            if let Some(workers) = state.missing.remove(&from) {
+                state.missing.entry(to).or_default().extend(workers);
             }
             for watchers in state.watches.values_mut() {
                 let moved: Vec<_> = watchers

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::events::{self, announces_finished, EVENTS};
 use super::words::{self, bold, code, esc, link};
-use super::{tagged, Button, Call, Engine, Message, Transport};
+use super::{tagged, Button, Call, Engine, Message, State, Transport};
 use crate::events::BuildInfo;
 use crate::results::Results;
 
@@ -155,7 +155,73 @@ pub struct BuildEvent {
     pub blamelist: Vec<String>,
 }
 
+/// A worker that went missing, or came back.
+#[derive(Debug, Clone)]
+pub struct WorkerNotice {
+    pub workerid: i64,
+    pub name: String,
+    /// `false` when it connected.
+    pub missing: bool,
+    /// When it was last seen (missing) or came (back), epoch seconds.
+    pub at: i64,
+}
+
 impl Engine {
+    /// Tells the chats about a worker: every chat with notifications on
+    /// remembers a missing worker (and hears of its return later); those
+    /// with `worker` on are told.
+    pub async fn announce_worker(&self, notice: &WorkerNotice, transport: &impl Transport) {
+        let settings = self.settings();
+        let relevant = self
+            .builders(&settings)
+            .iter()
+            .any(|(_, b)| b.workernames.contains(&notice.name));
+        if !relevant {
+            return;
+        }
+        let chats: Vec<(i64, bool)> = {
+            let mut state = self.state();
+            let State {
+                subscriptions,
+                missing,
+                ..
+            } = &mut *state;
+            subscriptions
+                .iter()
+                .filter_map(|(chat, events)| {
+                    let told = missing.entry(*chat).or_default();
+                    let changed = if notice.missing {
+                        told.insert(notice.workerid)
+                    } else {
+                        told.remove(&notice.workerid)
+                    };
+                    changed.then_some((*chat, events.contains("worker")))
+                })
+                .collect()
+        };
+        let worker = code(&notice.name);
+        let text = if notice.missing {
+            format!(
+                "Worker {worker} is missing. It was seen last on {} UTC.",
+                words::utc_minute(notice.at)
+            )
+        } else {
+            format!("Worker {worker} is back online.")
+        };
+        for (chat, wanted) in chats {
+            if let Err(e) = self
+                .db
+                .set_chat_missing_worker(self.bot_id, chat, notice.workerid, notice.missing)
+                .await
+            {
+                tracing::error!("cannot record a missing worker for chat {chat}: {e}");
+            }
+            if wanted {
+                transport.send(chat, Message::new(text.clone())).await;
+            }
+        }
+    }
+
     /// Changes the events of `chat` with `change`; the new set.
     fn change_events(
         &self,

@@ -599,6 +599,16 @@ impl Db {
                 Value::Object(properties).to_string(),
             ))?;
             journal::record(conn, buildid, JournalKind::Finished, now)?;
+            // A RETRY build's request waits to be built again (Buildbot's
+            // RETRY: its worker went away).
+            if results == Results::Retry {
+                conn.prepare_cached("UPDATE buildrequests SET claimed_at = NULL WHERE id = ?1")?
+                    .execute([brid])?;
+                return Ok(FinishedBuild {
+                    complete_at: now,
+                    buildset_complete: None,
+                });
+            }
             let buildset_complete = complete_requests(conn, &[brid], results, now)?;
             Ok(FinishedBuild {
                 complete_at: now,

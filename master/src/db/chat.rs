@@ -113,6 +113,22 @@ impl Db {
         .await
     }
 
+    /// Forgets everything about `chat`: its events and missing workers.
+    pub async fn forget_chat(&self, bot: i64, chat: i64) -> Result<(), Error> {
+        self.transact(move |conn| {
+            conn.execute(
+                "DELETE FROM chat_subscriptions WHERE bot = ?1 AND chat_id = ?2",
+                (bot, chat),
+            )?;
+            conn.execute(
+                "DELETE FROM chat_missing_workers WHERE bot = ?1 AND chat_id = ?2",
+                (bot, chat),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records the events of `chat`; no events forgets the chat.
     pub async fn save_chat_subscription(
         &self,
@@ -165,6 +181,61 @@ impl Db {
                 conn.execute(
                     "INSERT OR REPLACE INTO chat_subscriptions (bot, chat_id, events) VALUES (?1, ?2, ?3)",
                     (bot, to, serde_json::to_string(&events).unwrap_or_default()),
+                )?;
+            }
+            conn.execute(
+                "UPDATE OR IGNORE chat_missing_workers SET chat_id = ?3 WHERE bot = ?1 AND chat_id = ?2",
+                (bot, from, to),
+            )?;
+            conn.execute(
+                "DELETE FROM chat_missing_workers WHERE bot = ?1 AND chat_id = ?2",
+                (bot, from),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bot `bot`'s chats with the workers each was told are missing.
+    pub async fn chat_missing_workers(
+        &self,
+        bot: i64,
+    ) -> Result<BTreeMap<i64, BTreeSet<i64>>, Error> {
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT chat_id, workerid FROM chat_missing_workers WHERE bot = ?1",
+            )?;
+            let rows = select.query_map([bot], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut chats: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+            for row in rows {
+                let (chat, worker) = row?;
+                chats.entry(chat).or_default().insert(worker);
+            }
+            Ok(chats)
+        })
+        .await
+    }
+
+    /// Records whether `chat` was told worker `workerid` is missing.
+    pub async fn set_chat_missing_worker(
+        &self,
+        bot: i64,
+        chat: i64,
+        workerid: i64,
+        missing: bool,
+    ) -> Result<(), Error> {
+        self.transact(move |conn| {
+            if missing {
+                conn.execute(
+                    "INSERT OR IGNORE INTO chat_missing_workers (bot, chat_id, workerid) VALUES (?1, ?2, ?3)",
+                    (bot, chat, workerid),
+                )?;
+            } else {
+                conn.execute(
+                    "DELETE FROM chat_missing_workers WHERE bot = ?1 AND chat_id = ?2 AND workerid = ?3",
+                    (bot, chat, workerid),
                 )?;
             }
             Ok(())
@@ -292,6 +363,20 @@ mod tests {
         assert_eq!(db.button_payload(2, id, 0).await.unwrap(), None);
         assert_eq!(db.button_payload(1, id, i64::MAX).await.unwrap(), None);
         assert_eq!(db.purge_buttons(i64::MAX).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn missing_workers_are_kept_per_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        db.set_chat_missing_worker(1, -100, 7, true).await.unwrap();
+        db.set_chat_missing_worker(1, -100, 7, true).await.unwrap();
+        db.set_chat_missing_worker(1, -200, 8, true).await.unwrap();
+        db.set_chat_missing_worker(1, -200, 8, false).await.unwrap();
+        let missing = db.chat_missing_workers(1).await.unwrap();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[&-100], BTreeSet::from([7]));
+        assert!(db.chat_missing_workers(2).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -369,6 +369,16 @@ CREATE TABLE chat_offsets (
     r"
 ALTER TABLE workers ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
 ",
+    // 14: the workers each chat was told are missing, so that it hears of
+    // their return, across restarts.
+    r"
+CREATE TABLE chat_missing_workers (
+    bot INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    workerid INTEGER NOT NULL,
+    PRIMARY KEY (bot, chat_id, workerid)
+);
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

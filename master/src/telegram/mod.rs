@@ -23,12 +23,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
-use crate::chat::{commands, BuildEvent, Engine, Settings};
+use crate::chat::{commands, BuildEvent, Engine, Settings, WorkerNotice};
 use crate::config::{ChatRef, Config, TelegramConfig};
 use crate::control::Control;
 use crate::db::{Db, JournalKind};
 use crate::durable::{self, Consumer, Delivery};
-use crate::events::Bus;
+use crate::events::{Bus, Event};
 use crate::results::Results;
 use crate::tasks::{Policy, Supervisor, TaskHandle};
 
@@ -313,6 +313,12 @@ impl TelegramBot {
                 .spawn("telegram notifications", Policy::Forever, move || {
                     durable::follow(db.clone(), bus.clone(), consumer.clone())
                 });
+        let (bus, current) = (self.bus.clone(), Arc::clone(&self.current));
+        let workers =
+            self.supervisor
+                .spawn("telegram worker notices", Policy::Forever, move || {
+                    worker_notices(bus.subscribe(), Arc::clone(&current))
+                });
         let received = Arc::new(tokio::sync::Mutex::new(received));
         let current = Arc::clone(&self.current);
         let webhook = self
@@ -340,7 +346,7 @@ impl TelegramBot {
                     }
                 }
             });
-        vec![notifications, webhook, janitor]
+        vec![notifications, workers, webhook, janitor]
     }
 
     /// Stops the bot; its saved state stays.
@@ -480,6 +486,42 @@ impl StartUp {
                     tokio::time::sleep(self.retry).await;
                 }
             }
+        }
+    }
+}
+
+/// Tells the bot's chats of workers that go missing and come back.
+async fn worker_notices(
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    current: Arc<ArcSwapOption<Bot>>,
+) {
+    loop {
+        let notice = match events.recv().await {
+            Ok(Event::WorkerMissing(worker)) => WorkerNotice {
+                workerid: worker.workerid,
+                name: worker.name,
+                missing: true,
+                at: worker.at,
+            },
+            Ok(Event::WorkerConnected(worker)) => WorkerNotice {
+                workerid: worker.workerid,
+                name: worker.name,
+                missing: false,
+                at: worker.at,
+            },
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    "the Telegram bot missed {missed} event(s); worker notices may be lost"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let Some(bot) = current.load_full() {
+            bot.engine
+                .announce_worker(&notice, bot.telegram.as_ref())
+                .await;
         }
     }
 }

@@ -620,6 +620,7 @@ fn logins(config: &Config, pool: &WorkerPool) -> Logins {
                     password: settings.password.clone(),
                     link: Arc::clone(slot.link.as_ref()?),
                     keepalive_interval: settings.keepalive_interval,
+                    missing_timeout: settings.missing_timeout,
                 },
             ))
         })

@@ -36,6 +36,8 @@ pub struct Login {
     pub password: Secret,
     pub link: Arc<Link>,
     pub keepalive_interval: Duration,
+    /// How long it may be away before it is "missing".
+    pub missing_timeout: Duration,
 }
 
 /// The remote workers by name.
@@ -72,7 +74,8 @@ impl WorkerListener {
         listen: Option<SocketAddr>,
         logins: Logins,
     ) -> Result<(), String> {
-        for (name, login) in self.logins.load().iter() {
+        let before = self.logins.load_full();
+        for (name, login) in before.iter() {
             if !logins.contains_key(name) {
                 if let Some(connection) = login.link.connection() {
                     tracing::info!("worker {name} is no longer configured: disconnecting it");
@@ -80,7 +83,20 @@ impl WorkerListener {
                 }
             }
         }
+        let added: Vec<(String, Login)> = logins
+            .iter()
+            .filter(|(name, _)| !before.contains_key(*name))
+            .map(|(name, login)| (name.clone(), login.clone()))
+            .collect();
         self.logins.store(Arc::new(logins));
+        // A worker that does not come within its missing_timeout is missing,
+        // as one that went away and did not come back.
+        let shared = self.shared();
+        for (name, login) in added {
+            if login.link.connection().is_none() {
+                shared.watch_for_missing(name, login, crate::clock::now());
+            }
+        }
         if self.running.as_ref().map(|(asked, _, _)| *asked) == listen {
             return Ok(());
         }
@@ -96,12 +112,7 @@ impl WorkerListener {
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("workers connect to ws://{bound}/ ({})", protocol::PROTOCOL);
         let listener = Arc::new(listener);
-        let shared = Shared {
-            db: self.db.clone(),
-            bus: self.bus.clone(),
-            control: self.control.clone(),
-            logins: Arc::clone(&self.logins),
-        };
+        let shared = self.shared();
         let task = self.supervisor.spawn(
             format!("worker listener on {bound}"),
             Policy::Forever,
@@ -125,6 +136,15 @@ impl WorkerListener {
         );
         self.running = Some((listen, task, bound));
         Ok(())
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            control: self.control.clone(),
+            logins: Arc::clone(&self.logins),
+        }
     }
 
     /// Stops listening and disconnects every worker.
@@ -182,7 +202,7 @@ impl Shared {
             Ok(info) => {
                 let _ = self.db.record_worker_info(&name, info.clone(), true).await;
                 login.link.connect(Arc::clone(&connection), info);
-                tracing::info!("worker {name} connected from {peer}");
+                tracing::info!("worker {name} logged in from {peer}");
                 self.announce(Event::WorkerConnected, &name, login.workerid);
             }
             Err(e) => {
@@ -200,8 +220,29 @@ impl Shared {
         let _ = reader.await;
         login.link.disconnect(&connection);
         let _ = self.db.record_worker_connected(&name, false).await;
-        tracing::info!("worker {name} disconnected");
         self.announce(Event::WorkerDisconnected, &name, login.workerid);
+        self.watch_for_missing(name, login, crate::clock::now());
+    }
+
+    /// Says that worker `name`, last seen at `seen` (epoch seconds), is
+    /// missing if it is still away, and still configured, after its
+    /// `missing_timeout`.
+    fn watch_for_missing(&self, name: String, login: Login, seen: i64) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(login.missing_timeout).await;
+            let current = shared.logins.load();
+            let same = current
+                .get(&name)
+                .is_some_and(|now| Arc::ptr_eq(&now.link, &login.link));
+            if same && login.link.connection().is_none() {
+                shared.bus.send(Event::WorkerMissing(WorkerEvent {
+                    workerid: login.workerid,
+                    name,
+                    at: seen,
+                }));
+            }
+        });
     }
 
     fn announce(&self, event: fn(WorkerEvent) -> Event, name: &str, workerid: i64) {

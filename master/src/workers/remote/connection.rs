@@ -24,6 +24,8 @@ pub enum CommandEvent {
     Update(Vec<(String, Value)>),
     /// The command ended; `Some` with the worker's error.
     Complete(Option<String>),
+    /// The connection went while it ran.
+    Lost,
 }
 
 /// A live connection. Dropping the last handle does not close it; the
@@ -93,9 +95,7 @@ impl Connection {
             let _ = waiting.send(Err("the worker disconnected".into()));
         }
         for (_, command) in self.commands.lock().expect("commands").drain() {
-            let _ = command.send(CommandEvent::Complete(Some(
-                "the worker disconnected".into(),
-            )));
+            let _ = command.send(CommandEvent::Lost);
         }
     }
 

@@ -93,6 +93,8 @@ impl RemoteWorker {
         }
     }
 
+    /// The live connection; `NotConnected` (which makes a build RETRY) when
+    /// there is none.
     fn connection(&self) -> io::Result<Arc<Connection>> {
         self.link.connection().ok_or_else(|| {
             io::Error::new(
@@ -289,7 +291,12 @@ async fn follow(
             }
         };
         match event {
-            None => return Err(io::Error::other("the worker disconnected")),
+            None | Some(CommandEvent::Lost) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the worker disconnected",
+                ))
+            }
             Some(CommandEvent::Complete(error)) => {
                 outcome.error = error;
                 break;
