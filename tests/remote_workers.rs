@@ -134,6 +134,14 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     let master = Master::start(&config(port));
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
+    // A change before any worker is there: its build waits for one.
+    let reply = master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    assert_eq!(reply.status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(master.builds().is_empty(), "no build without a worker");
     let worker_process = BuildbotWorker::start(&program, &dir, port, "rw1", "s3cret-pass");
 
     let shown = wait_until("the worker to log in", || {
@@ -147,12 +155,6 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     assert!(master
         .log()
         .contains("worker rw1 logged in from 127.0.0.1:"));
-
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
     let build = master.wait_for_build(1);
     assert_eq!(build["results"], 0, "{build}");
     let log = master.get_json("/api/v2/logs/1/contents");
@@ -229,16 +231,28 @@ fn a_worker_that_stays_away_is_missing_and_then_back_in_the_telegram_chats() {
         return;
     };
     let fake = buildmaster_e2e::FakeTelegram::start("testbot");
+    let receiver = buildmaster_e2e::MockApi::start();
+    for _ in 0..4 {
+        receiver.push_response(200, "{}".into());
+    }
     let port = free_port();
     let text = config(port).replace(
         "keepalive_interval = 1\n",
-        "keepalive_interval = 1\nmissing_timeout = 1\n",
+        "keepalive_interval = 1\nmissing_timeout = 1\nnotify_on_missing = [\"ops@example.org\"]\n",
     ) + &format!(
         "\n[telegram]\nbot_token = \"12345:secret\"\napi_url = \"{}\"\npoll_timeout = 1\n\
-         retry_delay = 1\nchat_ids = [-123456]\nnotify_events = [\"worker\"]\n",
-        fake.url()
+         retry_delay = 1\nchat_ids = [-123456]\nnotify_events = [\"worker\"]\n\
+         [[reporters]]\nname = \"w\"\ntype = \"versioned\"\n\
+         plugin = \"plugins/libfixture_versioned.so\"\nurl = \"{}/w\"\nworkers = true\n",
+        fake.url(),
+        receiver.url()
     );
-    let master = Master::start(&text);
+    let base = buildmaster_e2e::Basedir::new(&text);
+    base.write(
+        "plugins/libfixture_versioned.so",
+        std::fs::read(buildmaster_e2e::fixture("fixture_versioned")).unwrap(),
+    );
+    let master = base.start();
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     // Not there within its missing_timeout after the start: missing.
@@ -258,6 +272,24 @@ fn a_worker_that_stays_away_is_missing_and_then_back_in_the_telegram_chats() {
     let texts = fake.wait_texts(-123456, 3);
     assert!(texts[2].contains("is missing"), "{}", texts[2]);
     assert!(master.log().contains("worker rw1 is missing"));
+    // The reporters that want worker events got them too.
+    let reports: Vec<serde_json::Value> = wait_until("three worker reports", || {
+        let got = receiver.received();
+        (got.len() >= 3).then_some(got)
+    })
+    .iter()
+    .map(|r| serde_json::from_slice(&r.body).unwrap())
+    .collect();
+    let events: Vec<&str> = reports
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["worker_missing", "worker_connected", "worker_missing"]
+    );
+    assert_eq!(reports[0]["worker"], "rw1");
+    assert_eq!(reports[0]["notify"], serde_json::json!(["ops@example.org"]));
 }
 
 #[test]

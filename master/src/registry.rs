@@ -130,6 +130,8 @@ pub struct Registry {
     pub offers: Vec<Offer>,
     /// The reporters that could be built, in configuration order.
     pub reporters: Vec<Arc<ReporterInstance>>,
+    /// Each remote worker's `notify_on_missing`, for the reporters.
+    pub worker_notify: HashMap<String, Vec<String>>,
 }
 
 impl Registry {
@@ -267,6 +269,11 @@ pub fn prepare(
         libraries,
         offers,
         reporters,
+        worker_notify: config
+            .workers
+            .iter()
+            .filter_map(|w| Some((w.name.clone(), w.remote.as_ref()?.notify_on_missing.clone())))
+            .collect(),
     };
     (registry, problems)
 }

@@ -20,8 +20,10 @@
 //! build: `buildset` has the buildset's fields, its `results` (the worst of
 //! its builds) and `builds`, the dictionaries of those of its builds that the
 //! operator's filters (`builders`, `tags`, …) let through; `mode` is judged
-//! on the buildset's result. The worker events belong to remote workers;
-//! reporters do not receive them yet (the Telegram bot does).
+//! on the buildset's result. The worker events belong to remote workers:
+//! `worker_missing` when one stays away longer than its `missing_timeout`,
+//! `worker_connected` when one logs in; they are not filtered by the
+//! operator's generator options.
 //!
 //! # The build dictionary
 //!
@@ -138,8 +140,9 @@ pub struct Envelope {
     /// `started` and `finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<Value>,
-    /// `{ "workerid", "name", "workerinfo", "connected", "last_connection",
-    /// "notify" }`, for the worker events.
+    /// `{ "workerid", "name", "connected", "last_connection", "notify" }`
+    /// for the worker events: `last_connection` in epoch seconds, `notify`
+    /// the worker's `notify_on_missing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<Value>,
     /// The buildset with its `sourcestamps`, `results` and the dictionaries

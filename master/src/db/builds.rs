@@ -235,6 +235,20 @@ impl Db {
         .await
     }
 
+    /// Counts a refused login under worker name `name` (nothing for a name
+    /// no worker has).
+    pub async fn record_refused_login(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute(
+                "UPDATE workers SET refused_logins = refused_logins + 1 WHERE name = ?1",
+                [&name],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records whether remote worker `name` is connected.
     pub async fn record_worker_connected(&self, name: &str, connected: bool) -> Result<(), Error> {
         let name = name.to_owned();

@@ -98,7 +98,7 @@ pub static WORKERS: Collection = Collection {
     noun: "worker",
     from: "workers",
     table: "workers",
-    columns: "id, name, info, connected",
+    columns: "id, name, info, connected, refused_logins",
     id: "id",
     fields: &[
         field("workerid", "id", Integer),
@@ -573,6 +573,7 @@ fn worker(_: &Connection, row: &Row) -> rusqlite::Result<Value> {
         "paused": false,
         "graceful": false,
         "connected_to": if row.get::<_, bool>(3)? { json!([{"masterid": 1}]) } else { json!([]) },
+        "refused_logins": row.get::<_, i64>(4)?,
     }))
 }
 

@@ -379,6 +379,10 @@ CREATE TABLE chat_missing_workers (
     PRIMARY KEY (bot, chat_id, workerid)
 );
 ",
+    // 15: how many logins under each worker's name were refused.
+    r"
+ALTER TABLE workers ADD COLUMN refused_logins INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

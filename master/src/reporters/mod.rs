@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::db::{Db, JournalKind, NewOutgoing, ReportParts};
 use crate::durable::{self, Consumer, Delivery};
-use crate::events::{BuildInfo, Bus};
+use crate::events::{BuildInfo, Bus, Event as BusEvent};
 use crate::host::HostServices;
 use crate::registry::{Registry, ReporterInstance};
 use crate::results::Results;
@@ -54,9 +54,14 @@ pub fn start(
         host: host.clone(),
         wake: Arc::clone(&wake),
     };
+    let workers = renderer.clone();
     let (journal_db, journal_bus) = (db.clone(), bus.clone());
     supervisor.spawn("reporters", Policy::Forever, move || {
         durable::follow(journal_db.clone(), journal_bus.clone(), renderer.clone())
+    });
+    let worker_bus = bus.clone();
+    supervisor.spawn("reporters: workers", Policy::Forever, move || {
+        workers.clone().follow_workers(worker_bus.subscribe())
     });
     let outbox_db = db.clone();
     supervisor.spawn("outbox", Policy::Forever, move || {
@@ -355,6 +360,66 @@ async fn render(
         }
     }
     stored
+}
+
+impl Renderer {
+    /// Renders the workers that go missing or connect for the reporters
+    /// that want those events. They come from the bus: a worker event the
+    /// master was down for is not reported.
+    async fn follow_workers(self, mut events: tokio::sync::broadcast::Receiver<BusEvent>) {
+        loop {
+            let (event, worker, connected) = match events.recv().await {
+                Ok(BusEvent::WorkerMissing(worker)) => (Event::WorkerMissing, worker, false),
+                Ok(BusEvent::WorkerConnected(worker)) => (Event::WorkerConnected, worker, true),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        "reporters missed {missed} event(s); worker reports may be lost"
+                    );
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let registry = self.registry.load_full();
+            let wanting: Vec<&Arc<ReporterInstance>> = registry
+                .reporters
+                .iter()
+                .filter(|r| r.wants.events.contains(&event))
+                .collect();
+            if wanting.is_empty() {
+                continue;
+            }
+            let envelope = json!({
+                "event": event.name(),
+                "worker": {
+                    "workerid": worker.workerid,
+                    "name": worker.name,
+                    "connected": connected,
+                    "last_connection": worker.at,
+                    "notify": registry.worker_notify.get(&worker.name).cloned().unwrap_or_default(),
+                },
+            });
+            let what = format!("worker {} ({})", worker.name, event.name());
+            let key = format!("worker-{}-{}-{}", worker.workerid, event.name(), worker.at);
+            let mut stored = Vec::new();
+            for reporter in wanting {
+                let source = Source {
+                    what: &what,
+                    key: &key,
+                    buildid: 0,
+                    event,
+                };
+                stored.extend(render(reporter, envelope.clone(), &self.host, source).await);
+            }
+            if stored.is_empty() {
+                continue;
+            }
+            match self.db.enqueue_outgoing(stored).await {
+                Ok(_) => self.wake.notify_one(),
+                Err(e) => tracing::error!("cannot store the reports of {what}: {e}"),
+            }
+        }
+    }
 }
 
 /// `steps` with each log's `content`: its last [`LOG_CONTENT`] bytes, as

@@ -1,7 +1,8 @@
 //! Where remote workers connect: a WebSocket listener on the
 //! `[protocols.msgpack_experimental_v7]` port. A worker logs in with HTTP
 //! Basic credentials in the handshake (checked in constant time); a wrong
-//! password or an unknown name is refused with 401 and a log line. After the login the master asks the worker about itself
+//! password or an unknown name is refused with 401 and a log line, and
+//! counted in the worker's `refused_logins`. After the login the master asks the worker about itself
 //! (`get_worker_info`), gives it its settings (`set_worker_settings`),
 //! and checks the connection every `keepalive_interval`.
 
@@ -183,6 +184,9 @@ impl Shared {
             (Ok(socket), Some((name, Ok(login)))) => (name, (socket, login)),
             (_, Some((name, Err(why)))) => {
                 tracing::warn!("worker login from {peer} refused: {why} (name '{name}')");
+                if let Err(e) = self.db.record_refused_login(&name).await {
+                    tracing::warn!("cannot count a refused login: {e}");
+                }
                 return;
             }
             (Err(e), _) => {

@@ -2,7 +2,9 @@
 //! differ only in their answer, for plugin upgrades by reload. The reporter
 //! posts `{"version": ..., "buildid": ...}` to its `url` for each finished
 //! build; with `buildsets = true`, it also posts `{"version": ..., "bsid":
-//! ..., "results": ..., "buildids": [...]}` for each completed buildset.
+//! ..., "results": ..., "buildids": [...]}` for each completed buildset;
+//! with `workers = true`, `{"version": ..., "event": ..., "worker": ...,
+//! "notify": [...]}` for each worker that goes missing or connects.
 //! `?sleep_ms=N` holds the
 //! request for N milliseconds, so a request can be in flight during an
 //! upgrade. Every request stores one change whose comment names the version.
@@ -58,6 +60,8 @@ pub struct ReporterOptions {
     url: String,
     #[serde(default)]
     buildsets: bool,
+    #[serde(default)]
+    workers: bool,
 }
 
 pub struct VersionedReporter {
@@ -76,6 +80,11 @@ impl Reporter for VersionedReporter {
         if self.options.buildsets {
             wants.events.push(Event::BuildsetComplete);
         }
+        if self.options.workers {
+            wants
+                .events
+                .extend([Event::WorkerMissing, Event::WorkerConnected]);
+        }
         wants
     }
 
@@ -85,6 +94,15 @@ impl Reporter for VersionedReporter {
         _host: &Host<'_>,
     ) -> Result<Vec<OutgoingRequest>, String> {
         let url = &self.options.url;
+        if let Some(worker) = &envelope.worker {
+            let body = json!({
+                "version": VERSION,
+                "event": envelope.event.name(),
+                "worker": worker["name"],
+                "notify": worker["notify"],
+            });
+            return Ok(vec![OutgoingRequest::post_json(url, &body)]);
+        }
         if let Some(buildset) = &envelope.buildset {
             let buildids: Vec<&Value> = buildset["builds"]
                 .as_array()
