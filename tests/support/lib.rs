@@ -584,12 +584,21 @@ impl MockApi {
     }
 }
 
-fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockState>) {
-    use std::io::{BufRead, BufReader, Write};
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+/// A request as a loopback fake reads it.
+pub(crate) struct HttpRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (with a `Content-Length` body) from `reader`;
+/// `None` at the end of the stream.
+pub(crate) fn read_request(reader: &mut impl std::io::BufRead) -> Option<HttpRequest> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
+        return None;
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
@@ -609,7 +618,27 @@ fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockStat
         }
     }
     let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
+    reader.read_exact(&mut body).ok()?;
+    Some(HttpRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockState>) {
+    use std::io::{BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let Some(HttpRequest {
+        method,
+        path,
+        headers,
+        body,
+    }) = read_request(&mut reader)
+    else {
+        return;
+    };
     let (status, extra, body) = {
         let mut state = state.lock().expect("mock state");
         state.received.push(MockRequest {

@@ -6,7 +6,7 @@
 //! recorded.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -187,47 +187,25 @@ impl FakeTelegram {
 fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar), username: &str) {
     let mut writer = stream.try_clone().expect("clone stream");
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        let mut length = 0;
-        let mut content_type = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.trim_end().split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if name.eq_ignore_ascii_case("content-type") {
-                    content_type = value.trim().to_string();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let (token, method) = path
+    while let Some(request) = crate::read_request(&mut reader) {
+        let content_type = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let (token, method) = request
+            .path
             .trim_start_matches("/bot")
             .split_once('/')
             .map(|(t, m)| (t.to_string(), m.to_string()))
             .unwrap_or_default();
         let body = if content_type.starts_with("multipart/form-data") {
-            multipart(&content_type, &body)
-        } else if body.is_empty() {
+            multipart(&content_type, &request.body)
+        } else if request.body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).unwrap_or(Value::Null)
+            serde_json::from_slice(&request.body).unwrap_or(Value::Null)
         };
         let (status, answer) = answer(shared, username, token, method, body);
         let text = answer.to_string();

@@ -171,7 +171,10 @@ async fn list_changes(
             let field = |label: &str, value: &str| format!("\n<i>{label}</i>: {}", esc(value));
             let mut block = title;
             block.push_str(&field("Author", &change.author));
-            block.push_str(&field("Date", &words::utc_minute(change.when_timestamp)));
+            block.push_str(&field(
+                "Date",
+                &crate::clock::utc_minute(change.when_timestamp),
+            ));
             block.push_str(&field("Repository", &change.repository));
             block.push_str(&field(
                 "Branch",

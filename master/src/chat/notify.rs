@@ -203,7 +203,7 @@ impl Engine {
         let text = if notice.missing {
             format!(
                 "Worker {worker} is missing. It was seen last on {} UTC.",
-                words::utc_minute(notice.at)
+                crate::clock::utc_minute(notice.at)
             )
         } else {
             format!("Worker {worker} is back online.")

@@ -99,32 +99,6 @@ pub fn ago(seconds: i64) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC of epoch seconds `t`.
-pub fn utc_minute(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let minutes = t.rem_euclid(86_400) / 60;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        minutes / 60,
-        minutes % 60
-    )
-}
-
 /// "Hello" in many languages, for `/hello` and `/start`.
 pub const GREETINGS: [&str; 24] = [
     "Hello",
@@ -184,12 +158,6 @@ mod tests {
             link("#3", "http://x/#/a?b=1&c=2"),
             "<a href=\"http://x/#/a?b=1&amp;c=2\">#3</a>"
         );
-    }
-
-    #[test]
-    fn dates_are_utc_minutes() {
-        assert_eq!(utc_minute(0), "1970-01-01 00:00");
-        assert_eq!(utc_minute(1_709_164_800 + 3_660), "2024-02-29 01:01");
     }
 
     #[test]

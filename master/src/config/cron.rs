@@ -285,29 +285,10 @@ mod tests {
         era * 146_097 + day_of_era - 719_468
     }
 
-    /// The inverse of `days_from_civil`.
-    fn civil_from_days(days: i64) -> (i64, i64, i64) {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let day_of_era = z - era * 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let month_from_march = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-        let month = if month_from_march < 10 {
-            month_from_march + 3
-        } else {
-            month_from_march - 9
-        };
-        let year = year_of_era + era * 400 + i64::from(month <= 2);
-        (year, month, day)
-    }
-
     fn utc(t: i64) -> Option<Civil> {
         let days = t.div_euclid(86_400);
         let seconds = t.rem_euclid(86_400);
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = crate::clock::civil_from_days(days);
         Some(Civil {
             year,
             month,
@@ -382,7 +363,10 @@ mod tests {
             }
         );
         assert_eq!(at(2000, 3, 1, 0, 0), 951_868_800);
-        assert_eq!(civil_from_days(days_from_civil(2028, 2, 29)), (2028, 2, 29));
+        assert_eq!(
+            crate::clock::civil_from_days(days_from_civil(2028, 2, 29)),
+            (2028, 2, 29)
+        );
     }
 
     #[test]
