@@ -103,7 +103,12 @@ fn a_hook_on_the_watched_branch_runs_the_build_and_another_branch_runs_nothing()
     let requests = master.get_json("/api/v2/buildrequests");
     assert_eq!(requests["meta"]["total"], 1);
     assert_eq!(requests["buildrequests"][0]["complete"], true);
-    assert!(master.log().contains("build b #1 finished: success"));
+    wait_until("the finish in the log", || {
+        master
+            .log()
+            .contains("build b #1 finished: success")
+            .then_some(())
+    });
 }
 
 #[test]
@@ -121,9 +126,13 @@ fn a_failing_step_fails_the_build_and_halt_on_failure_stops_it() {
     let build = master.wait_for_build(1);
     assert_eq!(build["results"], 2, "{build}");
     assert_eq!(build["state_string"], "failed first halting");
-    assert!(master
-        .log()
-        .contains("build b #1 finished: failure (failed first halting)"));
+    // Logged once the finish is announced, just after it is stored.
+    wait_until("the finish in the log", || {
+        master
+            .log()
+            .contains("build b #1 finished: failure (failed first halting)")
+            .then_some(())
+    });
     let steps = steps(&master, 1);
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["first", "second", "halting", "cleanup"]);

@@ -152,6 +152,10 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     assert_eq!(info["version"], "4.3.0", "{info}");
     assert!(info["numcpus"].as_i64().unwrap() >= 1);
     assert_eq!(info["basedir"], dir.display().to_string());
+    assert!(
+        info.get("environ").is_none(),
+        "its environment stays private"
+    );
     assert!(master
         .log()
         .contains("worker rw1 logged in from 127.0.0.1:"));
@@ -212,8 +216,8 @@ fn a_wrong_password_or_name_is_refused_and_logged() {
     let stranger = BuildbotWorker::start(&program, &place.path().join("b"), port, "who", "x");
     wait_until("both refusals", || {
         let log = master.log();
-        (log.contains("refused: wrong password (name 'rw1')")
-            && log.contains("refused: unknown worker name (name 'who')"))
+        (log.contains("refused: wrong password (name \"rw1\")")
+            && log.contains("refused: unknown worker name (name \"who\")"))
         .then_some(())
     });
     let log = master.log();

@@ -339,7 +339,13 @@ async fn run_git(
     if git.mode == GitMode::FullClobber {
         if let Err(error) = worker.remove_dir(builder, &workdir).await {
             log.header(&error.to_string()).await?;
-            return Ok((Results::Failure, None));
+            // A worker that went away: the build is tried again.
+            let results = if error.kind() == std::io::ErrorKind::NotConnected {
+                Results::Retry
+            } else {
+                Results::Failure
+            };
+            return Ok((results, None));
         }
     }
     let has_clone = worker

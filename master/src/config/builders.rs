@@ -301,6 +301,13 @@ pub(super) fn workers(
         };
         let remote = match remote {
             None => None,
+            // HTTP Basic cannot carry it: the worker could never log in.
+            Some(_) if name.contains(':') => {
+                fail(format!(
+                    "worker name '{name}': a remote worker's name cannot contain ':'"
+                ));
+                continue;
+            }
             Some((password, keepalive, missing, notify)) => {
                 let password = match resolve(password, &format!("workers.{name}.password")) {
                     Ok(serde_json::Value::String(password)) if !password.is_empty() => password,
@@ -789,6 +796,11 @@ name = "nobody"
         assert_eq!(
             errors,
             ["base/master.toml:1:1: worker 'r': keepalive_interval must be a positive number of seconds"]
+        );
+        let errors = parse(&remote.replace("name = \"r\"", "name = \"a:b\"")).unwrap_err();
+        assert_eq!(
+            errors[0],
+            "base/master.toml:1:1: worker name 'a:b': a remote worker's name cannot contain ':'"
         );
         let errors = parse(remote).unwrap_err();
         assert_eq!(

@@ -184,32 +184,37 @@ impl Db {
             .into_iter()
             .map(|(name, info)| (name, Some(info)))
             .collect();
-        self.sync_worker_kinds(workers).await
+        self.sync_worker_kinds(workers, Vec::new()).await
     }
 
     /// Records the configured workers: a local one (`Some` info) is
     /// connected; a remote one (`None`) keeps the info it last gave and is
-    /// connected only once it logs in. Every other worker is disconnected.
+    /// connected when it is among `connected_remote` (logged in). Every
+    /// other worker is disconnected.
     pub async fn sync_worker_kinds(
         &self,
         workers: Vec<(String, Option<Value>)>,
+        connected_remote: Vec<String>,
     ) -> Result<BTreeMap<String, i64>, Error> {
         self.transact(move |conn| {
             conn.execute("UPDATE workers SET connected = 0", [])?;
             let mut ids = BTreeMap::new();
             for (name, info) in workers {
                 let local = info.is_some();
+                let connected = local || connected_remote.contains(&name);
                 let info = info.unwrap_or_else(|| Value::Object(Map::new()));
                 let id: i64 = conn
                     .prepare_cached(
                         "INSERT INTO workers (id, name, info, connected)
                          VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM workers), ?1, ?2, ?3)
                          ON CONFLICT (name) DO UPDATE SET
-                             info = CASE WHEN ?3 THEN excluded.info ELSE info END,
+                             info = CASE WHEN ?4 THEN excluded.info ELSE info END,
                              connected = ?3
                          RETURNING id",
                     )?
-                    .query_row((&name, info.to_string(), local), |row| row.get(0))?;
+                    .query_row((&name, info.to_string(), connected, local), |row| {
+                        row.get(0)
+                    })?;
                 ids.insert(name, id);
             }
             Ok(ids)

@@ -379,7 +379,14 @@ impl Topology {
         if previous.is_some() && diff.is_empty() {
             return Ok(None);
         }
-        let (worker_ids, builder_ids) = record_engine(&self.db, &config)
+        let connected: Vec<String> = self
+            .botmaster
+            .workers()
+            .iter()
+            .filter(|slot| slot.link.is_some() && slot.worker.connected())
+            .map(|slot| slot.worker.name().to_owned())
+            .collect();
+        let (worker_ids, builder_ids) = record_engine(&self.db, &config, connected)
             .await
             .map_err(|e| vec![e])?;
         let next = Next {
@@ -683,6 +690,7 @@ async fn cancel_request(
 async fn record_engine(
     db: &Db,
     config: &Config,
+    connected_remote: Vec<String>,
 ) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>), String> {
     // A remote worker's info is what it says at its login.
     let workers = config
@@ -697,7 +705,7 @@ async fn record_engine(
         })
         .collect();
     let worker_ids = db
-        .sync_worker_kinds(workers)
+        .sync_worker_kinds(workers, connected_remote)
         .await
         .map_err(|e| format!("cannot record the workers: {e}"))?;
     let builders = config

@@ -30,6 +30,12 @@ use crate::workers::remote::{Connection, Link};
 /// How long a worker may take to answer the login's questions.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection may take to complete its WebSocket handshake.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest message a worker may send (an upload block is far smaller).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// One remote worker as the listener knows it.
 #[derive(Clone)]
 pub struct Login {
@@ -178,12 +184,19 @@ impl Shared {
             logins: self.logins.load_full(),
             verdict: Arc::clone(&who),
         };
-        let socket = tokio_tungstenite::accept_hdr_async(stream, check).await;
+        let mut limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        limits.max_message_size = Some(MAX_MESSAGE);
+        limits.max_frame_size = Some(MAX_MESSAGE);
+        let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(limits));
+        let Ok(socket) = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await else {
+            tracing::warn!("a connection from {peer} did not complete its handshake in time");
+            return;
+        };
         let outcome = who.lock().expect("login").take();
         let (name, login) = match (socket, outcome) {
             (Ok(socket), Some((name, Ok(login)))) => (name, (socket, login)),
             (_, Some((name, Err(why)))) => {
-                tracing::warn!("worker login from {peer} refused: {why} (name '{name}')");
+                tracing::warn!("worker login from {peer} refused: {why} (name {name:?})");
                 if let Err(e) = self.db.record_refused_login(&name).await {
                     tracing::warn!("cannot count a refused login: {e}");
                 }
@@ -196,21 +209,22 @@ impl Shared {
             (Ok(_), None) => return,
         };
         let (socket, login) = login;
-        if login.link.connection().is_some() {
+        if !login.link.claim() {
             tracing::warn!("worker {name} connected from {peer} while already connected: refused");
             return;
         }
         let (connection, serve) = Connection::start(socket);
         let reader = tokio::spawn(serve);
         match introduce(&connection).await {
-            Ok(info) => {
+            Ok((basedir, info)) => {
                 let _ = self.db.record_worker_info(&name, info.clone(), true).await;
-                login.link.connect(Arc::clone(&connection), info);
+                login.link.connect(Arc::clone(&connection), basedir, info);
                 tracing::info!("worker {name} logged in from {peer}");
                 self.announce(Event::WorkerConnected, &name, login.workerid);
             }
             Err(e) => {
                 tracing::warn!("worker {name} from {peer}: cannot start: {e}");
+                login.link.release();
                 connection.close();
                 let _ = reader.await;
                 return;
@@ -222,10 +236,12 @@ impl Shared {
             () = keepalive => connection.close(),
         }
         let _ = reader.await;
-        login.link.disconnect(&connection);
-        let _ = self.db.record_worker_connected(&name, false).await;
-        self.announce(Event::WorkerDisconnected, &name, login.workerid);
-        self.watch_for_missing(name, login, crate::clock::now());
+        // Only the current connection speaks for the worker.
+        if login.link.disconnect(&connection) {
+            let _ = self.db.record_worker_connected(&name, false).await;
+            self.announce(Event::WorkerDisconnected, &name, login.workerid);
+            self.watch_for_missing(name, login, crate::clock::now());
+        }
     }
 
     /// Says that worker `name`, last seen at `seen` (epoch seconds), is
@@ -233,13 +249,16 @@ impl Shared {
     /// `missing_timeout`.
     fn watch_for_missing(&self, name: String, login: Login, seen: i64) {
         let shared = self.clone();
+        let generation = login.link.generation();
         tokio::spawn(async move {
             tokio::time::sleep(login.missing_timeout).await;
             let current = shared.logins.load();
             let same = current
                 .get(&name)
                 .is_some_and(|now| Arc::ptr_eq(&now.link, &login.link));
-            if same && login.link.connection().is_none() {
+            // No login since this timer started.
+            let away = login.link.generation() == generation && login.link.connection().is_none();
+            if same && away {
                 shared.bus.send(Event::WorkerMissing(WorkerEvent {
                     workerid: login.workerid,
                     name,
@@ -276,7 +295,13 @@ impl Callback for Check {
     fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
         let (name, password) = basic_credentials(request).unwrap_or_default();
         let verdict = match self.logins.get(&name) {
-            None => Err("unknown worker name"),
+            None => {
+                // Compared all the same, so that a name's existence takes
+                // no less time to learn than a password.
+                let _ =
+                    Secret::new(String::from("unknown-worker-name")).matches(password.as_bytes());
+                Err("unknown worker name")
+            }
             Some(login) if !login.password.matches(password.as_bytes()) => Err("wrong password"),
             Some(login) => Ok(login.clone()),
         };
@@ -305,11 +330,23 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
     Some((name.to_string(), password.to_string()))
 }
 
-/// The login's questions: what the worker is, then its settings.
-async fn introduce(connection: &Connection) -> Result<serde_json::Value, String> {
+/// The login's questions: what the worker is, then its settings. Gives its
+/// base directory and the info shown of it (without its environment, which
+/// may hold secrets, or its command list).
+async fn introduce(connection: &Connection) -> Result<(String, serde_json::Value), String> {
     let info = connection
         .request("get_worker_info", vec![], HANDSHAKE_TIMEOUT)
         .await?;
+    let mut info = protocol::to_json(&info);
+    let basedir = info["basedir"]
+        .as_str()
+        .filter(|dir| dir.starts_with('/'))
+        .ok_or("the worker gave no absolute base directory")?
+        .to_string();
+    if let Some(shown) = info.as_object_mut() {
+        shown.remove("environ");
+        shown.remove("worker_commands");
+    }
     let settings = map(vec![
         ("buffer_size", Value::from(64 * 1024)),
         ("buffer_timeout", Value::from(5)),
@@ -326,7 +363,7 @@ async fn introduce(connection: &Connection) -> Result<serde_json::Value, String>
             HANDSHAKE_TIMEOUT,
         )
         .await?;
-    Ok(protocol::to_json(&info))
+    Ok((basedir, info))
 }
 
 /// Asks the worker every `interval` whether it is there; returns when it

@@ -30,10 +30,13 @@ pub enum CommandEvent {
 
 /// A live connection. Dropping the last handle does not close it; the
 /// reader ends when the worker goes or [`Connection::close`] is called.
+/// Command ids, unique for the whole master: a worker keeps its commands
+/// across reconnections, so a new connection must not reuse an id.
+static NEXT_COMMAND: AtomicI64 = AtomicI64::new(1);
+
 pub struct Connection {
     outgoing: mpsc::UnboundedSender<Message>,
     next_seq: AtomicI64,
-    next_command: AtomicI64,
     pending: Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>,
     commands: Mutex<HashMap<String, mpsc::UnboundedSender<CommandEvent>>>,
     /// True once the connection is gone.
@@ -54,7 +57,6 @@ impl Connection {
         let connection = std::sync::Arc::new(Connection {
             outgoing,
             next_seq: AtomicI64::new(1),
-            next_command: AtomicI64::new(1),
             pending: Mutex::new(HashMap::new()),
             commands: Mutex::new(HashMap::new()),
             closed: watch::Sender::new(false),
@@ -229,7 +231,7 @@ impl Connection {
         name: &str,
         args: Value,
     ) -> Result<(String, mpsc::UnboundedReceiver<CommandEvent>), String> {
-        let id = self.next_command.fetch_add(1, Ordering::SeqCst).to_string();
+        let id = NEXT_COMMAND.fetch_add(1, Ordering::SeqCst).to_string();
         let (sink, events) = mpsc::unbounded_channel();
         self.commands
             .lock()

@@ -28,6 +28,10 @@ pub struct Link {
 #[derive(Default)]
 struct LinkState {
     connection: Option<Arc<Connection>>,
+    /// A login is being completed.
+    connecting: bool,
+    /// Counts logins: a timer started before the last one is stale.
+    generation: u64,
     /// `get_worker_info`'s answer, as JSON.
     info: Option<serde_json::Value>,
     /// The worker's base directory, from its info.
@@ -44,24 +48,56 @@ impl Link {
             .filter(|c| !c.is_closed())
     }
 
-    /// Records a logged-in connection and what the worker said of itself.
-    pub fn connect(&self, connection: Arc<Connection>, info: serde_json::Value) {
+    /// Claims the link for a login; false when the worker is connected or
+    /// another login is under way.
+    pub fn claim(&self) -> bool {
         let mut state = self.state.lock().expect("link");
-        state.basedir = info["basedir"].as_str().unwrap_or_default().to_string();
-        state.info = Some(info);
-        state.connection = Some(connection);
+        let alive = state.connection.as_ref().is_some_and(|c| !c.is_closed());
+        if alive || state.connecting {
+            return false;
+        }
+        state.connecting = true;
+        true
     }
 
-    /// Forgets `connection` if it is the current one.
-    pub fn disconnect(&self, connection: &Arc<Connection>) {
+    /// Gives up a claim whose login failed.
+    pub fn release(&self) {
+        self.state.lock().expect("link").connecting = false;
+    }
+
+    /// Records a logged-in connection, its base directory and the info shown
+    /// of it; the login's generation.
+    pub fn connect(
+        &self,
+        connection: Arc<Connection>,
+        basedir: String,
+        info: serde_json::Value,
+    ) -> u64 {
         let mut state = self.state.lock().expect("link");
-        if state
+        state.basedir = basedir;
+        state.info = Some(info);
+        state.connection = Some(connection);
+        state.connecting = false;
+        state.generation += 1;
+        state.generation
+    }
+
+    /// Forgets `connection` if it is the current one; whether it was.
+    pub fn disconnect(&self, connection: &Arc<Connection>) -> bool {
+        let mut state = self.state.lock().expect("link");
+        let current = state
             .connection
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, connection))
-        {
+            .is_some_and(|c| Arc::ptr_eq(c, connection));
+        if current {
             state.connection = None;
         }
+        current
+    }
+
+    /// The number of the last login.
+    pub fn generation(&self) -> u64 {
+        self.state.lock().expect("link").generation
     }
 
     pub fn info(&self) -> Option<serde_json::Value> {
@@ -168,7 +204,7 @@ impl Worker for RemoteWorker {
             let (id, events) = connection
                 .start_command("shell", map(args))
                 .await
-                .map_err(io::Error::other)?;
+                .map_err(|e| start_error(&connection, e))?;
             let outcome = follow(&connection, &id, events, Some(&output), stop).await?;
             let ending = match (outcome.failure_reason.as_deref(), outcome.interrupted) {
                 (_, true) => Ending::Cancelled,
@@ -249,12 +285,22 @@ fn output_text(value: &Value) -> String {
     }
 }
 
+/// A command that could not start: `NotConnected` (the build is retried)
+/// when the connection went meanwhile.
+fn start_error(connection: &Connection, error: String) -> io::Error {
+    if connection.is_closed() {
+        io::Error::new(io::ErrorKind::NotConnected, error)
+    } else {
+        io::Error::other(error)
+    }
+}
+
 /// Runs a command without output, to its end.
 async fn quick(connection: &Connection, name: &str, args: Value) -> io::Result<Outcome> {
     let (id, events) = connection
         .start_command(name, args)
         .await
-        .map_err(io::Error::other)?;
+        .map_err(|e| start_error(connection, e))?;
     let (_stop, stop) = watch::channel(false);
     tokio::time::timeout(QUICK_COMMAND, follow(connection, &id, events, None, stop))
         .await
@@ -277,11 +323,15 @@ async fn follow(
 ) -> io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut partial = [String::new(), String::new()];
+    // Whether a stop can still come (its sender may be gone).
+    let mut stoppable = true;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
-            changed = stop.changed(), if !outcome.interrupted => {
-                if changed.is_ok() && *stop.borrow() {
+            changed = stop.changed(), if stoppable && !outcome.interrupted => {
+                if changed.is_err() {
+                    stoppable = false;
+                } else if *stop.borrow() {
                     outcome.interrupted = true;
                     if let Err(e) = connection.interrupt(id, "stopped").await {
                         tracing::warn!("cannot interrupt a command: {e}");
