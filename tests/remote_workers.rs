@@ -382,3 +382,91 @@ fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
     });
     drop(second);
 }
+
+/// Logs in as `name` over the worker protocol, answers the login's two
+/// questions, and then falls silent with the connection open, as a worker
+/// whose host froze.
+fn silent_worker(
+    port: u16,
+    name: &str,
+    password: &str,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    use base64::Engine as _;
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/")
+        .into_client_request()
+        .unwrap();
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Basic {credentials}").parse().unwrap(),
+    );
+    let (mut socket, _) = tungstenite::connect(request).expect("log in");
+    for _ in 0..2 {
+        let tungstenite::Message::Binary(bytes) = socket.read().unwrap() else {
+            panic!("a binary message");
+        };
+        let asked = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        let field = |key: &str| {
+            asked
+                .as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let result = if field("op").as_str() == Some("get_worker_info") {
+            rmpv::Value::Map(vec![
+                ("basedir".into(), "/nonexistent/silent".into()),
+                ("version".into(), "silent".into()),
+            ])
+        } else {
+            rmpv::Value::Nil
+        };
+        let answer = rmpv::Value::Map(vec![
+            ("op".into(), "response".into()),
+            ("seq_number".into(), field("seq_number")),
+            ("result".into(), result),
+        ]);
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &answer).unwrap();
+        socket
+            .send(tungstenite::Message::Binary(out.into()))
+            .unwrap();
+    }
+    socket
+}
+
+#[test]
+fn a_new_login_takes_over_from_a_connection_that_no_longer_answers() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let port = free_port();
+    // A long keepalive: only the new login can find the old connection dead.
+    let master =
+        Master::start(&config(port).replace("keepalive_interval = 1", "keepalive_interval = 3600"));
+    let _frozen = silent_worker(port, "rw1", "s3cret-pass");
+    wait_until("the silent worker to be in", || {
+        (worker(&master)["workerinfo"]["version"] == "silent").then_some(())
+    });
+    let place = tempfile::tempdir().unwrap();
+    let _real = BuildbotWorker::start(
+        &program,
+        &place.path().join("w"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    wait_until("the real worker to take over", || {
+        let shown = worker(&master);
+        (shown["workerinfo"]["version"] == "4.3.0"
+            && shown["connected_to"] == serde_json::json!([{"masterid": 1}]))
+        .then_some(())
+    });
+    assert!(master
+        .log()
+        .contains("worker rw1: its old connection does not answer; the new one takes over"));
+}

@@ -209,7 +209,7 @@ impl Shared {
             (Ok(_), None) => return,
         };
         let (socket, login) = login;
-        if !login.link.claim() {
+        if !login.link.claim() && !replaces_silent_connection(&login.link, &name).await {
             tracing::warn!("worker {name} connected from {peer} while already connected: refused");
             return;
         }
@@ -314,6 +314,41 @@ impl Callback for Check {
         }
         Ok(response)
     }
+}
+
+/// How long the connection a worker already has may take to answer when a
+/// new login comes under its name.
+const ARBITRATION: Duration = Duration::from_secs(10);
+
+/// When a worker logs in while the master still holds a connection for it
+/// (its host crashed, a NAT forgot it): asks the old connection for a
+/// keepalive; if it does not answer, closes it and claims the link for the
+/// new one. True when the new login may go on.
+async fn replaces_silent_connection(link: &Link, name: &str) -> bool {
+    let Some(old) = link.connection() else {
+        // Another login is under way.
+        return false;
+    };
+    if old.request("keepalive", vec![], ARBITRATION).await.is_ok() {
+        return false;
+    }
+    tracing::info!("worker {name}: its old connection does not answer; the new one takes over");
+    old.close();
+    if tokio::time::timeout(ARBITRATION, old.wait_closed())
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    // The old connection's task records its end before the link frees.
+    let deadline = tokio::time::Instant::now() + ARBITRATION;
+    while tokio::time::Instant::now() < deadline {
+        if link.claim() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// The worker's name and password from the handshake's `Authorization`.

@@ -144,6 +144,9 @@ impl RemoteWorker {
 /// How long a file-system command may take.
 const QUICK_COMMAND: Duration = Duration::from_secs(120);
 
+/// How long an interrupted command may take to end on the worker.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
+
 impl Worker for RemoteWorker {
     fn name(&self) -> &str {
         &self.name
@@ -325,14 +328,23 @@ async fn follow(
     let mut partial = [String::new(), String::new()];
     // Whether a stop can still come (its sender may be gone).
     let mut stoppable = true;
+    // After an interrupt, the worker has this long to say the command ended.
+    let mut given_up = std::pin::pin!(tokio::time::sleep(Duration::MAX));
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            () = &mut given_up, if outcome.interrupted => {
+                tracing::warn!("a worker did not end an interrupted command within {} s", INTERRUPT_GRACE.as_secs());
+                return Ok(outcome);
+            }
             changed = stop.changed(), if stoppable && !outcome.interrupted => {
                 if changed.is_err() {
                     stoppable = false;
                 } else if *stop.borrow() {
                     outcome.interrupted = true;
+                    given_up
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + INTERRUPT_GRACE);
                     if let Err(e) = connection.interrupt(id, "stopped").await {
                         tracing::warn!("cannot interrupt a command: {e}");
                     }
