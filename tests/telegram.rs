@@ -872,3 +872,27 @@ fn checkconfig_names_every_telegram_mistake_with_its_line() {
         "checkconfig does not call Telegram"
     );
 }
+
+#[test]
+fn a_webhook_with_a_certificate_uploads_it() {
+    let fake = FakeTelegram::start("testbot");
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+    let base = Basedir::new(&config(
+        &fake,
+        "use_webhook = true\nbot_username = \"testbot\"\ncertificate = \"telegram.pem\"",
+        "",
+    ));
+    base.write("telegram.pem", pem);
+    let _master = base.start();
+    let calls = fake.wait_for("setWebhook", |calls| {
+        calls.iter().any(|c| c.method == "setWebhook")
+    });
+    let set = calls.iter().find(|c| c.method == "setWebhook").unwrap();
+    // A multipart form: the address, the secret, and the certificate file.
+    assert!(set.body["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://ci.example.org/telegram/"));
+    assert!(!set.body["secret_token"].as_str().unwrap().is_empty());
+    assert_eq!(set.body["_files"]["certificate"], pem);
+}
