@@ -7,9 +7,11 @@
 //!   and joins everything. [`reconfig`] holds reloads' triggers (the file
 //!   watch) and their record; [`systemd`] tells a `Type=notify` unit how it
 //!   goes; [`pidfile`] marks a running master.
-//! - [`www`] serves HTTP: change hooks, the REST API ([`api`]) and the front
-//!   page. Neither holds a service: they read the topology's view and send it
-//!   commands through [`control`].
+//! - [`www`] serves HTTP: change hooks, the REST API ([`api`]), the front
+//!   page and the Telegram webhook. Neither holds a service: they read the
+//!   topology's view and send it commands through [`control`]. [`telegram`]
+//!   is the Bot API transport of [`chat`], the command engine, which reads
+//!   and commands the master the same way.
 //! - The services: [`change_sources`] poll repositories, [`schedulers`] turn
 //!   changes into build requests, [`builds`] runs builds on [`workers`];
 //!   [`durable`] feeds consumers that must see every build event, such as

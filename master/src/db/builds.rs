@@ -222,18 +222,13 @@ impl Db {
         .await
     }
 
-    /// Records what remote worker `name` said of itself at its login.
-    pub async fn record_worker_info(
-        &self,
-        name: &str,
-        info: Value,
-        connected: bool,
-    ) -> Result<(), Error> {
+    /// Records remote worker `name`'s login and what it said of itself.
+    pub async fn record_worker_login(&self, name: &str, info: Value) -> Result<(), Error> {
         let name = name.to_owned();
         self.transact(move |conn| {
             conn.execute(
-                "UPDATE workers SET info = ?2, connected = ?3 WHERE name = ?1",
-                (&name, info.to_string(), connected),
+                "UPDATE workers SET info = ?2, connected = 1 WHERE name = ?1",
+                (&name, info.to_string()),
             )?;
             Ok(())
         })
@@ -254,14 +249,11 @@ impl Db {
         .await
     }
 
-    /// Records whether remote worker `name` is connected.
-    pub async fn record_worker_connected(&self, name: &str, connected: bool) -> Result<(), Error> {
+    /// Records that remote worker `name` went away.
+    pub async fn record_worker_logout(&self, name: &str) -> Result<(), Error> {
         let name = name.to_owned();
         self.transact(move |conn| {
-            conn.execute(
-                "UPDATE workers SET connected = ?2 WHERE name = ?1",
-                (&name, connected),
-            )?;
+            conn.execute("UPDATE workers SET connected = 0 WHERE name = ?1", [&name])?;
             Ok(())
         })
         .await

@@ -163,7 +163,6 @@ impl TelegramBot {
             }
             return Ok(());
         };
-        let api = BotApi::new(&config)?;
         let settings = Settings {
             bot: config.clone(),
             config: Arc::clone(&whole),
@@ -174,6 +173,8 @@ impl TelegramBot {
             .is_some_and(|r| r.engine.bot_id() == config.bot_id());
         let webhook_url = webhook_url(&config, &whole);
         if !same_bot {
+            // Made first: a client that cannot be made leaves the old bot running.
+            let api = BotApi::new(&config)?;
             self.stop().await;
             let offset = self
                 .db
@@ -217,6 +218,8 @@ impl TelegramBot {
         running.config = config.clone();
         running.webhook_url = webhook_url;
         if reconnect {
+            // A client is made only for a new way to Telegram.
+            let api = BotApi::new(&config)?;
             for task in running.tasks.drain(..) {
                 task.stop().await;
             }

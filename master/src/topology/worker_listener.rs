@@ -217,8 +217,8 @@ impl Shared {
         let reader = tokio::spawn(serve);
         match introduce(&connection).await {
             Ok((basedir, info)) => {
-                let _ = self.db.record_worker_info(&name, info.clone(), true).await;
-                login.link.connect(Arc::clone(&connection), basedir, info);
+                let _ = self.db.record_worker_login(&name, info).await;
+                login.link.connect(Arc::clone(&connection), basedir);
                 tracing::info!("worker {name} logged in from {peer}");
                 self.announce(Event::WorkerConnected, &name, login.workerid);
             }
@@ -238,7 +238,7 @@ impl Shared {
         let _ = reader.await;
         // Only the current connection speaks for the worker.
         if login.link.disconnect(&connection) {
-            let _ = self.db.record_worker_connected(&name, false).await;
+            let _ = self.db.record_worker_logout(&name).await;
             self.announce(Event::WorkerDisconnected, &name, login.workerid);
             self.watch_for_missing(name, login, crate::clock::now());
         }

@@ -32,8 +32,6 @@ struct LinkState {
     connecting: bool,
     /// Counts logins: a timer started before the last one is stale.
     generation: u64,
-    /// `get_worker_info`'s answer, as JSON.
-    info: Option<serde_json::Value>,
     /// The worker's base directory, from its info.
     basedir: String,
 }
@@ -65,17 +63,11 @@ impl Link {
         self.state.lock().expect("link").connecting = false;
     }
 
-    /// Records a logged-in connection, its base directory and the info shown
-    /// of it; the login's generation.
-    pub fn connect(
-        &self,
-        connection: Arc<Connection>,
-        basedir: String,
-        info: serde_json::Value,
-    ) -> u64 {
+    /// Records a logged-in connection and its base directory; the login's
+    /// generation.
+    pub fn connect(&self, connection: Arc<Connection>, basedir: String) -> u64 {
         let mut state = self.state.lock().expect("link");
         state.basedir = basedir;
-        state.info = Some(info);
         state.connection = Some(connection);
         state.connecting = false;
         state.generation += 1;
@@ -98,10 +90,6 @@ impl Link {
     /// The number of the last login.
     pub fn generation(&self) -> u64 {
         self.state.lock().expect("link").generation
-    }
-
-    pub fn info(&self) -> Option<serde_json::Value> {
-        self.state.lock().expect("link").info.clone()
     }
 
     fn basedir(&self) -> String {
