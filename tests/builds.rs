@@ -2,10 +2,7 @@
 //! local worker, whose steps run as processes; results, logs, stops, timers
 //! and restarts as the REST API shows them.
 
-use std::path::Path;
-use std::process::Command;
-
-use buildmaster_e2e::{wait_until, Basedir, Master};
+use buildmaster_e2e::{git, wait_until, Basedir, Master};
 use serde_json::{json, Value};
 
 /// A local worker and builder `b` with `steps`, a single_branch scheduler on
@@ -463,24 +460,6 @@ builder_names = ["b", "c"]
     let answer: Value = serde_json::from_str(&both.body).unwrap();
     assert_eq!(answer["result"], json!([2, {"1": 2, "2": 3}]));
     master.wait_for_build(1);
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.org")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.org")
-        .output()
-        .expect("run git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 #[test]

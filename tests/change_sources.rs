@@ -2,11 +2,11 @@
 //! create and push into: what becomes a change, what does not, restarts,
 //! polls forced through the `poller` dialect, unreachable repositories.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use buildmaster_e2e::{build_dir, Basedir, Master};
+use buildmaster_e2e::{build_dir, git, Basedir, Master};
 use serde_json::Value;
 
 /// How long a test waits for a poll to show.
@@ -100,20 +100,6 @@ impl Remote {
 }
 
 /// Runs git in `dir` and returns its trimmed standard output.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 /// Starts a master with `config` and no plugins but those `config` names:
 /// change sources need none, and loading every built-in one slows start-up.
 fn start(config: &str) -> Master {

@@ -1,11 +1,12 @@
 //! Remote workers end to end: a real `buildbot-worker` (from PyPI, created
-//! with `--protocol=msgpack_experimental_v7`) connects to the real master
-//! on loopback and runs its builds.
+//! with `--protocol=msgpack_experimental_v7`) and our native worker
+//! (`buildmaster worker`) connect to the real master on loopback and run
+//! its builds.
 //!
 //! `.ci/run` installs `buildbot-worker` in a virtual environment and names it
 //! in `BUILDBOT_WORKER`. Elsewhere the tests look for
 //! `target/buildbot-worker-venv/bin/buildbot-worker`, then the `PATH`; without
-//! it they skip with a notice, unless `CI` is set.
+//! it the tests that need it skip with a notice, unless `CI` is set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,6 +86,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The script of [`config`]'s step.
+const HELLO: &str =
+    "case %(src::revision)s in slow) sleep 60;; esac; echo hello from $(pwd); echo oops >&2";
+
 fn config(port: u16) -> String {
     format!(
         r#"
@@ -110,7 +115,7 @@ workernames = ["rw1"]
 [[builders.steps]]
 type = "shell"
 name = "hello"
-command = ["sh", "-c", "case %(src::revision)s in slow) sleep 60;; esac; echo hello from $(pwd); echo oops >&2"]
+command = ["sh", "-c", "{HELLO}"]
 
 [[schedulers]]
 type = "any_branch"
@@ -118,6 +123,33 @@ name = "all"
 builder_names = ["b"]
 "#
     )
+}
+
+/// [`config`] with a second remote worker `name` for the builder, whose
+/// step runs `script` instead.
+fn two_workers(port: u16, name: &str, password: &str, script: &str) -> String {
+    config(port)
+        .replace(
+            "workernames = [\"rw1\"]",
+            &format!("workernames = [\"rw1\", \"{name}\"]\ncollapse_requests = false"),
+        )
+        .replace(HELLO, script)
+        + &format!(
+            "\n[[workers]]\ntype = \"remote\"\nname = \"{name}\"\npassword = \"{password}\"\n"
+        )
+}
+
+/// Waits until `count` workers are connected.
+fn wait_for_logins(master: &Master, count: usize) {
+    wait_until("the workers to log in", || {
+        let workers = master.get_json("/api/v2/workers")["workers"].clone();
+        let connected = workers
+            .as_array()?
+            .iter()
+            .filter(|w| w["connected_to"] != serde_json::json!([]))
+            .count();
+        (connected == count).then_some(())
+    });
 }
 
 /// The worker as `/api/v2/workers` shows it.
@@ -302,16 +334,12 @@ fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
         return;
     };
     let port = free_port();
-    let text = config(port)
-        .replace(
-            "workernames = [\"rw1\"]",
-            "workernames = [\"rw1\", \"rw2\"]",
-        )
-        .replace(
-            "case %(src::revision)s in slow) sleep 60;; esac; echo hello from $(pwd); echo oops >&2",
-            "case %(worker:workername)s in rw1) sleep 60;; esac; echo ran on %(worker:workername)s",
-        )
-        + "\n[[workers]]\ntype = \"remote\"\nname = \"rw2\"\npassword = \"other-pass\"\n";
+    let text = two_workers(
+        port,
+        "rw2",
+        "other-pass",
+        "case %(worker:workername)s in rw1) sleep 60;; esac; echo ran on %(worker:workername)s",
+    );
     let master = Master::start(&text);
     let place = tempfile::tempdir().unwrap();
     let first = BuildbotWorker::start(
@@ -328,15 +356,7 @@ fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
         "rw2",
         "other-pass",
     );
-    wait_until("both workers to log in", || {
-        let workers = master.get_json("/api/v2/workers")["workers"].clone();
-        let connected = workers
-            .as_array()?
-            .iter()
-            .filter(|w| w["connected_to"] != serde_json::json!([]))
-            .count();
-        (connected == 2).then_some(())
-    });
+    wait_for_logins(&master, 2);
     let reply = master.post_form(
         "/change_hook/base",
         "branch=main&revision=1&repository=r&author=Ada&comments=c",
@@ -383,7 +403,7 @@ fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
     drop(second);
 }
 
-/// Logs in as `name` over the worker protocol, answers the login's two
+/// Logs in as `name` over the worker protocol, answers the login's three
 /// questions, and then falls silent with the connection open, as a worker
 /// whose host froze.
 fn silent_worker(
@@ -403,7 +423,7 @@ fn silent_worker(
         format!("Basic {credentials}").parse().unwrap(),
     );
     let (mut socket, _) = tungstenite::connect(request).expect("log in");
-    for _ in 0..2 {
+    for _ in 0..3 {
         let tungstenite::Message::Binary(bytes) = socket.read().unwrap() else {
             panic!("a binary message");
         };
@@ -469,4 +489,246 @@ fn a_new_login_takes_over_from_a_connection_that_no_longer_answers() {
     assert!(master
         .log()
         .contains("worker rw1: its old connection does not answer; the new one takes over"));
+}
+
+/// Steps that move files, check out git and touch the file system, all
+/// run on a buildbot-worker.
+fn transfer_config(port: u16, repo: &Path) -> String {
+    config(port).replace(
+        r#"[[builders.steps]]
+type = "shell"
+name = "hello""#,
+        &format!(
+            r#"[[builders.steps]]
+type = "git"
+repourl = "{}"
+
+[[builders.steps]]
+type = "file_download"
+mastersrc = "files/config.txt"
+workerdest = "conf/config.txt"
+mode = 0o600
+
+[[builders.steps]]
+type = "shell"
+command = "cat conf/config.txt version; mkdir -p out; echo artifact > out/a.txt; echo 1 > out/1.log; echo 2 > out/2.log"
+
+[[builders.steps]]
+type = "file_upload"
+workersrc = "out/a.txt"
+masterdest = "uploads/a-%(prop:buildnumber)s.txt"
+keepstamp = true
+
+[[builders.steps]]
+type = "multiple_file_upload"
+workersrcs = ["out/*.log"]
+glob = true
+masterdest = "uploads/logs"
+
+[[builders.steps]]
+type = "make_directory"
+dir = "build/made/deep"
+
+[[builders.steps]]
+type = "file_exists"
+file = "build/out/a.txt"
+
+[[builders.steps]]
+type = "remove_directory"
+dir = "build/made"
+
+[[builders.steps]]
+type = "file_upload"
+name = "too big"
+workersrc = "out/a.txt"
+masterdest = "uploads/too-big.txt"
+maxsize = 3
+halt_on_failure = true
+
+[[builders.steps]]
+type = "shell"
+name = "hello""#,
+            repo.display()
+        ),
+    )
+}
+
+/// A git repository with one commit on `main`; its revision.
+fn repository(dir: &Path) -> String {
+    buildmaster_e2e::git(dir, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(dir.join("version"), "v1 from git\n").unwrap();
+    buildmaster_e2e::git(dir, &["add", "version"]);
+    buildmaster_e2e::git(dir, &["commit", "--quiet", "-m", "one"]);
+    buildmaster_e2e::git(dir, &["rev-parse", "HEAD"])
+}
+
+/// Checks what [`transfer_config`]'s first build did, the worker's
+/// directory being `worker_dir`.
+fn check_transfers(master: &Master, worker_dir: &Path, revision: &str) {
+    let build = master.wait_for_build(1);
+    assert_eq!(build["results"], 2, "the too-big upload fails: {build}");
+    let steps = master.get_json("/api/v2/builds/1/steps")["steps"].clone();
+    let stdio = |step: &serde_json::Value| {
+        let logs = master.get_json(&format!("/api/v2/steps/{}/logs", step["stepid"]));
+        let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+        master
+            .send("GET", &format!("/api/v2/logs/{logid}/raw"), &[], b"")
+            .body
+    };
+    let results: Vec<(String, i64)> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["results"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("git", 0),
+        ("download", 0),
+        ("shell", 0),
+        ("upload", 0),
+        ("upload_1", 0),
+        ("MakeDirectory", 0),
+        ("FileExists", 0),
+        ("RemoveDirectory", 0),
+        ("too big", 2),
+    ];
+    let expected: Vec<(String, i64)> = expected
+        .iter()
+        .map(|(n, r)| ((*n).to_owned(), *r))
+        .collect();
+    let last = steps.as_array().unwrap().last().unwrap();
+    assert_eq!(results, expected, "the last step's log: {}", stdio(last));
+    let build = master.get_json("/api/v2/builds/1?property=got_revision");
+    assert_eq!(
+        build["builds"][0]["properties"]["got_revision"][0], revision,
+        "{build}"
+    );
+    let uploads = master.basedir.path().join("uploads");
+    assert_eq!(
+        std::fs::read_to_string(uploads.join("a-1.txt")).unwrap(),
+        "artifact\n"
+    );
+    let mut logs: Vec<String> = std::fs::read_dir(uploads.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["1.log", "2.log"]);
+    assert!(
+        !uploads.join("too-big.txt").exists(),
+        "a refused upload leaves nothing"
+    );
+    let build_dir = worker_dir.join("b/build");
+    let downloaded = build_dir.join("conf/config.txt");
+    assert_eq!(
+        std::fs::read_to_string(&downloaded).unwrap(),
+        "from the master\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&downloaded).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!build_dir.join("made").exists(), "removed by its step");
+    let modified = |path: &Path| std::fs::metadata(path).unwrap().modified().unwrap();
+    let (kept, original) = (
+        modified(&uploads.join("a-1.txt")),
+        modified(&build_dir.join("out/a.txt")),
+    );
+    let apart = kept
+        .duration_since(original)
+        .unwrap_or_else(|e| e.duration());
+    assert!(apart.as_secs() < 1, "keepstamp: {kept:?} vs {original:?}");
+    let shell = stdio(&steps[2]);
+    assert!(shell.contains("from the master\nv1 from git\n"), "{shell}");
+    let too_big = stdio(&steps[8]);
+    assert!(
+        too_big.contains("maxsize (3 bytes)") || too_big.contains("Maximum filesize"),
+        "{too_big}"
+    );
+}
+
+#[test]
+fn a_buildbot_worker_transfers_files_checks_out_git_and_runs_file_commands() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let revision = repository(repo.path());
+    let port = free_port();
+    let base = buildmaster_e2e::Basedir::new(&transfer_config(port, repo.path()));
+    base.write("files/config.txt", "from the master\n");
+    let master = base.start();
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("worker");
+    let _worker = BuildbotWorker::start(&program, &dir, port, "rw1", "s3cret-pass");
+    let reply = master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=&repository=r&author=Ada&comments=c",
+    );
+    assert_eq!(reply.status, 200);
+    check_transfers(&master, &dir, &revision);
+}
+
+#[test]
+fn an_operator_pauses_a_worker_and_shuts_it_down_from_the_api() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let port = free_port();
+    let master = Master::start(&config(port));
+    let place = tempfile::tempdir().unwrap();
+    let mut worker_process = BuildbotWorker::start(
+        &program,
+        &place.path().join("w"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    wait_until("the worker to log in", || {
+        (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
+    });
+    let call = |method: &str, params: serde_json::Value| {
+        master.post_json(
+            "/api/v2/workers/rw1",
+            &serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}),
+        )
+    };
+    let reply = call("pause", serde_json::json!({"reason": "disk full"}));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let shown = worker(&master);
+    assert_eq!(
+        (shown["paused"].clone(), shown["pause_reason"].clone()),
+        (true.into(), "disk full".into())
+    );
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(master.builds().is_empty(), "a paused worker takes no build");
+    assert_eq!(call("unpause", serde_json::json!({})).status, 200);
+    assert_eq!(master.wait_for_build(1)["results"], 0);
+    assert_eq!(worker(&master)["paused"], false);
+
+    // A local worker cannot be shut down; an unknown one is not found.
+    let reply = master.post_json(
+        "/api/v2/workers/nobody",
+        &serde_json::json!({"jsonrpc": "2.0", "method": "stop", "id": 1}),
+    );
+    assert_eq!(reply.status, 404, "{}", reply.body);
+
+    // A graceful shutdown: the worker process ends.
+    assert_eq!(call("stop", serde_json::json!({})).status, 200);
+    let status = wait_until("the worker process to end", || {
+        worker_process.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    wait_until("the worker to be seen leaving", || {
+        (worker(&master)["connected_to"] == serde_json::json!([])).then_some(())
+    });
+    assert!(master.log().contains("asking worker rw1 to shut down"));
 }

@@ -30,8 +30,8 @@ mod schedulers;
 pub mod telegram;
 
 pub use builders::{
-    BuilderConfig, CommandLine, GitMode, GitStep, RemoteSettings, ShellStep, StepConfig, StepKind,
-    WorkerConfig,
+    BuilderConfig, CommandLine, DownloadStep, FileSystemCommand, GitMode, GitStep, RemoteSettings,
+    ShellStep, StepConfig, StepKind, TransferLimits, UploadStep, WorkerConfig,
 };
 pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
 pub use credentials::Credentials;

@@ -29,6 +29,9 @@ pub struct View {
     pub builders: Vec<(i64, Arc<BuilderConfig>)>,
     /// The connected workers: name and id.
     pub workers: Vec<(String, i64)>,
+    /// What operators asked of workers, by name (those asked nothing are
+    /// absent).
+    pub worker_controls: std::collections::BTreeMap<String, WorkerControl>,
     pub schedulers: Arc<Vec<SchedulerConfig>>,
     /// The configured reporters: name and type.
     pub reporters: Vec<(String, String)>,
@@ -84,6 +87,28 @@ pub struct ShutdownStatus {
     pub running_builds: usize,
 }
 
+/// A worker's state as operators set it (Buildbot's `paused`,
+/// `pause_reason` and `graceful`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerControl {
+    /// `Some` when paused, with the reason given (maybe empty).
+    pub paused: Option<String>,
+    /// Shutting down once its builds end.
+    pub graceful: bool,
+}
+
+/// What may be asked of a worker (Buildbot's worker control actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerAction {
+    /// Take no new build, and shut the worker down once its builds end.
+    Stop,
+    /// Shut the worker down now; its running builds are retried.
+    Kill,
+    /// Take no new build, with a reason.
+    Pause(String),
+    Unpause,
+}
+
 /// A request to the topology, with where to send its answer.
 pub enum Command {
     Force {
@@ -112,6 +137,12 @@ pub enum Command {
     },
     /// A remote worker logged in or out: the view changes.
     WorkersChanged,
+    /// An action on a worker, named by name or id.
+    ControlWorker {
+        worker: String,
+        action: WorkerAction,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     /// A janitor pass now; `None` when no `[janitor]` is configured.
     RunJanitor {
         reply: oneshot::Sender<Option<Result<Pruned, String>>>,
@@ -130,6 +161,11 @@ pub enum ControlError {
     Internal,
     #[error("the master is stopping")]
     Stopping,
+    #[error("no worker is named '{0}'")]
+    NoSuchWorker(String),
+    /// The action does not apply to that worker.
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// The reading and commanding end; clones share it.
@@ -208,6 +244,22 @@ impl Control {
         self.ask(|reply| Command::StopBuild {
             buildid,
             reason,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Stops, kills, pauses or unpauses a worker (by name or id).
+    pub async fn control_worker(
+        &self,
+        worker: &str,
+        action: WorkerAction,
+    ) -> Result<(), ControlError> {
+        let worker = worker.to_owned();
+        self.ask(|reply| Command::ControlWorker {
+            worker,
+            action,
             reply,
         })
         .await

@@ -379,7 +379,8 @@ impl Drop for Master {
     }
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+/// Sends SIGTERM and waits for the exit (SIGKILL after 15 s).
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -662,4 +663,23 @@ fn serve_mock(mut stream: std::net::TcpStream, state: &std::sync::Mutex<MockStat
         body.len()
     );
     let _ = stream.write_all(response.as_bytes());
+}
+
+/// Runs git in `dir` as a test author and committer; its output, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

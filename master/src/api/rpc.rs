@@ -1,6 +1,7 @@
 //! The REST API's JSON-RPC actions (`POST /api/v2/<path>`), as Buildbot's
 //! web UI makes them: force a build, stop a build, cancel a build request,
-//! shut the master down; run the janitor now (Buildbot's
+//! shut the master down; stop, kill, pause or unpause a worker; run the
+//! janitor now (Buildbot's
 //! `force-janitor`); and retry a reporter's dead-lettered delivery. Each is a command to the topology through
 //! [`Control`](crate::control::Control).
 
@@ -8,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::response::{ApiResponse, JSON};
 use super::Engine;
-use crate::control::{ControlError, ShutdownAction};
+use crate::control::{ControlError, ShutdownAction, WorkerAction};
 use crate::db::MASTER_ID;
 use crate::schedulers::ForceError;
 
@@ -30,6 +31,7 @@ impl Engine {
             ["buildrequests", id] => Target::Request((*id).to_owned()),
             ["masters", id] => Target::Master((*id).to_owned()),
             ["janitor"] => Target::Janitor,
+            ["workers", worker] => Target::Worker((*worker).to_owned()),
             ["reporters", name, "deliveries", id] => {
                 Target::Delivery((*name).to_owned(), (*id).to_owned())
             }
@@ -122,6 +124,24 @@ impl Engine {
             (Target::Master(master), "shutdown") => {
                 rpc_error(id, -32602, &format!("no master has id '{master}'"))
             }
+            (Target::Worker(worker), "stop" | "kill" | "pause" | "unpause") => {
+                let action = match method {
+                    "stop" => WorkerAction::Stop,
+                    "kill" => WorkerAction::Kill,
+                    "pause" => WorkerAction::Pause(
+                        params
+                            .get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                    _ => WorkerAction::Unpause,
+                };
+                match self.control.control_worker(&worker, action).await {
+                    Ok(()) => rpc_result(id, Value::Null),
+                    Err(error) => control_error(id, error),
+                }
+            }
             (Target::Janitor, "run") => match self.control.run_janitor().await {
                 Ok(Some(pruned)) => rpc_result(id, json!(pruned)),
                 Ok(None) => rpc_error(id, -32602, "no [janitor] is configured"),
@@ -196,6 +216,8 @@ enum Target {
     Request(String),
     Master(String),
     Janitor,
+    /// A worker's name or id.
+    Worker(String),
     /// A reporter's name and a delivery id.
     Delivery(String, String),
 }
@@ -211,6 +233,10 @@ fn control_error(id: Value, error: ControlError) -> ApiResponse {
             tracing::error!("cannot store a forced buildset: {cause}");
             with_status(500, rpc_error(id, -32603, "internal error"))
         }
+        ControlError::NoSuchWorker(name) => with_status(
+            404,
+            rpc_error(id, -32601, &format!("no worker is named '{name}'")),
+        ),
         ControlError::Internal => with_status(500, rpc_error(id, -32603, "internal error")),
         ControlError::Stopping => with_status(503, rpc_error(id, -32603, "the master is stopping")),
         error => rpc_error(id, -32602, &error.to_string()),

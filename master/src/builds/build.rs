@@ -113,6 +113,8 @@ pub struct Run {
     pub bus: Bus,
     pub builder: Arc<BuilderConfig>,
     pub worker: Arc<dyn Worker>,
+    /// The master's base directory.
+    pub master_dir: Arc<std::path::Path>,
     pub info: BuildInfo,
     pub properties: Properties,
     pub logs: LogSettings,
@@ -175,6 +177,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
             db: &run.db,
             worker: Arc::clone(&run.worker),
             builder: &run.builder.name,
+            master_dir: &run.master_dir,
             properties: &mut run.properties,
             logs: run.logs,
             stop: killed.clone(),

@@ -60,6 +60,8 @@ struct RunningBuild {
 
 struct Shared {
     db: Db,
+    /// The master's base directory, where relative master paths of steps start.
+    master_dir: Arc<std::path::Path>,
     bus: Bus,
     supervisor: Supervisor,
     builders: RwLock<BTreeMap<i64, Arc<Builder>>>,
@@ -89,10 +91,16 @@ pub enum StopError {
 impl Botmaster {
     /// A botmaster with no builder and no worker, listening for build
     /// requests; [`Botmaster::apply`] gives it its configuration.
-    pub fn new(db: Db, bus: Bus, supervisor: Supervisor) -> Botmaster {
+    pub fn new(
+        db: Db,
+        bus: Bus,
+        supervisor: Supervisor,
+        master_dir: &std::path::Path,
+    ) -> Botmaster {
         let botmaster = Botmaster {
             shared: Arc::new(Shared {
                 db,
+                master_dir: Arc::from(master_dir),
                 bus,
                 supervisor: supervisor.clone(),
                 builders: RwLock::new(BTreeMap::new()),
@@ -193,7 +201,8 @@ impl Botmaster {
         }
     }
 
-    fn wake_all(&self) {
+    /// Lets every builder look for work again (a worker became free).
+    pub fn wake_all(&self) {
         for builder in self.read_builders().values() {
             builder.wake.notify_one();
         }
@@ -330,6 +339,7 @@ impl Botmaster {
             bus: self.shared.bus.clone(),
             builder: config,
             worker: Arc::clone(&slot.worker),
+            master_dir: Arc::clone(&self.shared.master_dir),
             info: (*info).clone(),
             properties,
             logs: **self.shared.logs.load(),

@@ -10,10 +10,13 @@ use tokio::sync::{mpsc, watch};
 use super::log::LogWriter;
 use super::properties::Properties;
 use crate::config::interpolate::Template;
-use crate::config::{CommandLine, GitMode, GitStep, LogSettings, ShellStep, StepConfig, StepKind};
+use crate::config::{
+    CommandLine, DownloadStep, FileSystemCommand, GitMode, GitStep, LogSettings, ShellStep,
+    StepConfig, StepKind, UploadStep,
+};
 use crate::db::{Db, Error};
 use crate::results::Results;
-use crate::workers::{is_contained, Ending, ShellCommand, Stream, Worker};
+use crate::workers::{is_contained, Ending, FileTransfer, PathKind, ShellCommand, Stream, Worker};
 
 /// How often a running step's output is stored.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -23,6 +26,8 @@ pub struct StepContext<'a> {
     pub db: &'a Db,
     pub worker: Arc<dyn Worker>,
     pub builder: &'a str,
+    /// The master's base directory: relative master paths start there.
+    pub master_dir: &'a std::path::Path,
     pub properties: &'a mut Properties,
     /// How the step's log is kept.
     pub logs: LogSettings,
@@ -39,7 +44,11 @@ pub struct StepOutcome {
 /// The logs a step writes.
 pub fn log_names(step: &StepConfig) -> Vec<String> {
     match step.kind {
-        StepKind::Shell(_) | StepKind::Git(_) => vec!["stdio".to_owned()],
+        StepKind::Shell(_)
+        | StepKind::Git(_)
+        | StepKind::Upload(_)
+        | StepKind::Download(_)
+        | StepKind::FileSystem(..) => vec!["stdio".to_owned()],
         StepKind::SetProperty { .. } => Vec::new(),
     }
 }
@@ -57,7 +66,33 @@ fn default_summary(step: &StepConfig, properties: &Properties) -> String {
         StepKind::Shell(shell) => describe_command(&shell.command, properties),
         StepKind::Git(_) => "update".to_owned(),
         StepKind::SetProperty { property, .. } => format!("property '{property}' set"),
+        StepKind::Upload(upload) => match upload.sources.as_slice() {
+            [one] if !upload.multiple => {
+                format!("uploading {}", base_name(&one.render(properties)))
+            }
+            _ => "uploading".to_owned(),
+        },
+        StepKind::Download(download) => {
+            format!(
+                "downloading to {}",
+                base_name(&download.workerdest.render(properties))
+            )
+        }
+        StepKind::FileSystem(command, path) => {
+            let verb = match command {
+                FileSystemCommand::MakeDirectory => "making",
+                FileSystemCommand::RemoveDirectory => "removing",
+                FileSystemCommand::FileExists => "checking",
+            };
+            format!("{verb} {}", path.render(properties))
+        }
     }
+}
+
+fn base_name(path: &str) -> &str {
+    path.rsplit('/')
+        .find(|part| !part.is_empty())
+        .unwrap_or(path)
 }
 
 /// Buildbot's description of a command: its first two words, quoted.
@@ -102,6 +137,24 @@ pub async fn run(
                     .set("got_revision", Value::from(got), "Git");
             }
             results
+        }
+        StepKind::Upload(upload) => {
+            let mut log = LogWriter::new(context.db.clone(), logs[0], context.logs);
+            let results = run_upload(upload, &context, &mut log).await;
+            log.close().await?;
+            results?
+        }
+        StepKind::Download(download) => {
+            let mut log = LogWriter::new(context.db.clone(), logs[0], context.logs);
+            let results = run_download(download, &context, &mut log).await;
+            log.close().await?;
+            results?
+        }
+        StepKind::FileSystem(command, path) => {
+            let mut log = LogWriter::new(context.db.clone(), logs[0], context.logs);
+            let results = run_file_system(*command, path, &context, &mut log).await;
+            log.close().await?;
+            results?
         }
         StepKind::SetProperty { property, value } => {
             let value = render_value(value, context.properties);
@@ -191,6 +244,193 @@ async fn workdir(
     Ok(None)
 }
 
+/// A path on the master: relative ones start at its base directory.
+fn master_path(context: &StepContext<'_>, path: &str) -> std::path::PathBuf {
+    context.master_dir.join(path)
+}
+
+/// Renders a worker path inside `workdir`, refusing one that leaves the
+/// builder's directory.
+async fn inside(
+    workdir: &str,
+    template: &Template,
+    properties: &Properties,
+    log: &mut LogWriter,
+) -> Result<Option<String>, Error> {
+    let path = template.render(properties);
+    let joined = if workdir.is_empty() || workdir == "." {
+        path
+    } else {
+        format!("{workdir}/{path}")
+    };
+    if is_contained(&joined) && !joined.is_empty() {
+        return Ok(Some(joined));
+    }
+    log.header(&format!(
+        "'{joined}' leaves the builder's directory; not transferring"
+    ))
+    .await?;
+    Ok(None)
+}
+
+/// The result of a worker operation that failed: RETRY when the worker went
+/// away, else FAILURE; the reason goes to the log.
+async fn failed(error: std::io::Error, log: &mut LogWriter) -> Result<Results, Error> {
+    if error.kind() == std::io::ErrorKind::NotConnected {
+        log.header(&format!("{error}: the build will be retried"))
+            .await?;
+        return Ok(Results::Retry);
+    }
+    log.header(&error.to_string()).await?;
+    Ok(Results::Failure)
+}
+
+/// Buildbot's `FileUpload` and `MultipleFileUpload`.
+async fn run_upload(
+    upload: &UploadStep,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+) -> Result<Results, Error> {
+    let props = &*context.properties;
+    let Some(workdir) = workdir(&upload.workdir, props, log).await? else {
+        return Ok(Results::Exception);
+    };
+    let masterdest = master_path(context, &upload.masterdest.render(props));
+    let mut sources = Vec::new();
+    for source in &upload.sources {
+        let Some(path) = inside(&workdir, source, props, log).await? else {
+            return Ok(Results::Exception);
+        };
+        if !upload.glob {
+            sources.push(path);
+            continue;
+        }
+        match context.worker.glob(context.builder, &path).await {
+            Ok(found) if found.is_empty() => {
+                log.header(&format!("no file matches {path}")).await?;
+            }
+            Ok(found) => sources.extend(found.into_iter().filter(|p| is_contained(p))),
+            Err(error) => return failed(error, log).await,
+        }
+    }
+    if upload.multiple && sources.is_empty() {
+        log.header("nothing to upload").await?;
+        return Ok(Results::Skipped);
+    }
+    for source in sources {
+        let destination = if upload.multiple {
+            masterdest.join(base_name(&source))
+        } else {
+            masterdest.clone()
+        };
+        if upload.multiple
+            && context
+                .worker
+                .stat(context.builder, &source)
+                .await
+                .ok()
+                .flatten()
+                == Some(PathKind::Dir)
+        {
+            log.header(&format!("{source} is a directory; not uploaded"))
+                .await?;
+            continue;
+        }
+        log.header(&format!("uploading {source} to {}", destination.display()))
+            .await?;
+        let transfer = FileTransfer {
+            builder: context.builder.to_owned(),
+            worker_path: source,
+            master_path: destination,
+            max_size: upload.limits.max_size,
+            block_size: upload.limits.block_size,
+            mode: upload.limits.mode,
+            keep_stamp: upload.keepstamp,
+        };
+        match context.worker.upload(transfer).await {
+            Ok(bytes) => log.header(&format!("{bytes} bytes")).await?,
+            Err(error) => return failed(error, log).await,
+        }
+    }
+    Ok(Results::Success)
+}
+
+/// Buildbot's `FileDownload`.
+async fn run_download(
+    download: &DownloadStep,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+) -> Result<Results, Error> {
+    let props = &*context.properties;
+    let Some(workdir) = workdir(&download.workdir, props, log).await? else {
+        return Ok(Results::Exception);
+    };
+    let Some(destination) = inside(&workdir, &download.workerdest, props, log).await? else {
+        return Ok(Results::Exception);
+    };
+    let source = master_path(context, &download.mastersrc.render(props));
+    log.header(&format!(
+        "downloading {} to {destination}",
+        source.display()
+    ))
+    .await?;
+    let transfer = FileTransfer {
+        builder: context.builder.to_owned(),
+        worker_path: destination,
+        master_path: source,
+        max_size: download.limits.max_size,
+        block_size: download.limits.block_size,
+        mode: download.limits.mode,
+        keep_stamp: false,
+    };
+    match context.worker.download(transfer).await {
+        Ok(bytes) => {
+            log.header(&format!("{bytes} bytes")).await?;
+            Ok(Results::Success)
+        }
+        Err(error) => failed(error, log).await,
+    }
+}
+
+/// Buildbot's `MakeDirectory`, `RemoveDirectory` and `FileExists`.
+async fn run_file_system(
+    command: FileSystemCommand,
+    path: &Template,
+    context: &StepContext<'_>,
+    log: &mut LogWriter,
+) -> Result<Results, Error> {
+    let path = path.render(context.properties);
+    if !is_contained(&path) {
+        log.header(&format!("'{path}' leaves the builder's directory"))
+            .await?;
+        return Ok(Results::Exception);
+    }
+    let (worker, builder) = (&context.worker, context.builder);
+    let done = match command {
+        FileSystemCommand::MakeDirectory => worker.make_dir(builder, &path).await,
+        FileSystemCommand::RemoveDirectory => worker.remove_dir(builder, &path).await,
+        FileSystemCommand::FileExists => match worker.stat(builder, &path).await {
+            Ok(Some(PathKind::File)) => {
+                log.header(&format!("{path}: file found")).await?;
+                return Ok(Results::Success);
+            }
+            Ok(Some(_)) => {
+                log.header(&format!("{path}: not a file")).await?;
+                return Ok(Results::Failure);
+            }
+            Ok(None) => {
+                log.header(&format!("{path}: file not found")).await?;
+                return Ok(Results::Failure);
+            }
+            Err(error) => Err(error),
+        },
+    };
+    match done {
+        Ok(()) => Ok(Results::Success),
+        Err(error) => failed(error, log).await,
+    }
+}
+
 /// Runs one command on the worker, writing its output and its ending to the
 /// log, and returns its result; `capture`, when given, also receives the
 /// stdout lines.
@@ -227,16 +467,8 @@ async fn execute(
     }
     let finished = match finished {
         Ok(finished) => finished,
-        // The worker went away: the build is tried again, as Buildbot does.
-        Err(error) if error.kind() == std::io::ErrorKind::NotConnected => {
-            log.header(&format!("{error}: the build will be retried"))
-                .await?;
-            return Ok(Results::Retry);
-        }
-        Err(error) => {
-            log.header(&error.to_string()).await?;
-            return Ok(Results::Failure);
-        }
+        // A worker that went away: the build is tried again, as Buildbot does.
+        Err(error) => return failed(error, log).await,
     };
     let (results, ending) = match finished.ending {
         Ending::Exited(code) => {
@@ -325,7 +557,9 @@ async fn run_git(
         .and_then(|stamp| stamp.branch.clone())
         .or_else(|| git.branch.as_ref().map(|b| b.render(props)))
         .filter(|branch| !branch.is_empty());
-    let revision = stamp.and_then(|stamp| stamp.revision.clone());
+    let revision = stamp
+        .and_then(|stamp| stamp.revision.clone())
+        .filter(|revision| !revision.is_empty());
     if repourl.is_empty() {
         log.header("no repository to check out: set repourl or build a change that names one")
             .await?;
@@ -338,20 +572,14 @@ async fn run_git(
     let builder = context.builder;
     if git.mode == GitMode::FullClobber {
         if let Err(error) = worker.remove_dir(builder, &workdir).await {
-            log.header(&error.to_string()).await?;
-            // A worker that went away: the build is tried again.
-            let results = if error.kind() == std::io::ErrorKind::NotConnected {
-                Results::Retry
-            } else {
-                Results::Failure
-            };
-            return Ok((results, None));
+            return Ok((failed(error, log).await?, None));
         }
     }
+    // A workdir that cannot be listed (not made yet) has no clone.
     let has_clone = worker
-        .exists(builder, &format!("{workdir}/.git"))
+        .list_dir(builder, &workdir)
         .await
-        .unwrap_or(false);
+        .is_ok_and(|names| names.iter().any(|name| name == ".git"));
     let mut commands: Vec<Vec<String>> = Vec::new();
     if !has_clone {
         commands.push(words(&["git", "init", "--quiet"]));

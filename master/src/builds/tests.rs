@@ -41,7 +41,7 @@ async fn botmaster(
         None,
         Map::new(),
     ))]);
-    let botmaster = Botmaster::new(db.clone(), bus.clone(), Supervisor::new());
+    let botmaster = Botmaster::new(db.clone(), bus.clone(), Supervisor::new(), dir);
     botmaster.apply(
         vec![(builderid, config.builders[0].clone())],
         pool,

@@ -102,6 +102,48 @@ struct RawSetProperty {
     value: toml::Value,
 }
 
+/// `type = "file_upload"` (Buildbot's `FileUpload`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileUpload {
+    workersrc: String,
+    masterdest: String,
+    workdir: Option<String>,
+    maxsize: Option<i64>,
+    blocksize: Option<i64>,
+    mode: Option<i64>,
+    #[serde(default)]
+    keepstamp: bool,
+}
+
+/// `type = "multiple_file_upload"` (Buildbot's `MultipleFileUpload`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMultipleFileUpload {
+    workersrcs: Vec<String>,
+    masterdest: String,
+    workdir: Option<String>,
+    #[serde(default)]
+    glob: bool,
+    maxsize: Option<i64>,
+    blocksize: Option<i64>,
+    mode: Option<i64>,
+    #[serde(default)]
+    keepstamp: bool,
+}
+
+/// `type = "file_download"` (Buildbot's `FileDownload`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileDownload {
+    mastersrc: String,
+    workerdest: String,
+    workdir: Option<String>,
+    maxsize: Option<i64>,
+    blocksize: Option<i64>,
+    mode: Option<i64>,
+}
+
 /// The options every step takes (Buildbot's `BuildStep` arguments).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,7 +231,60 @@ pub struct StepConfig {
 pub enum StepKind {
     Shell(ShellStep),
     Git(GitStep),
-    SetProperty { property: String, value: Value },
+    SetProperty {
+        property: String,
+        value: Value,
+    },
+    Upload(UploadStep),
+    Download(DownloadStep),
+    /// Buildbot's `MakeDirectory`, `RemoveDirectory` and `FileExists`:
+    /// one file-system command on a path relative to the builder's
+    /// directory.
+    FileSystem(FileSystemCommand, Template),
+}
+
+/// Copies worker files to the master (Buildbot's `FileUpload` and
+/// `MultipleFileUpload`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadStep {
+    /// Relative to `workdir`; shell patterns when `glob`.
+    pub sources: Vec<Template>,
+    /// Several sources: `masterdest` is a directory receiving each by name.
+    pub multiple: bool,
+    pub glob: bool,
+    /// Relative to the master's base directory unless absolute.
+    pub masterdest: Template,
+    pub workdir: Template,
+    pub limits: TransferLimits,
+    pub keepstamp: bool,
+}
+
+/// Copies a master file to the worker (Buildbot's `FileDownload`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadStep {
+    /// Relative to the master's base directory unless absolute.
+    pub mastersrc: Template,
+    /// Relative to `workdir`.
+    pub workerdest: Template,
+    pub workdir: Template,
+    pub limits: TransferLimits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Larger files fail the step (Buildbot's `maxsize`; no limit by default).
+    pub max_size: Option<u64>,
+    pub block_size: usize,
+    /// Permission bits of the written file.
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSystemCommand {
+    MakeDirectory,
+    RemoveDirectory,
+    /// Succeeds when the path is a regular file.
+    FileExists,
 }
 
 /// Runs a command; a string command runs through `/bin/sh -c`.
@@ -449,7 +544,7 @@ fn build_step(mut table: toml::Table, earlier: &[StepConfig]) -> Result<StepConf
                 other.type_str()
             ))
         }
-        None => return Err("a step needs a type (shell, git or set_property)".into()),
+        None => return Err(format!("a step needs a type ({STEP_TYPES})")),
     };
     let mut common = toml::Table::new();
     for key in COMMON_KEYS {
@@ -479,9 +574,73 @@ fn build_step(mut table: toml::Table, earlier: &[StepConfig]) -> Result<StepConf
                 false,
             )
         }
+        "file_upload" => {
+            let raw: RawFileUpload = read(table, &kind)?;
+            let step = UploadStep {
+                sources: vec![worker_path("workersrc", &raw.workersrc)?],
+                multiple: false,
+                glob: false,
+                masterdest: template(&raw.masterdest)?,
+                workdir: workdir_template(raw.workdir)?,
+                limits: limits(raw.maxsize, raw.blocksize, raw.mode)?,
+                keepstamp: raw.keepstamp,
+            };
+            (StepKind::Upload(step), "upload", false)
+        }
+        "multiple_file_upload" => {
+            let raw: RawMultipleFileUpload = read(table, &kind)?;
+            if raw.workersrcs.is_empty() {
+                return Err("multiple_file_upload needs workersrcs, a list of paths".into());
+            }
+            let step = UploadStep {
+                sources: raw
+                    .workersrcs
+                    .iter()
+                    .map(|source| worker_path("workersrcs", source))
+                    .collect::<Result<_, _>>()?,
+                multiple: true,
+                glob: raw.glob,
+                masterdest: template(&raw.masterdest)?,
+                workdir: workdir_template(raw.workdir)?,
+                limits: limits(raw.maxsize, raw.blocksize, raw.mode)?,
+                keepstamp: raw.keepstamp,
+            };
+            (StepKind::Upload(step), "upload", false)
+        }
+        "file_download" => {
+            let raw: RawFileDownload = read(table, &kind)?;
+            let step = DownloadStep {
+                mastersrc: template(&raw.mastersrc)?,
+                workerdest: worker_path("workerdest", &raw.workerdest)?,
+                workdir: workdir_template(raw.workdir)?,
+                limits: limits(raw.maxsize, raw.blocksize, raw.mode)?,
+            };
+            (StepKind::Download(step), "download", false)
+        }
+        "make_directory" | "remove_directory" | "file_exists" => {
+            let (command, key, name) = match kind.as_str() {
+                "make_directory" => (FileSystemCommand::MakeDirectory, "dir", "MakeDirectory"),
+                "remove_directory" => {
+                    (FileSystemCommand::RemoveDirectory, "dir", "RemoveDirectory")
+                }
+                _ => (FileSystemCommand::FileExists, "file", "FileExists"),
+            };
+            let path = match table.remove(key) {
+                Some(toml::Value::String(path)) => worker_path(key, &path)?,
+                Some(other) => {
+                    return Err(format!(
+                        "{kind} step: {key} must be a string, found {}",
+                        other.type_str()
+                    ))
+                }
+                None => return Err(format!("{kind} step: missing field `{key}`")),
+            };
+            let () = read::<EmptyTable>(table, &kind).map(drop)?;
+            (StepKind::FileSystem(command, path), name, false)
+        }
         other => {
             return Err(format!(
-                "unknown step type '{other}' (expected shell, git or set_property)"
+                "unknown step type '{other}' (expected {STEP_TYPES})"
             ))
         }
     };
@@ -561,6 +720,53 @@ fn git_step(raw: RawGit) -> Result<GitStep, String> {
         workdir: workdir_template(raw.workdir)?,
         timeout: seconds("timeout", raw.timeout.unwrap_or(DEFAULT_TIMEOUT as i64))?,
     })
+}
+
+const STEP_TYPES: &str = "shell, git, set_property, file_upload, multiple_file_upload, \
+    file_download, make_directory, remove_directory or file_exists";
+
+/// A table that must have no key left.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyTable {}
+
+/// Buildbot's file transfers send 16 KiB blocks by default.
+const DEFAULT_BLOCK_SIZE: i64 = 16 * 1024;
+
+fn limits(
+    maxsize: Option<i64>,
+    blocksize: Option<i64>,
+    mode: Option<i64>,
+) -> Result<TransferLimits, String> {
+    let max_size = match maxsize {
+        None => None,
+        Some(n) if n >= 0 => Some(n as u64),
+        Some(_) => return Err("maxsize must be a number of bytes".into()),
+    };
+    let block_size = match blocksize.unwrap_or(DEFAULT_BLOCK_SIZE) {
+        n if (1..=1 << 20).contains(&n) => n as usize,
+        _ => return Err("blocksize must be between 1 and 1048576 bytes".into()),
+    };
+    let mode = match mode {
+        None => None,
+        Some(n) if (0..=0o7777).contains(&n) => Some(n as u32),
+        Some(_) => return Err("mode must be permission bits, such as 0o644".into()),
+    };
+    Ok(TransferLimits {
+        max_size,
+        block_size,
+        mode,
+    })
+}
+
+/// A path on the worker: relative, without `..`.
+fn worker_path(key: &str, path: &str) -> Result<Template, String> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "{key} '{path}' must be a relative path on the worker, without '..'"
+        ));
+    }
+    template(path)
 }
 
 /// Buildbot gives a repeated step name the suffix `_1`, `_2`, ….
@@ -766,12 +972,110 @@ name = "nobody"
         let expected = [
             "base/master.toml:7:15: builder 'b': no worker is named 'ghost'",
             "base/master.toml:8:1: builder 'b': shell step: unknown field `colour`, expected one of",
-            "base/master.toml:12:1: builder 'b': unknown step type 'compile' (expected shell, git or set_property)",
+            "base/master.toml:12:1: builder 'b': unknown step type 'compile' (expected shell, git, set_property, file_upload,",
             "base/master.toml:14:1: builder 'b': unknown method 'copy' (expected clean, fresh or clobber)",
             "base/master.toml:18:1: builder 'b': unknown placeholder kind 'kw' in '%(kw:x)s'",
             "base/master.toml:21:1: builder 'b': workdir '../elsewhere' must be relative to the builder's directory, without '..'",
             "base/master.toml:27:8: builder name 'b' is already used at base/master.toml:5:1",
             "base/master.toml:30:1: builder 'nobody' needs workernames, a list of worker names",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(expected),
+                "{error}\n  expected {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_transfer_and_file_system_steps() {
+        let config = parse(&format!(
+            r#"{WORKER}
+[[builders]]
+name = "b"
+workernames = ["w"]
+[[builders.steps]]
+type = "file_download"
+mastersrc = "files/config.json"
+workerdest = "conf/config.json"
+mode = 0o600
+[[builders.steps]]
+type = "file_upload"
+workersrc = "out/%(prop:buildnumber)s.tar"
+masterdest = "/srv/artifacts/app.tar"
+maxsize = 1000
+keepstamp = true
+[[builders.steps]]
+type = "multiple_file_upload"
+workersrcs = ["out/*.log"]
+glob = true
+masterdest = "logs"
+[[builders.steps]]
+type = "make_directory"
+dir = "build/out"
+[[builders.steps]]
+type = "file_exists"
+file = "build/out/app.tar"
+"#
+        ))
+        .unwrap();
+        let steps = &config.builders[0].steps;
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "download",
+                "upload",
+                "upload_1",
+                "MakeDirectory",
+                "FileExists"
+            ]
+        );
+        let StepKind::Download(download) = &steps[0].kind else {
+            panic!("a download");
+        };
+        assert_eq!(download.limits.mode, Some(0o600));
+        assert_eq!(download.limits.block_size, 16 * 1024);
+        let StepKind::Upload(upload) = &steps[1].kind else {
+            panic!("an upload");
+        };
+        assert_eq!(upload.limits.max_size, Some(1000));
+        assert!(upload.keepstamp && !upload.multiple);
+        assert!(matches!(&steps[2].kind, StepKind::Upload(u) if u.multiple && u.glob));
+        assert!(matches!(
+            &steps[3].kind,
+            StepKind::FileSystem(FileSystemCommand::MakeDirectory, dir) if dir.as_literal() == Some("build/out")
+        ));
+
+        let errors = parse(&format!(
+            r#"{WORKER}
+[[builders]]
+name = "b"
+workernames = ["w"]
+[[builders.steps]]
+type = "file_upload"
+workersrc = "/etc/passwd"
+masterdest = "x"
+[[builders.steps]]
+type = "file_download"
+mastersrc = "x"
+workerdest = "y"
+blocksize = 0
+[[builders.steps]]
+type = "remove_directory"
+dir = "build"
+file = "x"
+[[builders.steps]]
+type = "file_exists"
+"#
+        ))
+        .unwrap_err();
+        let expected = [
+            "base/master.toml:8:1: builder 'b': workersrc '/etc/passwd' must be a relative path on the worker, without '..'",
+            "base/master.toml:12:1: builder 'b': blocksize must be between 1 and 1048576 bytes",
+            "base/master.toml:17:1: builder 'b': remove_directory step: unknown field `file`",
+            "base/master.toml:21:1: builder 'b': file_exists step: missing field `file`",
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (error, expected) in errors.iter().zip(expected) {

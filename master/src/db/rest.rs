@@ -104,7 +104,9 @@ pub static WORKERS: Collection = Collection {
         field("workerid", "id", Integer),
         field("name", "name", Text),
         field("workerinfo", "", Structured),
+        // Set by operators and kept in memory: the API fills them in.
         field("paused", "0", Boolean),
+        field("pause_reason", "NULL", Text),
         field("graceful", "0", Boolean),
         field("connected_to", "", Structured),
         field("configured_on", "", Structured),

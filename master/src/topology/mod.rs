@@ -44,6 +44,7 @@ use crate::change_sources::ChangeSources;
 use crate::config::{Config, ConfigDiff, Difference, Setting};
 use crate::control::{
     Command, Control, ControlError, ShutdownAction, ShutdownState, ShutdownStatus, View,
+    WorkerAction, WorkerControl,
 };
 use crate::db::Db;
 use crate::events::{Bus, Event};
@@ -174,7 +175,8 @@ impl Topology {
         let retention = Retention::start(&db, &supervisor, config.logs);
         recover_interrupted_builds(&db, &bus).await?;
 
-        let botmaster = Botmaster::new(db.clone(), bus.clone(), supervisor.clone());
+        let botmaster =
+            Botmaster::new(db.clone(), bus.clone(), supervisor.clone(), &config.basedir);
         let schedulers = Schedulers::new(db.clone(), bus.clone(), supervisor.clone());
         let change_sources = Arc::new(ChangeSources::new(db.clone(), supervisor.clone()));
         let status = Arc::new(SharedStatus::default());
@@ -479,10 +481,24 @@ impl Topology {
             .filter(|slot| slot.worker.connected())
             .map(|slot| (slot.worker.name().to_owned(), slot.id))
             .collect();
+        let worker_controls = self
+            .botmaster
+            .workers()
+            .iter()
+            .map(|slot| {
+                let control = WorkerControl {
+                    paused: slot.paused(),
+                    graceful: slot.shutting_down(),
+                };
+                (slot.worker.name().to_owned(), control)
+            })
+            .filter(|(_, control)| *control != WorkerControl::default())
+            .collect();
         self.view.send_replace(Arc::new(View {
             name: self.config.title.clone(),
             builders: self.botmaster.builders(),
             workers,
+            worker_controls,
             schedulers: self.schedulers.configs(),
             reporters: self
                 .config
@@ -495,12 +511,77 @@ impl Topology {
         }));
     }
 
+    /// Carries out an operator's action on a worker.
+    fn control_worker(&self, worker: &str, action: WorkerAction) -> Result<(), ControlError> {
+        let pool = self.botmaster.workers();
+        let slot = pool
+            .iter()
+            .find(|slot| slot.worker.name() == worker || slot.id.to_string() == worker)
+            .ok_or_else(|| ControlError::NoSuchWorker(worker.to_owned()))?;
+        let name = slot.worker.name().to_owned();
+        let remote = || {
+            slot.link.clone().ok_or_else(|| {
+                ControlError::Worker(format!(
+                    "worker '{name}' is local: it runs inside the master and cannot be shut down"
+                ))
+            })
+        };
+        match action {
+            WorkerAction::Pause(reason) => {
+                tracing::info!("worker {name} paused: {reason}");
+                slot.set_paused(Some(reason));
+            }
+            WorkerAction::Unpause => {
+                tracing::info!("worker {name} unpaused");
+                slot.set_paused(None);
+                self.botmaster.wake_all();
+            }
+            WorkerAction::Stop => {
+                let link = remote()?;
+                if link.connection().is_none() {
+                    return Err(ControlError::Worker(format!(
+                        "worker '{name}' is not connected"
+                    )));
+                }
+                tracing::info!("worker {name} shuts down once its builds end");
+                link.begin_shutdown();
+                let slot = Arc::clone(slot);
+                tokio::spawn(async move {
+                    while slot.load() > 0 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    shut_down_worker(&name, &link).await;
+                });
+            }
+            WorkerAction::Kill => {
+                let link = remote()?;
+                if link.connection().is_none() {
+                    return Err(ControlError::Worker(format!(
+                        "worker '{name}' is not connected"
+                    )));
+                }
+                link.begin_shutdown();
+                tokio::spawn(async move { shut_down_worker(&name, &link).await });
+            }
+        }
+        Ok(())
+    }
+
     /// Carries out a command: a shutdown here, in order with reloads; the
     /// others in a task of their own, so that none holds up the main loop.
     /// Returns why the master must stop, when it must.
     fn command(&mut self, command: Command) -> Option<String> {
         match command {
             Command::WorkersChanged => {
+                self.publish();
+                None
+            }
+            Command::ControlWorker {
+                worker,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.control_worker(&worker, action));
                 self.publish();
                 None
             }
@@ -637,6 +718,20 @@ fn logins(config: &Config, pool: &WorkerPool) -> Logins {
 /// Finishes as RETRY the builds an earlier run left running (after a stop
 /// or a crash) and announces their end like any other; their requests are
 /// built again.
+/// Asks a remote worker to shut down (its process ends) and closes its
+/// connection.
+async fn shut_down_worker(name: &str, link: &crate::workers::remote::Link) {
+    let Some(connection) = link.connection() else {
+        return;
+    };
+    tracing::info!("asking worker {name} to shut down");
+    // The worker may close before it answers.
+    let _ = connection
+        .request("shutdown", vec![], Duration::from_secs(30))
+        .await;
+    connection.close();
+}
+
 async fn recover_interrupted_builds(db: &Db, bus: &Bus) -> anyhow::Result<()> {
     let recovered = db
         .recover_interrupted_builds()

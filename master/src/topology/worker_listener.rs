@@ -4,7 +4,9 @@
 //! password or an unknown name is refused with 401 and a log line, and
 //! counted in the worker's `refused_logins`. After the login the master asks the worker about itself
 //! (`get_worker_info`), gives it its settings (`set_worker_settings`),
-//! and checks the connection every `keepalive_interval`.
+//! tells it it is attached (`print`), and checks the connection every
+//! `keepalive_interval`. A worker that names its protocol in
+//! `Sec-WebSocket-Protocol` must name this one, else it is refused with 400.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -213,7 +215,7 @@ impl Shared {
             tracing::warn!("worker {name} connected from {peer} while already connected: refused");
             return;
         }
-        let (connection, serve) = Connection::start(socket);
+        let (connection, serve) = Connection::start(socket, None);
         let reader = tokio::spawn(serve);
         match introduce(&connection).await {
             Ok((basedir, info)) => {
@@ -279,7 +281,7 @@ impl Shared {
 }
 
 /// The name a worker gave, and its login or why it is refused.
-type Verdict = (String, Result<Login, &'static str>);
+type Verdict = (String, Result<Login, String>);
 
 /// Checks the credentials of a handshake and keeps its verdict.
 struct Check {
@@ -292,28 +294,71 @@ impl Callback for Check {
         clippy::result_large_err,
         reason = "the handshake callback's signature is tungstenite's"
     )]
-    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
         let (name, password) = basic_credentials(request).unwrap_or_default();
+        // buildbot-worker names no protocol; a worker that names some must
+        // name this one.
+        let offered = offered_protocols(request);
+        if !offered.is_empty() && !offered.iter().any(|p| p == protocol::PROTOCOL) {
+            let offered = offered.join(", ");
+            let why = format!(
+                "the worker speaks {offered}, this master {}",
+                protocol::PROTOCOL
+            );
+            *self.verdict.lock().expect("login") = Some((name, Err(why)));
+            let mut answer = ErrorResponse::new(Some(format!(
+                "this master speaks {}, not {offered}\n",
+                protocol::PROTOCOL
+            )));
+            *answer.status_mut() = StatusCode::BAD_REQUEST;
+            return Err(answer);
+        }
         let verdict = match self.logins.get(&name) {
             None => {
                 // Compared all the same, so that a name's existence takes
                 // no less time to learn than a password.
                 let _ =
                     Secret::new(String::from("unknown-worker-name")).matches(password.as_bytes());
-                Err("unknown worker name")
+                Err("unknown worker name".to_owned())
             }
-            Some(login) if !login.password.matches(password.as_bytes()) => Err("wrong password"),
+            Some(login) if !login.password.matches(password.as_bytes()) => {
+                Err("wrong password".to_owned())
+            }
             Some(login) => Ok(login.clone()),
         };
         let refused = verdict.is_err();
         *self.verdict.lock().expect("login") = Some((name, verdict));
         if refused {
-            let mut answer = ErrorResponse::new(Some("worker login refused".into()));
-            *answer.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+            let mut answer = ErrorResponse::new(Some("worker login refused\n".into()));
+            *answer.status_mut() = StatusCode::UNAUTHORIZED;
             return Err(answer);
+        }
+        if !offered.is_empty() {
+            response.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static(protocol::PROTOCOL),
+            );
         }
         Ok(response)
     }
+}
+
+/// The protocols a handshake offers in `Sec-WebSocket-Protocol`.
+fn offered_protocols(request: &Request) -> Vec<String> {
+    request
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
 }
 
 /// How long the connection a worker already has may take to answer when a
@@ -395,6 +440,14 @@ async fn introduce(connection: &Connection) -> Result<(String, serde_json::Value
         .request(
             "set_worker_settings",
             vec![("args", settings)],
+            HANDSHAKE_TIMEOUT,
+        )
+        .await?;
+    // As Buildbot's master does: the worker logs that it is attached.
+    connection
+        .request(
+            "print",
+            vec![("message", Value::from("attached"))],
             HANDSHAKE_TIMEOUT,
         )
         .await?;

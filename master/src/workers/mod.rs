@@ -7,9 +7,11 @@
 //! implements the same trait over a connection. [`WorkerPool`] tracks which
 //! workers are busy.
 
+pub mod files;
 mod local;
 pub mod process;
 pub mod remote;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -19,8 +21,10 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
+pub use files::PathKind;
 pub use local::LocalWorker;
 pub use process::{Ending, Finished, Stream};
+pub use transfer::FileTransfer;
 
 /// A command for a worker: a path relative to a builder's directory on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +62,27 @@ pub trait Worker: Send + Sync {
     /// everything in it; a missing directory is fine.
     fn remove_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<()>>;
 
-    /// Whether a path (relative to the builder's directory) exists.
-    fn exists(&self, builder: &str, path: &str) -> BoxFuture<'static, io::Result<bool>>;
+    /// Makes a directory (relative to the builder's directory) and its
+    /// parents; an existing one is fine.
+    fn make_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<()>>;
+
+    /// What a path (relative to the builder's directory) is, `None` when
+    /// nothing is there.
+    fn stat(&self, builder: &str, path: &str) -> BoxFuture<'static, io::Result<Option<PathKind>>>;
+
+    /// The paths matching a shell pattern (relative to the builder's
+    /// directory), relative to the builder's directory, sorted.
+    fn glob(&self, builder: &str, pattern: &str) -> BoxFuture<'static, io::Result<Vec<String>>>;
+
+    /// The names in a directory (relative to the builder's directory),
+    /// sorted.
+    fn list_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<Vec<String>>>;
+
+    /// Copies a file of the worker to the master; the bytes copied.
+    fn upload(&self, transfer: FileTransfer) -> BoxFuture<'static, io::Result<u64>>;
+
+    /// Copies a file of the master to the worker; the bytes copied.
+    fn download(&self, transfer: FileTransfer) -> BoxFuture<'static, io::Result<u64>>;
 }
 
 /// Whether a relative path stays inside the directory it is relative to.
@@ -83,6 +106,8 @@ struct SlotState {
     /// The builders with a build running on this worker. Like Buildbot, a
     /// builder runs at most one build at a time on one worker.
     busy: BTreeSet<String>,
+    /// Paused by an operator (with the reason given): no build starts.
+    paused: Option<String>,
 }
 
 /// Every configured worker, by name. A reconfiguration builds a new pool
@@ -120,6 +145,7 @@ impl WorkerSlot {
                 max_builds,
                 properties,
                 busy: BTreeSet::new(),
+                paused: None,
             }),
         }
     }
@@ -137,6 +163,27 @@ impl WorkerSlot {
 
     pub fn properties(&self) -> Map<String, Value> {
         self.lock().properties.clone()
+    }
+
+    /// Pauses the worker (`Some` with the reason, possibly empty) or lets
+    /// it take builds again (`None`); running builds go on either way.
+    pub fn set_paused(&self, reason: Option<String>) {
+        self.lock().paused = reason;
+    }
+
+    /// Why it is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.lock().paused.clone()
+    }
+
+    /// How many builds run on it.
+    pub fn load(&self) -> usize {
+        self.lock().busy.len()
+    }
+
+    /// Whether it is being shut down once its builds end.
+    pub fn shutting_down(&self) -> bool {
+        self.link.as_ref().is_some_and(|link| link.shutting_down())
     }
 
     /// Applies new settings; running builds are not affected.
@@ -175,9 +222,9 @@ impl WorkerPool {
             .enumerate()
             .filter_map(|(order, name)| {
                 let slot = self.slots.get(name)?;
-                slot.worker
-                    .connected()
-                    .then(|| (slot.lock().busy.len(), order, slot))
+                let open = slot.worker.connected() && !slot.shutting_down();
+                let state = slot.lock();
+                (open && state.paused.is_none()).then(|| (state.busy.len(), order, slot))
             })
             .collect();
         candidates.sort_by_key(|(load, order, _)| (*load, *order));
@@ -225,6 +272,23 @@ mod tests {
         assert!(pool.reserve(&names, "d").is_none());
         drop(c);
         assert!(pool.reserve(&names, "d").is_some());
+    }
+
+    #[test]
+    fn a_paused_worker_takes_no_new_build_until_unpaused() {
+        let (_dir, pool) = pool(None);
+        let names = ["w".to_owned()];
+        let running = pool.reserve(&names, "a").unwrap();
+        pool.get("w").unwrap().set_paused(Some("disk full".into()));
+        assert!(pool.reserve(&names, "b").is_none());
+        assert_eq!(
+            pool.get("w").unwrap().load(),
+            1,
+            "the running build goes on"
+        );
+        drop(running);
+        pool.get("w").unwrap().set_paused(None);
+        assert!(pool.reserve(&names, "b").is_some());
     }
 
     #[test]

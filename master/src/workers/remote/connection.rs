@@ -26,6 +26,30 @@ pub enum CommandEvent {
     Complete(Option<String>),
     /// The connection went while it ran.
     Lost,
+    /// A step of a file transfer, which the command's follower answers
+    /// with [`Connection::answer`] (the worker waits for that answer).
+    Transfer { seq: i64, op: Transfer },
+}
+
+/// The transfer requests of a worker running `upload_file` or
+/// `download_file`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transfer {
+    /// `update_upload_file_write`: the next block of the uploaded file.
+    Write(Vec<u8>),
+    /// `update_upload_file_utime`: the file's times, as seconds.
+    Utime { modified: f64 },
+    /// `update_upload_file_close`: the upload is whole.
+    Close,
+    /// `update_read_file`: up to this many bytes of the downloaded file,
+    /// answered with the bytes (none at its end).
+    Read(usize),
+    /// `update_read_file_close`.
+    ReadClose,
+}
+
+fn transfer(seq: i64, op: Transfer) -> CommandEvent {
+    CommandEvent::Transfer { seq, op }
 }
 
 /// A live connection. Dropping the last handle does not close it; the
@@ -41,13 +65,27 @@ pub struct Connection {
     commands: Mutex<HashMap<String, mpsc::UnboundedSender<CommandEvent>>>,
     /// True once the connection is gone.
     closed: watch::Sender<bool>,
+    /// Where the peer's other requests go; without it they are refused.
+    requests: Option<mpsc::UnboundedSender<Request>>,
+}
+
+/// A request of the peer that is not about a command this side started
+/// (on a worker: `start_command`, `keepalive`, …), answered with
+/// [`Connection::answer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub seq: i64,
+    pub op: String,
+    pub message: Value,
 }
 
 impl Connection {
     /// Serves `socket`: returns the connection and the task that reads it,
-    /// which ends when the connection does.
+    /// which ends when the connection does. The peer's own requests go to
+    /// `requests` (a worker's side) or are refused (the master's).
     pub fn start(
         socket: WebSocketStream<TcpStream>,
+        requests: Option<mpsc::UnboundedSender<Request>>,
     ) -> (
         std::sync::Arc<Connection>,
         impl std::future::Future<Output = ()>,
@@ -60,6 +98,7 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             commands: Mutex::new(HashMap::new()),
             closed: watch::Sender::new(false),
+            requests,
         });
         let reader = std::sync::Arc::clone(&connection);
         let serve = async move {
@@ -168,23 +207,56 @@ impl Connection {
                     .unwrap_or_default();
                 Some(CommandEvent::Update(pairs))
             }
+            "update_upload_file_write" => {
+                let data = match get(&message, "args") {
+                    Some(Value::Binary(bytes)) => bytes.clone(),
+                    Some(Value::String(s)) => s.as_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                Some(transfer(seq, Transfer::Write(data)))
+            }
+            "update_upload_file_utime" => {
+                let modified = get(&message, "modified_time")
+                    .and_then(|t| t.as_f64().or_else(|| t.as_i64().map(|t| t as f64)))
+                    .unwrap_or_default();
+                Some(transfer(seq, Transfer::Utime { modified }))
+            }
+            "update_upload_file_close" => Some(transfer(seq, Transfer::Close)),
+            "update_read_file" => {
+                let length = get(&message, "length")
+                    .and_then(Value::as_u64)
+                    .unwrap_or_default();
+                Some(transfer(seq, Transfer::Read(length as usize)))
+            }
+            "update_read_file_close" => Some(transfer(seq, Transfer::ReadClose)),
             "complete" => {
                 let failure = get(&message, "args")
                     .filter(|a| !a.is_nil())
                     .map(|a| text(a).unwrap_or_else(|| a.to_string()));
                 Some(CommandEvent::Complete(failure))
             }
-            _ => None,
+            _ => {
+                if let Some(requests) = &self.requests {
+                    let op = op.to_owned();
+                    let _ = requests.send(Request { seq, op, message });
+                    return;
+                }
+                None
+            }
         };
         let failure = match (event, command) {
             (Some(event), Some(id)) => {
                 let mut commands = self.commands.lock().expect("commands");
                 let complete = matches!(event, CommandEvent::Complete(_));
+                let answered_later = matches!(event, CommandEvent::Transfer { .. });
                 match commands.get(&id) {
                     Some(sink) => {
                         let _ = sink.send(event);
                         if complete {
                             commands.remove(&id);
+                        }
+                        if answered_later {
+                            return;
                         }
                         None
                     }
@@ -193,7 +265,13 @@ impl Connection {
             }
             _ => Some(format!("the master does not take '{op}' here")),
         };
-        self.send(&protocol::response(seq, failure.as_deref()));
+        self.answer(seq, failure.map_or(Ok(Value::Nil), Err));
+    }
+
+    /// Answers the worker's request `seq` (a transfer step): `Ok` with its
+    /// result, `Err` with the reason it failed.
+    pub fn answer(&self, seq: i64, result: Result<Value, String>) {
+        self.send(&protocol::response(seq, result));
     }
 
     /// Sends request `op` and waits (up to `timeout`) for its result.

@@ -15,8 +15,9 @@ use rmpv::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::process::{Ending, Finished, Stream};
-use super::{ShellCommand, Worker};
-pub use connection::{CommandEvent, Connection};
+use super::transfer::{Download, Upload};
+use super::{files, FileTransfer, PathKind, ShellCommand, Worker};
+pub use connection::{CommandEvent, Connection, Request, Transfer};
 use protocol::{map, text};
 
 /// What the master knows of a remote worker's connection.
@@ -34,6 +35,9 @@ struct LinkState {
     generation: u64,
     /// The worker's base directory, from its info.
     basedir: String,
+    /// An operator asked for a shutdown once its builds end; a new login
+    /// clears it.
+    shutting_down: bool,
 }
 
 impl Link {
@@ -70,8 +74,18 @@ impl Link {
         state.basedir = basedir;
         state.connection = Some(connection);
         state.connecting = false;
+        state.shutting_down = false;
         state.generation += 1;
         state.generation
+    }
+
+    /// Takes no new build until the next login.
+    pub fn begin_shutdown(&self) {
+        self.state.lock().expect("link").shutting_down = true;
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.state.lock().expect("link").shutting_down
     }
 
     /// Forgets `connection` if it is the current one; whether it was.
@@ -196,7 +210,15 @@ impl Worker for RemoteWorker {
                 .start_command("shell", map(args))
                 .await
                 .map_err(|e| start_error(&connection, e))?;
-            let outcome = follow(&connection, &id, events, Some(&output), stop).await?;
+            let outcome = follow(
+                &connection,
+                &id,
+                events,
+                Some(&output),
+                stop,
+                &mut Endpoint::None,
+            )
+            .await?;
             let ending = match (outcome.failure_reason.as_deref(), outcome.interrupted) {
                 (_, true) => Ending::Cancelled,
                 (Some("timeout"), _) => {
@@ -234,26 +256,162 @@ impl Worker for RemoteWorker {
                 ("timeout", Value::from(QUICK_COMMAND.as_secs())),
             ]);
             let outcome = quick(&connection, "rmdir", args).await?;
-            match outcome.rc {
-                Some(0) => Ok(()),
-                _ => Err(io::Error::other(format!(
-                    "cannot remove {path}: {}",
-                    outcome.header.trim()
-                ))),
-            }
+            outcome.succeeded(|| format!("cannot remove {path}"))
         })
     }
 
-    fn exists(&self, builder: &str, path: &str) -> BoxFuture<'static, io::Result<bool>> {
+    fn make_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<()>> {
+        let connection = self.connection();
+        let path = self.path(builder, dir);
+        Box::pin(async move {
+            let connection = connection?;
+            let args = map(vec![(
+                "paths",
+                Value::Array(vec![Value::from(path.as_str())]),
+            )]);
+            let outcome = quick(&connection, "mkdir", args).await?;
+            outcome.succeeded(|| format!("cannot create {path}"))
+        })
+    }
+
+    fn stat(&self, builder: &str, path: &str) -> BoxFuture<'static, io::Result<Option<PathKind>>> {
         let connection = self.connection();
         let path = self.path(builder, path);
         Box::pin(async move {
             let connection = connection?;
             let outcome =
                 quick(&connection, "stat", map(vec![("path", Value::from(path))])).await?;
-            Ok(outcome.rc == Some(0))
+            Ok(match (outcome.rc, outcome.mode) {
+                (Some(0), Some(mode)) => Some(PathKind::from_mode(mode)),
+                _ => None,
+            })
         })
     }
+
+    fn glob(&self, builder: &str, pattern: &str) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let connection = self.connection();
+        let base = self.builder_dir(builder);
+        let pattern = self.path(builder, pattern);
+        Box::pin(async move {
+            let connection = connection?;
+            let args = map(vec![("path", Value::from(pattern.as_str()))]);
+            let outcome = quick(&connection, "glob", args).await?;
+            let mut found = outcome.files(|| format!("cannot match {pattern}"))?;
+            found = found.iter().map(|p| files::relative_to(&base, p)).collect();
+            found.sort();
+            Ok(found)
+        })
+    }
+
+    fn list_dir(&self, builder: &str, dir: &str) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let connection = self.connection();
+        let path = self.path(builder, dir);
+        Box::pin(async move {
+            let connection = connection?;
+            let args = map(vec![("path", Value::from(path.as_str()))]);
+            let mut names = quick(&connection, "listdir", args)
+                .await?
+                .files(|| format!("cannot list {path}"))?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn upload(&self, transfer: FileTransfer) -> BoxFuture<'static, io::Result<u64>> {
+        let connection = self.connection();
+        let path = self.path(&transfer.builder, &transfer.worker_path);
+        Box::pin(async move {
+            let connection = connection?;
+            let mut upload = Upload::create(&transfer.master_path, transfer.max_size).await?;
+            let args = map(vec![
+                ("path", Value::from(path.as_str())),
+                ("writer", Value::Nil),
+                ("maxsize", transfer.max_size.map_or(Value::Nil, Value::from)),
+                ("blocksize", Value::from(transfer.block_size)),
+                ("keepstamp", Value::from(transfer.keep_stamp)),
+            ]);
+            let mut endpoint = Endpoint::Upload(&mut upload);
+            let outcome = transfer_command(&connection, "upload_file", args, &mut endpoint).await;
+            match outcome.and_then(|o| o.succeeded(|| format!("cannot upload {path}"))) {
+                Ok(()) => upload.finish(transfer.mode).await,
+                Err(e) => {
+                    upload.abandon().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn download(&self, transfer: FileTransfer) -> BoxFuture<'static, io::Result<u64>> {
+        let connection = self.connection();
+        let path = self.path(&transfer.builder, &transfer.worker_path);
+        Box::pin(async move {
+            let connection = connection?;
+            let mut reading = Download::open(&transfer.master_path, transfer.max_size)
+                .await
+                .map_err(io::Error::other)?;
+            let size = reading.size;
+            let args = map(vec![
+                ("path", Value::from(path.as_str())),
+                ("reader", Value::Nil),
+                ("maxsize", transfer.max_size.map_or(Value::Nil, Value::from)),
+                ("blocksize", Value::from(transfer.block_size)),
+                ("mode", transfer.mode.map_or(Value::Nil, Value::from)),
+            ]);
+            let mut endpoint = Endpoint::Download(&mut reading);
+            transfer_command(&connection, "download_file", args, &mut endpoint)
+                .await?
+                .succeeded(|| format!("cannot download to {path}"))?;
+            Ok(size)
+        })
+    }
+}
+
+/// The master's end of a command's transfer requests.
+enum Endpoint<'a> {
+    None,
+    Upload(&'a mut Upload),
+    Download(&'a mut Download),
+}
+
+impl Endpoint<'_> {
+    async fn handle(&mut self, op: Transfer) -> Result<Value, String> {
+        match (self, op) {
+            (Endpoint::Upload(upload), Transfer::Write(data)) => {
+                upload.write(&data).await.map(|()| Value::Nil)
+            }
+            (Endpoint::Upload(upload), Transfer::Utime { modified }) => {
+                upload.set_modified(modified);
+                Ok(Value::Nil)
+            }
+            (Endpoint::Upload(_), Transfer::Close) => Ok(Value::Nil),
+            (Endpoint::Download(reading), Transfer::Read(length)) => reading
+                .read(length.min(MAX_BLOCK))
+                .await
+                .map(Value::Binary)
+                .map_err(|e| e.to_string()),
+            (Endpoint::Download(_), Transfer::ReadClose) => Ok(Value::Nil),
+            (_, op) => Err(format!("no transfer here takes {op:?}")),
+        }
+    }
+}
+
+/// The largest block a download sends at once, whatever the worker asks.
+const MAX_BLOCK: usize = 1 << 20;
+
+/// Runs a transfer command to its end, answering its transfer requests.
+async fn transfer_command(
+    connection: &Connection,
+    name: &str,
+    args: Value,
+    endpoint: &mut Endpoint<'_>,
+) -> io::Result<Outcome> {
+    let (id, events) = connection
+        .start_command(name, args)
+        .await
+        .map_err(|e| start_error(connection, e))?;
+    let (_stop, stop) = watch::channel(false);
+    follow(connection, &id, events, None, stop, endpoint).await
 }
 
 /// What a command's updates said.
@@ -262,9 +420,41 @@ struct Outcome {
     rc: Option<i32>,
     failure_reason: Option<String>,
     header: String,
+    /// Standard error of a command whose output is not followed.
+    stderr: String,
+    /// `files` of `glob` and `listdir`.
+    files: Option<Vec<String>>,
+    /// The `st_mode` of a `stat`.
+    mode: Option<u32>,
     /// The worker's error on completion.
     error: Option<String>,
     interrupted: bool,
+}
+
+impl Outcome {
+    /// Ok when the command ended with code 0; else an error saying
+    /// `what` failed and what the worker said.
+    fn succeeded(&self, what: impl FnOnce() -> String) -> io::Result<()> {
+        if self.rc == Some(0) && self.error.is_none() {
+            return Ok(());
+        }
+        let said = [self.stderr.trim(), self.header.trim()]
+            .into_iter()
+            .chain(self.error.as_deref())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(io::Error::other(if said.is_empty() {
+            what()
+        } else {
+            format!("{}: {said}", what())
+        }))
+    }
+
+    fn files(self, what: impl FnOnce() -> String) -> io::Result<Vec<String>> {
+        self.succeeded(what)?;
+        Ok(self.files.unwrap_or_default())
+    }
 }
 
 /// The text of an output update: a string, or (protocol v7) `[text, line
@@ -293,7 +483,9 @@ async fn quick(connection: &Connection, name: &str, args: Value) -> io::Result<O
         .await
         .map_err(|e| start_error(connection, e))?;
     let (_stop, stop) = watch::channel(false);
-    tokio::time::timeout(QUICK_COMMAND, follow(connection, &id, events, None, stop))
+    let mut endpoint = Endpoint::None;
+    let following = follow(connection, &id, events, None, stop, &mut endpoint);
+    tokio::time::timeout(QUICK_COMMAND, following)
         .await
         .map_err(|_| {
             io::Error::other(format!(
@@ -311,6 +503,7 @@ async fn follow(
     mut events: mpsc::UnboundedReceiver<CommandEvent>,
     output: Option<&mpsc::Sender<(Stream, String)>>,
     mut stop: watch::Receiver<bool>,
+    endpoint: &mut Endpoint<'_>,
 ) -> io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut partial = [String::new(), String::new()];
@@ -347,6 +540,9 @@ async fn follow(
                     "the worker disconnected",
                 ))
             }
+            Some(CommandEvent::Transfer { seq, op }) => {
+                connection.answer(seq, endpoint.handle(op).await);
+            }
             Some(CommandEvent::Complete(error)) => {
                 outcome.error = error;
                 break;
@@ -354,6 +550,22 @@ async fn follow(
             Some(CommandEvent::Update(pairs)) => {
                 for (key, value) in pairs {
                     match key.as_str() {
+                        "stderr" if output.is_none() => {
+                            outcome.stderr.push_str(&output_text(&value))
+                        }
+                        "files" => {
+                            let names = value
+                                .as_array()
+                                .map(|names| names.iter().filter_map(text).collect());
+                            outcome.files = names;
+                        }
+                        "stat" => {
+                            outcome.mode = value
+                                .as_array()
+                                .and_then(|fields| fields.first())
+                                .and_then(Value::as_u64)
+                                .map(|mode| mode as u32);
+                        }
                         "stdout" | "stderr" => {
                             let (stream, index) = if key == "stdout" {
                                 (Stream::Stdout, 0)

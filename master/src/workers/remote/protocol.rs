@@ -53,15 +53,16 @@ pub fn request(seq_number: i64, op: &str, mut fields: Vec<(&str, Value)>) -> Val
     map(fields)
 }
 
-/// The answer to the other side's request `seq_number`.
-pub fn response(seq_number: i64, failure: Option<&str>) -> Value {
+/// The answer to the other side's request `seq_number`: its result, or why
+/// it failed.
+pub fn response(seq_number: i64, result: Result<Value, String>) -> Value {
     let mut fields = vec![
         ("op", Value::from("response")),
         ("seq_number", Value::from(seq_number)),
     ];
-    match failure {
-        None => fields.push(("result", Value::Nil)),
-        Some(message) => {
+    match result {
+        Ok(value) => fields.push(("result", value)),
+        Err(message) => {
             fields.push(("result", Value::from(message)));
             fields.push(("is_exception", Value::from(true)));
         }
@@ -105,7 +106,7 @@ mod tests {
         let read = decode(&encode(&sent)).unwrap();
         assert_eq!(get(&read, "op").and_then(Value::as_str), Some("keepalive"));
         assert_eq!(get(&read, "seq_number").and_then(Value::as_i64), Some(7));
-        let failed = decode(&encode(&response(3, Some("boom")))).unwrap();
+        let failed = decode(&encode(&response(3, Err("boom".into())))).unwrap();
         assert_eq!(get(&failed, "is_exception"), Some(&Value::from(true)));
         assert_eq!(
             text(get(&failed, "result").unwrap()).as_deref(),
