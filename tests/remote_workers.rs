@@ -732,3 +732,322 @@ fn an_operator_pauses_a_worker_and_shuts_it_down_from_the_api() {
     });
     assert!(master.log().contains("asking worker rw1 to shut down"));
 }
+
+/// A `buildmaster worker` process, stopped on drop.
+struct NativeWorker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl NativeWorker {
+    /// Creates a worker directory with `buildmaster worker create` and
+    /// starts it.
+    fn start(dir: &Path, port: u16, name: &str, password: &str) -> NativeWorker {
+        let secret = dir.with_extension("password");
+        std::fs::write(&secret, format!("{password}\n")).unwrap();
+        let created = buildmaster_e2e::run_cli(&[
+            "worker",
+            "create",
+            dir.to_str().unwrap(),
+            "--master",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            name,
+            "--password-file",
+            secret.to_str().unwrap(),
+        ]);
+        assert!(created.status.success(), "{created:?}");
+        NativeWorker::run(dir)
+    }
+
+    /// Starts the worker of an existing directory.
+    fn run(dir: &Path) -> NativeWorker {
+        let log = dir.with_extension("log");
+        let child = Command::new(buildmaster_e2e::binary())
+            .args(["worker", "start"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start buildmaster worker");
+        NativeWorker { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NativeWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_native_worker_transfers_files_checks_out_git_and_runs_file_commands() {
+    let repo = tempfile::tempdir().unwrap();
+    let revision = repository(repo.path());
+    let port = free_port();
+    let base = buildmaster_e2e::Basedir::new(&transfer_config(port, repo.path()));
+    base.write("files/config.txt", "from the master\n");
+    let master = base.start();
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("worker");
+    let native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
+    let shown = wait_until("the worker to log in", || {
+        let shown = worker(&master);
+        (shown["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(shown)
+    });
+    assert!(
+        shown["workerinfo"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("buildmaster "),
+        "{shown}"
+    );
+    assert_eq!(shown["workerinfo"]["basedir"], dir.display().to_string());
+    let reply = master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=&repository=r&author=Ada&comments=c",
+    );
+    assert_eq!(reply.status, 200);
+    check_transfers(&master, &dir, &revision);
+    assert!(
+        native.log().contains("the master says: attached"),
+        "{}",
+        native.log()
+    );
+}
+
+/// A builder whose step starts a child in the background and waits.
+fn sleeper_config(port: u16) -> String {
+    config(port).replace(
+        &format!("command = [\"sh\", \"-c\", \"{HELLO}\"]"),
+        "command = \"echo started; sleep 300 & echo $! > child.pid; wait\"",
+    )
+}
+
+/// Whether process `pid` is alive.
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Waits for the pid the running [`sleeper_config`] step wrote.
+fn sleeper_pid(worker_dir: &Path) -> i32 {
+    wait_until("the step's child to start", || {
+        std::fs::read_to_string(worker_dir.join("b/build/child.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn a_native_worker_streams_logs_is_interrupted_and_shut_down_gracefully() {
+    let port = free_port();
+    let master = Master::start(&sleeper_config(port));
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("worker");
+    let mut native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    let child = sleeper_pid(&dir);
+    // The output is in the log while the step still runs.
+    wait_until("the log to show the output", || {
+        let raw = master.send("GET", "/api/v2/logs/1/raw", &[], b"").body;
+        raw.contains("started").then_some(())
+    });
+    assert_eq!(
+        master.get_json("/api/v2/builds/1")["builds"][0]["complete"],
+        false
+    );
+    let reply = master.post_json(
+        "/api/v2/builds/1",
+        &serde_json::json!({"jsonrpc": "2.0", "method": "stop", "params": {"reason": "enough"}, "id": 1}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(master.wait_for_build(1)["results"], 6);
+    wait_until("the whole process group to be killed", || {
+        (!alive(child)).then_some(())
+    });
+
+    // A graceful shutdown ends the worker process.
+    let reply = master.post_json(
+        "/api/v2/workers/rw1",
+        &serde_json::json!({"jsonrpc": "2.0", "method": "stop", "id": 1}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let status = wait_until("the worker to shut down", || {
+        native.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}: {}", native.log());
+    assert!(native
+        .log()
+        .contains("the master asked this worker to shut down"));
+}
+
+#[test]
+fn a_native_worker_stopped_mid_build_kills_its_command_and_the_build_is_retried() {
+    let port = free_port();
+    let master = Master::start(&sleeper_config(port));
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("worker");
+    let mut native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    let child = sleeper_pid(&dir);
+    let status = buildmaster_e2e::terminate(&mut native.child);
+    assert!(status.success(), "{status:?}");
+    wait_until("the command's group to die with the worker", || {
+        (!alive(child)).then_some(())
+    });
+    assert_eq!(master.wait_for_build(1)["results"], 5, "RETRY");
+    // Started again, it logs in and the request is built again.
+    let _again = NativeWorker::run(&dir);
+    wait_until("the request's second build to start", || {
+        (master.builds().len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_native_worker_reconnects_when_its_master_comes_back() {
+    let port = free_port();
+    let master = Master::start(&config(port));
+    let place = tempfile::tempdir().unwrap();
+    let native = NativeWorker::start(&place.path().join("worker"), port, "rw1", "s3cret-pass");
+    wait_until("the worker to log in", || {
+        (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
+    });
+    let base = master.kill();
+    wait_until("the worker to see the master go", || {
+        native.log().contains("reconnecting in").then_some(())
+    });
+    let master = base.start();
+    wait_until("the worker to log in again", || {
+        (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
+    });
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    assert_eq!(master.wait_for_build(1)["results"], 0);
+}
+
+#[test]
+fn builds_spread_over_a_native_and_a_buildbot_worker() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let port = free_port();
+    let text = two_workers(
+        port,
+        "nw",
+        "native-pass",
+        "sleep 2; echo ran on %(worker:workername)s",
+    );
+    let master = Master::start(&text);
+    let place = tempfile::tempdir().unwrap();
+    let _python = BuildbotWorker::start(
+        &program,
+        &place.path().join("py"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    let _native = NativeWorker::start(&place.path().join("native"), port, "nw", "native-pass");
+    wait_for_logins(&master, 2);
+    for revision in ["1", "2"] {
+        let reply = master.post_form(
+            "/change_hook/base",
+            &format!("branch=main&revision={revision}&repository=r&author=Ada&comments=c"),
+        );
+        assert_eq!(reply.status, 200);
+    }
+    let mut names: Vec<String> = [1, 2]
+        .iter()
+        .map(|id| {
+            let build = master.wait_for_build(*id);
+            assert_eq!(build["results"], 0, "{build}");
+            build["properties"]["workername"][0]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["nw", "rw1"], "one build on each, at once");
+}
+
+#[test]
+fn a_peer_of_another_protocol_version_is_refused_on_both_sides() {
+    // A worker naming another protocol: the master answers 400 and says why.
+    let port = free_port();
+    let master = Master::start(&config(port));
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "msgpack_experimental_v8".parse().unwrap(),
+    );
+    let Err(tungstenite::Error::Http(answer)) = tungstenite::connect(request) else {
+        panic!("the handshake must be refused");
+    };
+    assert_eq!(answer.status(), 400);
+    let body = String::from_utf8_lossy(answer.body().as_deref().unwrap_or_default()).into_owned();
+    assert_eq!(
+        body.trim(),
+        "this master speaks msgpack_experimental_v7, not msgpack_experimental_v8"
+    );
+    wait_until("the refusal in the master's log", || {
+        master
+            .log()
+            .contains(
+                "the worker speaks msgpack_experimental_v8, this master msgpack_experimental_v7",
+            )
+            .then_some(())
+    });
+
+    // A master answering with another protocol: the native worker stops
+    // and says why.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        #[allow(
+            clippy::result_large_err,
+            reason = "the handshake callback's signature is tungstenite's"
+        )]
+        let choose_v8 =
+            |_: &tungstenite::handshake::server::Request,
+             mut response: tungstenite::handshake::server::Response| {
+                response.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    "msgpack_experimental_v8".parse().unwrap(),
+                );
+                Ok(response)
+            };
+        let _ = tungstenite::accept_hdr(stream, choose_v8);
+    });
+    let place = tempfile::tempdir().unwrap();
+    let mut native = NativeWorker::start(&place.path().join("worker"), fake_port, "rw1", "p");
+    let status = wait_until("the worker to stop", || native.child.try_wait().unwrap());
+    assert!(!status.success());
+    assert!(
+        native
+            .log()
+            .contains("does not speak msgpack_experimental_v7: it chose another protocol"),
+        "{}",
+        native.log()
+    );
+    fake.join().unwrap();
+}

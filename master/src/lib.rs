@@ -13,7 +13,9 @@
 //!   is the Bot API transport of [`chat`], the command engine, which reads
 //!   and commands the master the same way.
 //! - The services: [`change_sources`] poll repositories, [`schedulers`] turn
-//!   changes into build requests, [`builds`] runs builds on [`workers`];
+//!   changes into build requests, [`builds`] runs builds on [`workers`]
+//!   (local, or remote over the worker protocol, whose worker side
+//!   [`native_worker`] is);
 //!   [`durable`] feeds consumers that must see every build event, such as
 //!   [`reporters`], which renders them into an outbox and delivers it. Their
 //!   tasks run under the [`tasks`] supervisor.
@@ -36,6 +38,7 @@ pub mod descriptors;
 pub mod durable;
 pub mod events;
 pub mod host;
+pub mod native_worker;
 pub mod pidfile;
 pub mod plugins;
 pub mod reconfig;
@@ -74,6 +77,7 @@ mod layering {
         "change_sources",
         "schedulers",
         "builds",
+        "native_worker",
         "workers",
         "registry",
         "plugins",

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use buildmaster::config::{Config, CONFIG_FILE, STARTER};
 use buildmaster::plugins::Loader;
 use buildmaster::reconfig::{ReloadResult, Status};
-use buildmaster::{pidfile, registry, systemd, topology};
+use buildmaster::{native_worker, pidfile, registry, systemd, topology};
 
 mod new_plugin;
 
@@ -67,6 +67,10 @@ enum Command {
     },
     /// Send a change to a master's `base` change hook.
     Sendchange(Box<Sendchange>),
+    /// A worker on this machine that connects to a master's worker port
+    /// (protocol msgpack_experimental_v7), as buildbot-worker does.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Write a new plugin crate: a dialect or a reporter with typed options,
     /// a test and a README, ready for `cargo build`.
     NewPlugin {
@@ -79,6 +83,29 @@ enum Command {
         /// was built from, if present).
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Create a worker directory: its master, name and password.
+    Create {
+        dir: PathBuf,
+        /// The master's worker port, HOST:PORT.
+        #[arg(long)]
+        master: String,
+        /// The worker's name, as the master's [[workers]] has it.
+        #[arg(long)]
+        name: String,
+        /// A file holding the worker's password (copied into DIR).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Run the worker of a directory in the foreground until the master
+    /// shuts it down or a signal stops it.
+    Start {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -138,6 +165,16 @@ fn main() -> ExitCode {
         Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Reconfig { dir } => reconfig(&dir),
         Command::Sendchange(args) => sendchange(*args),
+        Command::Worker(WorkerCommand::Create {
+            dir,
+            master,
+            name,
+            password_file,
+        }) => {
+            let settings = native_worker::Settings { master, name };
+            native_worker::create(&dir, &settings, &password_file)
+        }
+        Command::Worker(WorkerCommand::Start { dir }) => start_worker(&dir),
         Command::NewPlugin {
             kind,
             name,
@@ -264,6 +301,26 @@ fn start(dir: &Path, notifier: systemd::Notifier) -> anyhow::Result<()> {
             }
         };
         topology::run(config, signals, notifier).await
+    })
+}
+
+fn start_worker(dir: &Path) -> anyhow::Result<()> {
+    let worker = native_worker::Worker::open(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            ended = worker.run() => ended,
+            // Leaving the runtime drops the running commands, which kills
+            // their process groups.
+            _ = terminate.recv() => Ok(()),
+            _ = interrupt.recv() => Ok(()),
+        }
     })
 }
 
