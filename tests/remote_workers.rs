@@ -88,7 +88,7 @@ fn free_port() -> u16 {
 
 /// The script of [`config`]'s step.
 const HELLO: &str =
-    "case %(src::revision)s in slow) sleep 60;; esac; echo hello from $(pwd); echo oops >&2";
+    "echo hello from $(pwd); echo oops >&2; case %(src::revision)s in slow) sleep 60; echo woke;; esac";
 
 fn config(port: u16) -> String {
     format!(
@@ -207,9 +207,21 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
         "branch=main&revision=slow&repository=r&author=Ada&comments=c",
     );
     assert_eq!(reply.status, 200);
-    wait_until("the slow step to run", || {
+    // Its output reaches the log while the step still runs.
+    let raw_log = || {
         let steps = master.get_json("/api/v2/builds/2/steps");
-        (steps["steps"][0]["complete"] == false).then_some(())
+        let stepid = steps["steps"][0]["stepid"].as_i64()?;
+        let logs = master.get_json(&format!("/api/v2/steps/{stepid}/logs"));
+        let logid = logs["logs"][0]["logid"].as_i64()?;
+        Some(
+            master
+                .send("GET", &format!("/api/v2/logs/{logid}/raw"), &[], b"")
+                .body,
+        )
+    };
+    wait_until("the running step's output in its log", || {
+        let running = master.get_json("/api/v2/builds/2/steps")["steps"][0]["complete"] == false;
+        raw_log().filter(|raw| running && raw.contains("hello from"))
     });
     let reply = master.post_json(
         "/api/v2/builds/2",
@@ -218,14 +230,10 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let build = master.wait_for_build(2);
     assert_eq!(build["results"], 6, "{build}");
-    let stepid = master.get_json("/api/v2/builds/2/steps")["steps"][0]["stepid"].clone();
-    let logs = master.get_json(&format!("/api/v2/steps/{stepid}/logs"));
-    let logid = logs["logs"][0]["logid"].as_i64().expect("the step's log");
-    let raw = master.send("GET", &format!("/api/v2/logs/{logid}/raw"), &[], b"");
+    let raw = raw_log().unwrap();
     assert!(
-        !raw.body.contains(&format!("hello from {}", dir.display())),
-        "the command was killed in its sleep: {}",
-        raw.body
+        !raw.lines().any(|line| line == "woke"),
+        "the command was killed in its sleep: {raw}"
     );
 
     // The worker goes: the master sees it leave.
@@ -808,6 +816,10 @@ fn a_native_worker_transfers_files_checks_out_git_and_runs_file_commands() {
         "{shown}"
     );
     assert_eq!(shown["workerinfo"]["basedir"], dir.display().to_string());
+    assert!(
+        dir.join("b").is_dir(),
+        "the builder's directory is made at login"
+    );
     let reply = master.post_form(
         "/change_hook/base",
         "branch=main&revision=&repository=r&author=Ada&comments=c",

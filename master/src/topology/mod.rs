@@ -709,15 +709,18 @@ fn logins(config: &Config, pool: &WorkerPool) -> Logins {
                     link: Arc::clone(slot.link.as_ref()?),
                     keepalive_interval: settings.keepalive_interval,
                     missing_timeout: settings.missing_timeout,
+                    builders: config
+                        .builders
+                        .iter()
+                        .filter(|builder| builder.workernames.contains(&worker.name))
+                        .map(|builder| builder.name.clone())
+                        .collect(),
                 },
             ))
         })
         .collect()
 }
 
-/// Finishes as RETRY the builds an earlier run left running (after a stop
-/// or a crash) and announces their end like any other; their requests are
-/// built again.
 /// Asks a remote worker to shut down (its process ends) and closes its
 /// connection.
 async fn shut_down_worker(name: &str, link: &crate::workers::remote::Link) {
@@ -732,6 +735,9 @@ async fn shut_down_worker(name: &str, link: &crate::workers::remote::Link) {
     connection.close();
 }
 
+/// Finishes as RETRY the builds an earlier run left running (after a stop
+/// or a crash) and announces their end like any other; their requests are
+/// built again.
 async fn recover_interrupted_builds(db: &Db, bus: &Bus) -> anyhow::Result<()> {
     let recovered = db
         .recover_interrupted_builds()

@@ -4,7 +4,8 @@
 //! password or an unknown name is refused with 401 and a log line, and
 //! counted in the worker's `refused_logins`. After the login the master asks the worker about itself
 //! (`get_worker_info`), gives it its settings (`set_worker_settings`),
-//! tells it it is attached (`print`), and checks the connection every
+//! makes its builders' directories (`mkdir`), tells it it is attached
+//! (`print`), and checks the connection every
 //! `keepalive_interval`. A worker that names its protocol in
 //! `Sec-WebSocket-Protocol` must name this one, else it is refused with 400.
 
@@ -27,7 +28,7 @@ use crate::db::Db;
 use crate::events::{Bus, Event, WorkerEvent};
 use crate::tasks::{Policy, Supervisor, TaskHandle};
 use crate::workers::remote::protocol::{self, map};
-use crate::workers::remote::{Connection, Link};
+use crate::workers::remote::{make_builder_dirs, Connection, Link};
 
 /// How long a worker may take to answer the login's questions.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +48,8 @@ pub struct Login {
     pub keepalive_interval: Duration,
     /// How long it may be away before it is "missing".
     pub missing_timeout: Duration,
+    /// The builders that may use it: their directories are made at login.
+    pub builders: Vec<String>,
 }
 
 /// The remote workers by name.
@@ -219,6 +222,18 @@ impl Shared {
         let reader = tokio::spawn(serve);
         match introduce(&connection).await {
             Ok((basedir, info)) => {
+                // Beside the login: a shell step makes its own workdir anyway.
+                let (made, at, builders) = (
+                    Arc::clone(&connection),
+                    basedir.clone(),
+                    login.builders.clone(),
+                );
+                let worker = name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = make_builder_dirs(&made, &at, &builders).await {
+                        tracing::warn!("worker {worker}: {e}");
+                    }
+                });
                 let _ = self.db.record_worker_login(&name, info).await;
                 login.link.connect(Arc::clone(&connection), basedir);
                 tracing::info!("worker {name} logged in from {peer}");

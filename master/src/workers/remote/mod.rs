@@ -414,6 +414,30 @@ async fn transfer_command(
     follow(connection, &id, events, None, stop, endpoint).await
 }
 
+/// Makes the directories of `builders` under the worker's `basedir`, as
+/// Buildbot's master does when a worker attaches.
+pub async fn make_builder_dirs(
+    connection: &Connection,
+    basedir: &str,
+    builders: &[String],
+) -> io::Result<()> {
+    if builders.is_empty() {
+        return Ok(());
+    }
+    let base = basedir.trim_end_matches('/');
+    let paths = builders
+        .iter()
+        .map(|builder| Value::from(format!("{base}/{builder}")))
+        .collect();
+    quick(
+        connection,
+        "mkdir",
+        map(vec![("paths", Value::Array(paths))]),
+    )
+    .await?
+    .succeeded(|| "cannot make the builders' directories".to_owned())
+}
+
 /// What a command's updates said.
 #[derive(Debug, Default)]
 struct Outcome {
