@@ -1063,3 +1063,94 @@ fn a_peer_of_another_protocol_version_is_refused_on_both_sides() {
     );
     fake.join().unwrap();
 }
+
+/// Steps that show a shell step's semantics: a no-output timeout, a total
+/// time limit, the environment, and argv words given as they are.
+fn semantics_config(port: u16) -> String {
+    config(port).replace(
+        &format!("[[builders.steps]]\ntype = \"shell\"\nname = \"hello\"\ncommand = [\"sh\", \"-c\", \"{HELLO}\"]"),
+        r#"[[builders.steps]]
+type = "shell"
+name = "quiet"
+command = "sleep 30"
+timeout = 1
+
+[[builders.steps]]
+type = "shell"
+name = "long"
+command = "while true; do echo tick; sleep 0.2; done"
+max_time = 1
+
+[[builders.steps]]
+type = "shell"
+name = "env"
+command = ["sh", "-c", "echo \"$GREETING\" \"$1\"", "sh", "two words; $HOME"]
+env = { GREETING = "hi %(prop:workername)s" }"#,
+    )
+}
+
+/// Checks what [`semantics_config`]'s first build did.
+fn check_semantics(master: &Master) {
+    let build = master.wait_for_build(1);
+    assert_eq!(build["results"], 2, "{build}");
+    let steps = master.get_json("/api/v2/builds/1/steps")["steps"].clone();
+    let raw = |index: usize| {
+        let stepid = &steps[index]["stepid"];
+        let logs = master.get_json(&format!("/api/v2/steps/{stepid}/logs"));
+        let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+        master
+            .send("GET", &format!("/api/v2/logs/{logid}/raw"), &[], b"")
+            .body
+    };
+    let results: Vec<i64> = (0..3)
+        .map(|i| steps[i]["results"].as_i64().unwrap())
+        .collect();
+    assert_eq!(results, [2, 2, 0]);
+    assert!(
+        raw(0).contains("command timed out: 1 seconds without output"),
+        "{}",
+        raw(0)
+    );
+    assert!(
+        raw(1).contains("command timed out: 1 seconds elapsed"),
+        "{}",
+        raw(1)
+    );
+    assert!(raw(1).contains("tick"), "{}", raw(1));
+    assert!(raw(2).contains("\nhi rw1 two words; $HOME\n"), "{}", raw(2));
+}
+
+#[test]
+fn shell_steps_keep_their_semantics_on_a_buildbot_worker() {
+    let Some(program) = buildbot_worker() else {
+        return;
+    };
+    let port = free_port();
+    let master = Master::start(&semantics_config(port));
+    let place = tempfile::tempdir().unwrap();
+    let _worker = BuildbotWorker::start(
+        &program,
+        &place.path().join("w"),
+        port,
+        "rw1",
+        "s3cret-pass",
+    );
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    check_semantics(&master);
+}
+
+#[test]
+fn shell_steps_keep_their_semantics_on_a_native_worker() {
+    let port = free_port();
+    let master = Master::start(&semantics_config(port));
+    let place = tempfile::tempdir().unwrap();
+    let _worker = NativeWorker::start(&place.path().join("w"), port, "rw1", "s3cret-pass");
+    master.post_form(
+        "/change_hook/base",
+        "branch=main&revision=1&repository=r&author=Ada&comments=c",
+    );
+    check_semantics(&master);
+}
