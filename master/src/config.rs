@@ -28,18 +28,20 @@ pub mod reporters;
 mod retention;
 mod schedulers;
 pub mod telegram;
+mod www_auth;
 
 pub use builders::{
     BuilderConfig, CommandLine, DownloadStep, FileSystemCommand, GitMode, GitStep, RemoteSettings,
     ShellStep, StepConfig, StepKind, TransferLimits, UploadStep, WorkerConfig,
 };
 pub use change_sources::{redact_url, Branches, GitPollerConfig, RawChangeSource};
-pub use credentials::Credentials;
+pub use credentials::{parse_basic, Credentials};
 pub use diff::{ConfigDiff, Difference, Setting};
 pub use reporters::{Generator, Mode, ReporterConfig};
 pub use retention::{JanitorConfig, LogCompression, LogSettings};
 pub use schedulers::{Nightly, SchedulerConfig, SchedulerKind};
 pub use telegram::{ChatRef, TelegramConfig};
+pub use www_auth::{Action, Authz, Caller, WwwAuth};
 
 /// The file name of the configuration inside a basedir.
 pub const CONFIG_FILE: &str = "master.toml";
@@ -189,6 +191,8 @@ pub struct RawWww {
     pub header_read_timeout: Option<Spanned<toml::Value>>,
     pub idle_timeout: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub auth: Option<Spanned<www_auth::RawAuth>>,
+    pub authz: Option<Spanned<www_auth::RawAuthz>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -253,6 +257,11 @@ pub struct WwwConfig {
     /// How long a delivery id is remembered, in seconds; 0 turns de-duplication off.
     pub delivery_id_window: u64,
     pub limits: HttpLimits,
+    /// `[www.auth]`: who may log in; `None`: nobody logs in and every
+    /// control action is open.
+    pub users: Option<WwwAuth>,
+    /// `[www.authz]`.
+    pub authz: Authz,
 }
 
 /// What one client may make the HTTP server do.
@@ -348,6 +357,22 @@ impl fmt::Display for PluginRef {
 }
 
 impl Config {
+    /// What is allowed but likely a mistake: `checkconfig` prints it, a
+    /// start and a reload log it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let listen = self.www.listen;
+        if self.www.users.is_none() && !listen.ip().is_loopback() {
+            warnings.push(format!(
+                "{}: [www] listens on {listen}, not only loopback, and [www.auth] is not set: \
+                 anyone who reaches it may force, stop, cancel and rebuild builds, reload \
+                 the configuration and shut the master down",
+                self.file.display()
+            ));
+        }
+        warnings
+    }
+
     /// Reads and validates `file` (basedir: its directory).
     pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -452,6 +477,43 @@ impl Builder<'_> {
                 }
             },
         };
+        let auth_given = raw.www.auth.is_some();
+        let users = raw.www.auth.and_then(|raw| {
+            let span = raw.span();
+            let mut read_users = |file: &str| {
+                auth_files.push(self.basedir.join(file));
+                let mut users = Credentials::default();
+                users.add_checker(&format!("file:{file}"), self.basedir)?;
+                Ok(users)
+            };
+            let resolve = |value, key: &str| self.resolve(value, key);
+            match www_auth::auth(raw.into_inner(), &resolve, &mut read_users) {
+                Ok(users) => Some(users),
+                Err(message) => {
+                    self.errors.push(self.map.error(span, message));
+                    None
+                }
+            }
+        });
+        let authz = match raw.www.authz {
+            None => Authz::default(),
+            Some(raw) => {
+                let span = raw.span();
+                match www_auth::authz(raw.into_inner()) {
+                    Ok(_) if !auth_given => {
+                        let message =
+                            "[www.authz] needs [www.auth]: without users, no role can be had";
+                        self.errors.push(self.map.error(span, message));
+                        Authz::default()
+                    }
+                    Ok(authz) => authz,
+                    Err(message) => {
+                        self.errors.push(self.map.error(span, message));
+                        Authz::default()
+                    }
+                }
+            }
+        };
         let change_sources = change_sources::change_sources(
             self.map,
             self.basedir,
@@ -523,6 +585,8 @@ impl Builder<'_> {
                 max_body_size,
                 delivery_id_window,
                 limits,
+                users,
+                authz,
             },
             change_sources,
             workers,

@@ -123,6 +123,15 @@ pub enum Command {
         reason: String,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
+    /// Build a build's sources again; `None` when there is no such build.
+    Rebuild {
+        buildid: i64,
+        owner: String,
+        reason: String,
+        reply: oneshot::Sender<Result<Option<AddedBuildset>, ControlError>>,
+    },
+    /// Reload the configuration now; the reload's record.
+    Reconfig { reply: oneshot::Sender<Status> },
     CancelRequest {
         brid: i64,
         reply: oneshot::Sender<Result<Option<CancelledRequest>, ControlError>>,
@@ -236,6 +245,32 @@ impl Control {
         })
         .await
         .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Asks for a build of build `buildid`'s sources again.
+    pub async fn rebuild(
+        &self,
+        buildid: i64,
+        owner: &str,
+        reason: &str,
+    ) -> Result<Option<AddedBuildset>, ControlError> {
+        let (owner, reason) = (owner.to_owned(), reason.to_owned());
+        self.ask(|reply| Command::Rebuild {
+            buildid,
+            owner,
+            reason,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Reloads the configuration and its plugins, as SIGHUP does; the
+    /// reload's record.
+    pub async fn reconfig(&self) -> Result<Status, ControlError> {
+        self.ask(|reply| Command::Reconfig { reply })
+            .await
+            .ok_or(ControlError::Stopping)
     }
 
     /// Stops a running build; `reason` ends up in its state string.

@@ -276,6 +276,9 @@ fn checkconfig(path: &Path) -> ExitCode {
                 .join(", ")
         }
     );
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!("Config file is good!");
     ExitCode::SUCCESS
 }

@@ -18,7 +18,9 @@ use buildmaster_plugin_api::boundary::{
 use buildmaster_plugin_api::reporter::{Event, Wants};
 use buildmaster_plugin_api::OutgoingRequest;
 
-use crate::config::{Config, Credentials, DialectConfig, HttpLimits, PluginRef, ReporterConfig};
+use crate::config::{
+    Authz, Config, Credentials, DialectConfig, HttpLimits, PluginRef, ReporterConfig, WwwAuth,
+};
 use crate::host::HostServices;
 use crate::plugins::{Library, LoadError, Loader, Offer};
 
@@ -117,6 +119,10 @@ pub struct Registry {
     pub buildbot_url: String,
     pub dialects: HashMap<String, DialectSlot>,
     pub auth: Option<Arc<Credentials>>,
+    /// `[www.auth]`: who may log in to the UI and the API.
+    pub users: Option<Arc<WwwAuth>>,
+    /// `[www.authz]`: what each may do.
+    pub authz: Arc<Authz>,
     /// Dialects that `auth` does not apply to (`change_hook_auth = false`).
     pub exempt_from_auth: HashSet<String>,
     pub max_body_size: u64,
@@ -256,6 +262,8 @@ pub fn prepare(
         buildbot_url: config.buildbot_url.clone(),
         dialects,
         auth: config.www.auth.clone().map(Arc::new),
+        users: config.www.users.clone().map(Arc::new),
+        authz: Arc::new(config.www.authz.clone()),
         exempt_from_auth: config
             .www
             .dialects

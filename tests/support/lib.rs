@@ -439,6 +439,8 @@ fn client() -> &'static reqwest::blocking::Client {
     CLIENT.get_or_init(|| {
         reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Tests look at redirects themselves.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client")
     })

@@ -6,6 +6,7 @@ mod engine;
 pub mod query;
 mod response;
 mod rpc;
+pub use rpc::Permit;
 
 pub use engine::Engine;
 pub use response::{ApiResponse, Body, Chunks};

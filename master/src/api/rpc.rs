@@ -1,6 +1,6 @@
 //! The REST API's JSON-RPC actions (`POST /api/v2/<path>`), as Buildbot's
-//! web UI makes them: force a build, stop a build, cancel a build request,
-//! shut the master down; stop, kill, pause or unpause a worker; run the
+//! web UI makes them: force a build, stop or rebuild a build, cancel a
+//! build request, shut the master down or reload its configuration; stop, kill, pause or unpause a worker; run the
 //! janitor now (Buildbot's
 //! `force-janitor`); and retry a reporter's dead-lettered delivery. Each is a command to the topology through
 //! [`Control`](crate::control::Control).
@@ -9,9 +9,21 @@ use serde_json::{json, Map, Value};
 
 use super::response::{ApiResponse, JSON};
 use super::Engine;
+use crate::config::Action;
 use crate::control::{ControlError, ShutdownAction, WorkerAction};
-use crate::db::MASTER_ID;
+use crate::db::{AddedBuildset, MASTER_ID};
 use crate::schedulers::ForceError;
+
+/// Whether the caller may take an action: the web layer's answer, from
+/// its login and `[www.authz]`.
+pub trait Permit: Send + Sync {
+    /// `Err` with the HTTP status (401 when nobody is logged in, else 403)
+    /// and why.
+    fn check(&self, action: Action, builder: Option<&str>) -> Result<(), (u16, String)>;
+
+    /// Who is calling, as reasons name them ("anonymous" when nobody).
+    fn caller(&self) -> String;
+}
 
 impl Engine {
     /// Answers a JSON-RPC `POST /api/v2/<path>`: `force` on a force
@@ -24,6 +36,7 @@ impl Engine {
         path: &[&str],
         content_type: Option<&str>,
         body: &[u8],
+        permit: &dyn Permit,
     ) -> Option<ApiResponse> {
         let target = match path {
             ["forceschedulers", name] => Target::Force((*name).to_owned()),
@@ -67,9 +80,20 @@ impl Engine {
             Some(Value::Object(params)) => params.clone(),
             Some(_) => return Some(rpc_error(id, -32602, "params must be an object")),
         };
+        for (action, builder) in self.needed(&target, method, &params).await {
+            if let Err((status, why)) = permit.check(action, builder.as_deref()) {
+                return Some(with_status(status, rpc_error(id, -32001, &why)));
+            }
+        }
         Some(match (target, method) {
             (Target::Force(name), "force") => self.force(id, &name, params).await,
-            (Target::Build(build), "stop") => {
+            (Target::Master(master), "reconfig") if master == MASTER_ID.to_string() => {
+                match self.control.reconfig().await {
+                    Ok(status) => rpc_result(id, json!(status)),
+                    Err(error) => control_error(id, error),
+                }
+            }
+            (Target::Build(build), "stop" | "rebuild") => {
                 let Ok(buildid) = build.parse::<i64>() else {
                     return Some(rpc_error(
                         id,
@@ -81,9 +105,21 @@ impl Engine {
                     .get("reason")
                     .and_then(Value::as_str)
                     .unwrap_or("no reason");
-                match self.control.stop_build(buildid, reason).await {
-                    Ok(()) => rpc_result(id, Value::Null),
-                    Err(error) => control_error(id, error),
+                if method == "stop" {
+                    match self.control.stop_build(buildid, reason).await {
+                        Ok(()) => rpc_result(id, Value::Null),
+                        Err(error) => control_error(id, error),
+                    }
+                } else {
+                    match self
+                        .control
+                        .rebuild(buildid, &permit.caller(), reason)
+                        .await
+                    {
+                        Ok(Some(added)) => rpc_result(id, buildset_result(&added)),
+                        Ok(None) => rpc_error(id, -32602, &format!("no build has id {buildid}")),
+                        Err(error) => control_error(id, error),
+                    }
                 }
             }
             (Target::Request(request), "cancel") => {
@@ -177,6 +213,94 @@ impl Engine {
         })
     }
 
+    /// The actions a call takes, each with the builder it concerns; checked
+    /// before the call runs. A builder that cannot be found is checked as
+    /// none (rules for given builders then do not cover it).
+    async fn needed(
+        &self,
+        target: &Target,
+        method: &str,
+        params: &Map<String, Value>,
+    ) -> Vec<(Action, Option<String>)> {
+        let view = self.control.view();
+        let name_of = |builderid: i64| {
+            view.builders
+                .iter()
+                .find(|(id, _)| *id == builderid)
+                .map(|(_, config)| config.name.clone())
+        };
+        match (target, method) {
+            (Target::Force(scheduler), "force") => {
+                let named: Option<Vec<String>> =
+                    match (params.get("builderNames"), params.get("builderid")) {
+                        (Some(Value::Array(names)), _) => Some(
+                            names
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect(),
+                        ),
+                        (_, Some(Value::String(builder))) => Some(vec![builder.clone()]),
+                        (_, Some(Value::Number(id))) => {
+                            id.as_i64().and_then(name_of).map(|n| vec![n])
+                        }
+                        _ => None,
+                    };
+                let builders = named.unwrap_or_else(|| {
+                    view.schedulers
+                        .iter()
+                        .find(|s| s.name == *scheduler)
+                        .map(|s| s.builder_names.clone())
+                        .unwrap_or_default()
+                });
+                if builders.is_empty() {
+                    return vec![(Action::Force, None)];
+                }
+                builders
+                    .into_iter()
+                    .map(|b| (Action::Force, Some(b)))
+                    .collect()
+            }
+            (Target::Build(build), "stop" | "rebuild") => {
+                let action = if method == "stop" {
+                    Action::Stop
+                } else {
+                    Action::Rebuild
+                };
+                let builder = match build.parse::<i64>() {
+                    Ok(buildid) => self
+                        .db
+                        .build_info(buildid)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|info| info.builder.name),
+                    Err(_) => None,
+                };
+                vec![(action, builder)]
+            }
+            (Target::Request(request), "cancel") => {
+                let builder = match request.parse::<i64>() {
+                    Ok(brid) => self
+                        .db
+                        .request_builder(brid)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(name_of),
+                    Err(_) => None,
+                };
+                vec![(Action::Cancel, builder)]
+            }
+            (Target::Master(_), "shutdown") => vec![(Action::Shutdown, None)],
+            (Target::Master(_), "reconfig") => vec![(Action::Reconfig, None)],
+            (Target::Worker(_), _) => vec![(Action::Worker, None)],
+            (Target::Janitor, _) => vec![(Action::Janitor, None)],
+            (Target::Delivery(..), _) => vec![(Action::Retry, None)],
+            _ => Vec::new(),
+        }
+    }
+
     /// `force`: every builder of the scheduler, or those `builderNames`
     /// lists, or the one `builderid` names (by id or name).
     async fn force(&self, id: Value, name: &str, mut params: Map<String, Value>) -> ApiResponse {
@@ -197,14 +321,7 @@ impl Engine {
             }
         };
         match self.control.force(name, builders, params).await {
-            Ok(added) => {
-                let requests: Map<String, Value> = added
-                    .requests
-                    .iter()
-                    .map(|(builderid, brid)| (builderid.to_string(), Value::from(*brid)))
-                    .collect();
-                rpc_result(id, json!([added.bsid, requests]))
-            }
+            Ok(added) => rpc_result(id, buildset_result(&added)),
             Err(error) => control_error(id, error),
         }
     }
@@ -220,6 +337,17 @@ enum Target {
     Worker(String),
     /// A reporter's name and a delivery id.
     Delivery(String, String),
+}
+
+/// Buildbot's result for a new buildset: its id and, by builder id, the
+/// id of each build request.
+fn buildset_result(added: &AddedBuildset) -> Value {
+    let requests: Map<String, Value> = added
+        .requests
+        .iter()
+        .map(|(builderid, brid)| (builderid.to_string(), Value::from(*brid)))
+        .collect();
+    json!([added.bsid, requests])
 }
 
 /// A command's refusal as a JSON-RPC error.

@@ -99,9 +99,13 @@ impl Credentials {
     /// Whether an `Authorization` header value carries valid Basic credentials.
     /// Runs bcrypt when a user has a bcrypt hash, so call it off the async workers.
     pub fn check(&self, authorization: Option<&str>) -> bool {
-        let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
-        };
+        authorization
+            .and_then(parse_basic)
+            .is_some_and(|(user, password)| self.check_pair(&user, &password))
+    }
+
+    /// Whether `password` is `user`'s; slow like [`Credentials::check`].
+    pub fn check_pair(&self, user: &str, password: &str) -> bool {
         let given = digest(password.as_bytes());
         // Every entry is examined so the time taken does not tell which user exists.
         let mut ok = false;
@@ -112,12 +116,17 @@ impl Credentials {
             let password_matches = match secret {
                 Secret::Sha256(expected) => expected.ct_eq(&given).into(),
                 Secret::Bcrypt(hash) => {
-                    name_matches && bcrypt::verify(&password, hash).unwrap_or(false)
+                    name_matches && bcrypt::verify(password, hash).unwrap_or(false)
                 }
             };
             ok |= name_matches & password_matches;
         }
         ok
+    }
+
+    /// Whether `user` is one of the users.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.iter().any(|(name, _)| name == user)
     }
 
     /// Whether checking a password may be slow (bcrypt).
@@ -130,7 +139,7 @@ impl Credentials {
 
 /// `Basic base64(user:password)` → (user, password). The scheme is matched
 /// case-insensitively, as Twisted does.
-fn parse_basic(header: &str) -> Option<(String, String)> {
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let (scheme, encoded) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

@@ -91,11 +91,15 @@ pub enum Setting {
     Telegram,
     /// `[protocols.msgpack_experimental_v7] port`.
     WorkerPort,
+    /// `[www.auth]`.
+    WwwAuth,
+    /// `[www.authz]`.
+    WwwAuthz,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 14] = [
+    pub const ALL: [Setting; 16] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -110,6 +114,8 @@ impl Setting {
         Setting::Janitor,
         Setting::Telegram,
         Setting::WorkerPort,
+        Setting::WwwAuth,
+        Setting::WwwAuthz,
     ];
 
     /// The key as `master.toml` writes it.
@@ -129,6 +135,8 @@ impl Setting {
             Setting::Janitor => "[janitor]",
             Setting::Telegram => "[telegram]",
             Setting::WorkerPort => "protocols.msgpack_experimental_v7.port",
+            Setting::WwwAuth => "[www.auth]",
+            Setting::WwwAuthz => "[www.authz]",
         }
     }
 }
@@ -177,6 +185,8 @@ impl ConfigDiff {
             (Setting::Janitor, old.janitor == new.janitor),
             (Setting::Telegram, old.telegram == new.telegram),
             (Setting::WorkerPort, old.worker_listen == new.worker_listen),
+            (Setting::WwwAuth, old.www.users == new.www.users),
+            (Setting::WwwAuthz, old.www.authz == new.www.authz),
         ]
         .into_iter()
         .filter(|(_, same)| !same)

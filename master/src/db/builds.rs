@@ -715,6 +715,68 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Buildbot's rebuild: a new buildset with the source stamps and
+    /// properties of build `buildid`'s buildset, for its builder only;
+    /// `None` when there is no such build.
+    pub async fn rebuild(
+        &self,
+        buildid: i64,
+        reason: String,
+    ) -> Result<Option<AddedBuildset>, Error> {
+        self.transact(move |conn| {
+            let found: Option<(i64, i64, String, String)> = conn
+                .prepare_cached(
+                    "SELECT s.id, r.builderid, s.scheduler, s.properties FROM builds b
+                     JOIN buildrequests r ON r.id = b.buildrequestid
+                     JOIN buildsets s ON s.id = r.buildsetid
+                     WHERE b.id = ?1",
+                )?
+                .query_row([buildid], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()?;
+            let Some((bsid, builderid, scheduler, properties)) = found else {
+                return Ok(None);
+            };
+            let stamps = conn
+                .prepare_cached(
+                    "SELECT sourcestampid FROM buildset_sourcestamps WHERE buildsetid = ?1
+                     ORDER BY sourcestampid",
+                )?
+                .query_map([bsid], |row| row.get(0))?
+                .map(|ssid| ssid.map(StampSpec::Existing))
+                .collect::<Result<Vec<_>, _>>()?;
+            let properties = match serde_json::from_str(&properties) {
+                Ok(Value::Object(properties)) => properties,
+                _ => Map::new(),
+            };
+            let buildset = NewBuildset {
+                reason,
+                scheduler,
+                external_idstring: None,
+                properties,
+                sourcestamps: stamps,
+                builders: vec![(builderid, false)],
+                priority: 0,
+            };
+            add_buildset(conn, &buildset, now()).map(Some)
+        })
+        .await
+    }
+
+    /// The builder of build request `brid`, if there is one.
+    pub async fn request_builder(&self, brid: i64) -> Result<Option<i64>, Error> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT builderid FROM buildrequests WHERE id = ?1")?
+                .query_row([brid], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+}
+
 /// Inserts a buildset, its source stamps and one request per builder, then
 /// collapses older pending requests the new ones make redundant.
 fn add_buildset(

@@ -33,6 +33,9 @@ pub enum Trigger {
     /// master.toml, a plugin library or a secret changed on disk.
     #[serde(rename = "file change")]
     FileChange,
+    /// The REST API's `reconfig` action.
+    #[serde(rename = "API")]
+    Api,
 }
 
 impl fmt::Display for Trigger {
@@ -41,6 +44,7 @@ impl fmt::Display for Trigger {
             Trigger::Start => "start",
             Trigger::Signal => "SIGHUP",
             Trigger::FileChange => "file change",
+            Trigger::Api => "API",
         })
     }
 }

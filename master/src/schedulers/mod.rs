@@ -343,6 +343,28 @@ impl Schedulers {
         }
     }
 
+    /// Buildbot's rebuild of build `buildid`: its buildset's source stamps
+    /// and properties again, for its builder; `None` when there is no such
+    /// build.
+    pub async fn rebuild(
+        &self,
+        buildid: i64,
+        owner: &str,
+        reason: &str,
+    ) -> Result<Option<AddedBuildset>, ForceError> {
+        let reason = format!("The web-page 'rebuild' button was pressed by '{owner}': {reason}");
+        let added = self
+            .shared
+            .db
+            .rebuild(buildid, reason)
+            .await
+            .map_err(|e| ForceError::Storage(e.to_string()))?;
+        if let Some(added) = &added {
+            self.announce(std::slice::from_ref(added));
+        }
+        Ok(added)
+    }
+
     /// Publishes the build requests of newly stored buildsets, and the
     /// buildsets that collapsing their older requests completed.
     fn announce(&self, added: &[AddedBuildset]) {

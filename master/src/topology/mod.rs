@@ -100,11 +100,18 @@ pub async fn run(config: Config, mut signals: Signals, notifier: Notifier) -> an
                 }
             },
             Some(trigger) = inbox.triggers.recv() => topology.reload(trigger, &notifier).await,
-            Some(command) = inbox.commands.recv() => {
-                if let Some(reason) = topology.command(command) {
-                    break reason;
+            Some(command) = inbox.commands.recv() => match command {
+                // In order with the other reloads.
+                Command::Reconfig { reply } => {
+                    topology.reload(Trigger::Api, &notifier).await;
+                    let _ = reply.send(topology.status.get());
                 }
-            }
+                command => {
+                    if let Some(reason) = topology.command(command) {
+                        break reason;
+                    }
+                }
+            },
             () = topology.botmaster.idle(), if draining => {
                 break "clean shutdown: the last running build ended".to_string();
             }
@@ -163,6 +170,9 @@ impl Topology {
     /// Opens the database, finishes the builds an earlier run left, builds
     /// every service empty and applies `config` to them.
     async fn start(config: Config) -> anyhow::Result<(Topology, Inbox)> {
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let db_path = config.db_path.clone();
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
             .await?
@@ -199,6 +209,7 @@ impl Topology {
             db: db.clone(),
             host: HostServices::from_current_runtime().with_pollers(change_sources.pollers()),
             telegram: telegram.webhook(),
+            sessions: Arc::default(),
             engine: Engine {
                 db: db.clone(),
                 control,
@@ -265,6 +276,9 @@ impl Topology {
         let outcome = match Config::load(&self.config.file) {
             Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
             Ok(config) => {
+                for warning in config.warnings() {
+                    tracing::warn!("{warning}");
+                }
                 let previous = Arc::clone(&self.config);
                 match self.prepare(Arc::new(config), Some(&previous)).await {
                     Err(errors) => Err(errors),
@@ -604,6 +618,27 @@ impl Topology {
                         .map_err(ControlError::from);
                     let _ = reply.send(added);
                 });
+                None
+            }
+            Command::Rebuild {
+                buildid,
+                owner,
+                reason,
+                reply,
+            } => {
+                let schedulers = self.schedulers.clone();
+                tokio::spawn(async move {
+                    let added = schedulers
+                        .rebuild(buildid, &owner, &reason)
+                        .await
+                        .map_err(ControlError::from);
+                    let _ = reply.send(added);
+                });
+                None
+            }
+            Command::Reconfig { reply } => {
+                // The main loop takes it; never here.
+                let _ = reply.send(self.status.get());
                 None
             }
             Command::StopBuild {

@@ -29,6 +29,24 @@ pub fn page(title: &str, status: &Status) -> String {
     } else {
         format!("  <ul>\n{details}  </ul>\n")
     };
+    document(
+        &title,
+        &format!(
+            "  <h1>{title}</h1>
+  <p>buildmaster {version}</p>
+  <h2>REST API</h2>
+  <ul>
+{links}    <li><a href=\"/api/v2\">every collection</a></li>
+  </ul>
+  <h2>Configuration</h2>
+  <p><a href=\"/api/v2/reconfig\">{reload}</a></p>
+{details}"
+        ),
+    )
+}
+
+/// A whole page: `title` (escaped already) and the body's content.
+pub(super) fn document(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>
 <html lang=\"en\">
@@ -39,22 +57,14 @@ pub fn page(title: &str, status: &Status) -> String {
   <title>{title}</title>
 </head>
 <body>
-  <h1>{title}</h1>
-  <p>buildmaster {version}</p>
-  <h2>REST API</h2>
-  <ul>
-{links}    <li><a href=\"/api/v2\">every collection</a></li>
-  </ul>
-  <h2>Configuration</h2>
-  <p><a href=\"/api/v2/reconfig\">{reload}</a></p>
-{details}</body>
+{body}</body>
 </html>
 "
     )
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

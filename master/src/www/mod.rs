@@ -4,12 +4,16 @@
 //! statuses); warp rejections are kept for "no route here", which one `recover`
 //! turns into a JSON 404.
 
+mod auth;
 mod home;
 mod hooks;
+mod login;
 mod server;
 
+pub use auth::Sessions;
 pub use server::{serve, ClientAddress};
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -33,6 +37,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Where Telegram's webhook deliveries go.
     pub telegram: WebhookSlot,
+    /// The UI's logged-in sessions; they outlive reloads.
+    pub sessions: Arc<Sessions>,
 }
 
 /// A plain-text reply.
@@ -92,11 +98,40 @@ pub fn routes(
     let api_post = warp::path!("api" / "v2" / ..)
         .and(warp::post())
         .and(warp::path::tail())
-        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(MAX_RPC_BODY))
         .and(warp::body::bytes())
-        .and(with_state)
+        .and(with_state.clone())
         .and_then(api_engine_post);
+
+    let login_form = warp::path!("auth" / "login")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .then(login::form);
+    let login_submit = warp::path!("auth" / "login")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_FORM_BODY))
+        .and(warp::body::form::<HashMap<String, String>>())
+        .and(warp::ext::optional::<ClientAddress>())
+        .and(with_state.clone())
+        .then(login::submit);
+    let logout = warp::path!("auth" / "logout")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_FORM_BODY))
+        .and(
+            warp::body::form::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
+        .and(warp::header::headers_cloned())
+        .and(with_state.clone())
+        .then(login::logout);
+    let whoami = warp::path!("auth" / "user")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_state)
+        .then(login::user);
 
     home.or(change_hook)
         .unify()
@@ -106,12 +141,23 @@ pub fn routes(
         .unify()
         .or(telegram_webhook)
         .unify()
+        .or(login_form)
+        .unify()
+        .or(login_submit)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(whoami)
+        .unify()
         .recover(not_found)
         .unify()
 }
 
 /// The largest JSON-RPC request body accepted.
 const MAX_RPC_BODY: u64 = 1024 * 1024;
+
+/// The largest login or logout form accepted.
+const MAX_FORM_BODY: u64 = 16 * 1024;
 
 /// The largest Telegram update accepted.
 const MAX_UPDATE_BODY: u64 = 1024 * 1024;
@@ -160,14 +206,32 @@ async fn api_engine_get(
 
 async fn api_engine_post(
     tail: warp::path::Tail,
-    content_type: Option<String>,
+    headers: warp::http::HeaderMap,
     body: bytes::Bytes,
     state: AppState,
 ) -> Result<warp::reply::Response, Rejection> {
     let path: Vec<&str> = tail.as_str().trim_end_matches('/').split('/').collect();
+    let registry = state.registry.load_full();
+    let identity = match auth::identify(&registry, &state.sessions, &headers).await {
+        Ok(identity) => identity,
+        Err(why) => return Ok(text(StatusCode::UNAUTHORIZED, format!("{why}\n"))),
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !auth::csrf_ok(&identity, header("x-csrf-token")) {
+        return Ok(text(
+            StatusCode::FORBIDDEN,
+            "missing or wrong X-CSRF-Token for this session\n",
+        ));
+    }
+    let authority = auth::Authority {
+        identity,
+        users: registry.users.clone(),
+        authz: Arc::clone(&registry.authz),
+    };
+    let content_type = header("content-type");
     match state
         .engine
-        .post(&path, content_type.as_deref(), &body)
+        .post(&path, content_type, &body, &authority)
         .await
     {
         Some(response) => Ok(api_reply(response)),

@@ -1,0 +1,204 @@
+//! `/auth/login`, `/auth/logout` and `/auth/user`: the login form and the
+//! session cookie of the UI, and who the caller is.
+
+use std::collections::HashMap;
+
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::Reply;
+
+use super::auth::{self, Identity, Proof, COOKIE, SESSION_LIFETIME};
+use super::home::{document, escape};
+use super::{AppState, ClientAddress};
+
+/// The form, with `message` above it when there is one.
+fn page(title: &str, next: &str, message: Option<&str>) -> String {
+    let title = escape(title);
+    let next = escape(next);
+    let message = message
+        .map(|m| format!("  <p role=\"alert\">{}</p>\n", escape(m)))
+        .unwrap_or_default();
+    document(
+        &format!("Log in · {title}"),
+        &format!(
+            "  <h1>Log in to {title}</h1>
+{message}  <form method=\"post\" action=\"/auth/login\">
+    <input type=\"hidden\" name=\"next\" value=\"{next}\">
+    <p><label>User name <input name=\"username\" autocomplete=\"username\" required></label></p>
+    <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>
+    <p><button type=\"submit\">Log in</button></p>
+  </form>
+"
+        ),
+    )
+}
+
+/// Where to go after logging in: a path of this site, else `/`.
+fn local_path(next: Option<&String>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.clone()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn html(status: StatusCode, body: String) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::html(body), status).into_response()
+}
+
+/// A 303 to `location`, setting or clearing the session cookie.
+fn see_other(location: &str, cookie: String) -> warp::reply::Response {
+    let mut reply = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+    let headers = reply.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    reply
+}
+
+/// The cookie's attributes; `Secure` when the master is reached over HTTPS.
+fn cookie_value(state: &AppState, value: &str, max_age: u64) -> String {
+    let secure = if state.registry.load().buildbot_url.starts_with("https:") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+}
+
+/// `GET /auth/login`
+pub async fn form(query: HashMap<String, String>, state: AppState) -> warp::reply::Response {
+    let registry = state.registry.load();
+    if registry.users.is_none() {
+        return html(
+            StatusCode::NOT_FOUND,
+            page(
+                &registry.title,
+                "/",
+                Some("This master has no users: [www.auth] is not set."),
+            ),
+        );
+    }
+    html(
+        StatusCode::OK,
+        page(&registry.title, &local_path(query.get("next")), None),
+    )
+}
+
+/// `POST /auth/login`: a session for the right user name and password.
+pub async fn submit(
+    form: HashMap<String, String>,
+    client: Option<ClientAddress>,
+    state: AppState,
+) -> warp::reply::Response {
+    let registry = state.registry.load_full();
+    let next = local_path(form.get("next"));
+    let Some(users) = registry.users.clone() else {
+        return html(
+            StatusCode::NOT_FOUND,
+            page(&registry.title, &next, Some("This master has no users.")),
+        );
+    };
+    let user = form.get("username").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let name = user.clone();
+    let valid = tokio::task::spawn_blocking(move || users.check_password(&name, &password))
+        .await
+        .unwrap_or(false);
+    let from = client.map_or_else(|| "?".to_owned(), |c| c.0.to_string());
+    if !valid {
+        tracing::warn!("login refused for user {user:?} from {from}: wrong user name or password");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            page(&registry.title, &next, Some("Wrong user name or password.")),
+        );
+    }
+    tracing::info!("user {user:?} logged in from {from}");
+    let token = state.sessions.open(&user);
+    see_other(
+        &next,
+        cookie_value(&state, &token, SESSION_LIFETIME.as_secs()),
+    )
+}
+
+/// `POST /auth/logout`: ends the session; its CSRF token is required.
+pub async fn logout(
+    form: HashMap<String, String>,
+    headers: HeaderMap,
+    state: AppState,
+) -> warp::reply::Response {
+    let registry = state.registry.load_full();
+    if let Ok(identity) = auth::identify(&registry, &state.sessions, &headers).await {
+        let given = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .or(form.get("csrf").map(String::as_str));
+        if let Identity::User {
+            proof: Proof::Session { token, .. },
+            ..
+        } = &identity
+        {
+            if !auth::csrf_ok(&identity, given) {
+                return super::text(StatusCode::FORBIDDEN, "missing or wrong CSRF token\n");
+            }
+            state.sessions.close(token);
+        }
+    }
+    see_other("/", cookie_value(&state, "", 0))
+}
+
+/// `GET /auth/user`: the caller, their groups and roles, and the CSRF token
+/// their session needs.
+pub async fn user(headers: HeaderMap, state: AppState) -> warp::reply::Response {
+    let registry = state.registry.load_full();
+    let identity = match auth::identify(&registry, &state.sessions, &headers).await {
+        Ok(identity) => identity,
+        Err(why) => return super::text(StatusCode::UNAUTHORIZED, format!("{why}\n")),
+    };
+    let csrf = match &identity {
+        Identity::User {
+            proof: Proof::Session { csrf, .. },
+            ..
+        } => Some(csrf.clone()),
+        _ => None,
+    };
+    let authority = auth::Authority {
+        identity,
+        users: registry.users.clone(),
+        authz: registry.authz.clone(),
+    };
+    let (groups, roles) = authority.roles();
+    let body = serde_json::json!({
+        "user": authority.identity.user(),
+        "groups": groups,
+        "roles": roles,
+        "csrf": csrf,
+        "auth": registry.users.is_some(),
+    });
+    warp::reply::json(&body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_a_login() {
+        assert_eq!(local_path(Some(&"/builders/1".to_owned())), "/builders/1");
+        assert_eq!(local_path(Some(&"//evil.example".to_owned())), "/");
+        assert_eq!(local_path(Some(&"https://evil.example".to_owned())), "/");
+        assert_eq!(local_path(Some(&"/\\evil".to_owned())), "/");
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn the_form_escapes_what_it_shows() {
+        let page = page("CI <x>", "/a\"b", Some("<bad>"));
+        assert!(page.contains("Log in to CI &lt;x&gt;"));
+        assert!(page.contains("value=\"/a&quot;b\""));
+        assert!(page.contains("&lt;bad&gt;"));
+    }
+}
