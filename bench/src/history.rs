@@ -215,7 +215,7 @@ fn populate(path: &Path, changes: usize, builds: usize) -> rusqlite::Result<()> 
 }
 
 /// Median and 99th percentile of `times`.
-fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+pub fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     (at(0.5), at(0.99))

@@ -14,6 +14,7 @@
 //! target/release/buildmaster-bench reload [ROUNDS]
 //! target/release/buildmaster-bench history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS]
 //! target/release/buildmaster-bench reporters [ROUNDS] [BUILDS]
+//! target/release/buildmaster-bench metrics [BUILDERS] [ROUNDS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
@@ -34,6 +35,9 @@
 //! the outbox's delivery rate into receivers that take 100 ms to answer
 //! (see [`reporters`]).
 //!
+//! `metrics` times a `/metrics` scrape at BUILDERS builders that have each
+//! run a build (see [`scrape`]).
+//!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
 //! the other, default 20), then how fast QUEUED builds (default 100) queued
@@ -41,6 +45,7 @@
 
 mod history;
 mod reporters;
+mod scrape;
 
 use std::io::Read;
 
@@ -556,6 +561,13 @@ fn install(path: &std::path::Path, content: &[u8]) {
     std::fs::rename(&temporary, path).expect("rename");
 }
 
+/// The next argument as a number, or `default` when there is none.
+fn number(args: &mut impl Iterator<Item = String>, default: usize) -> usize {
+    args.next()
+        .map(|s| s.parse().expect("a number"))
+        .unwrap_or(default)
+}
+
 fn summary(mut times: Vec<Duration>) -> String {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -680,33 +692,27 @@ async fn main() {
             return;
         }
         Some("history") => {
-            let mut number = |default: usize| {
-                args.next()
-                    .map(|s| s.parse().expect("a number"))
-                    .unwrap_or(default)
-            };
-            let small = (number(10_000), number(1_000));
-            let large = (number(1_000_000), number(100_000));
+            let small = (number(&mut args, 10_000), number(&mut args, 1_000));
+            let large = (number(&mut args, 1_000_000), number(&mut args, 100_000));
             history::run(small, large).await;
             return;
         }
         Some("reporters") => {
-            let mut number = |default: usize| {
-                args.next()
-                    .map(|s| s.parse().expect("a number"))
-                    .unwrap_or(default)
-            };
-            let (rounds, builds) = (number(100), number(100));
+            let (rounds, builds) = (number(&mut args, 100), number(&mut args, 100));
             reporters::run(rounds, builds).await;
             return;
         }
+        Some("metrics") => {
+            let (builders, rounds) = (number(&mut args, 1_000), number(&mut args, 100));
+            scrape::run(builders, rounds).await;
+            return;
+        }
         Some("builds") => {
-            let mut number = |default: usize| {
-                args.next()
-                    .map(|s| s.parse().expect("a number"))
-                    .unwrap_or(default)
-            };
-            let (rounds, queued, workers) = (number(20), number(100), number(1));
+            let (rounds, queued, workers) = (
+                number(&mut args, 20),
+                number(&mut args, 100),
+                number(&mut args, 1),
+            );
             builds_bench(rounds, queued, workers).await;
             return;
         }

@@ -44,6 +44,9 @@ pub struct NewChange {
     pub project: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub codebase: String,
+    /// The id that follows its delivery into the logs; never from a plugin.
+    #[serde(skip)]
+    pub correlation: Option<String>,
 }
 
 /// Reads an explicit null as the type's default, like an absent key.
@@ -81,6 +84,8 @@ pub struct Change {
     /// The newest earlier change on the same branch, repository, project and codebase.
     pub parent_changeid: Option<i64>,
     pub sourcestamp: SourceStamp,
+    /// The id of the delivery that brought it, for the logs.
+    pub correlation: Option<String>,
 }
 
 /// A source stamp: what to build, one per distinct (revision, branch,
@@ -229,6 +234,7 @@ mod tests {
                 project: "proj".into(),
                 created_at: 1_700_000_001,
             },
+            correlation: None,
         };
         let rest = change.to_rest();
         let keys: Vec<&str> = rest

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use buildmaster_plugin_api::options::Secret;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -54,6 +55,9 @@ const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 
 /// Default time a change-hook delivery id is remembered: 72 hours.
 const DEFAULT_DELIVERY_ID_WINDOW: u64 = 72 * 3600;
+
+/// How many deliveries of each dialect the webhook inspector keeps by default.
+const DEFAULT_HOOK_DELIVERIES_KEPT: usize = 50;
 
 /// One mistake in the configuration, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +197,8 @@ pub struct RawWww {
     pub max_connections: Option<Spanned<i64>>,
     pub auth: Option<Spanned<www_auth::RawAuth>>,
     pub authz: Option<Spanned<www_auth::RawAuthz>>,
+    pub metrics_token: Option<Spanned<toml::Value>>,
+    pub hook_deliveries_kept: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -262,6 +268,10 @@ pub struct WwwConfig {
     pub users: Option<WwwAuth>,
     /// `[www.authz]`.
     pub authz: Authz,
+    /// The bearer token `/metrics` wants, if it wants one.
+    pub metrics_token: Option<Secret>,
+    /// How many deliveries of each dialect the inspector keeps; 0: none.
+    pub hook_deliveries_kept: usize,
 }
 
 /// What one client may make the HTTP server do.
@@ -514,6 +524,32 @@ impl Builder<'_> {
                 }
             }
         };
+        let metrics_token = raw.www.metrics_token.and_then(|value| {
+            let span = value.span();
+            match self.resolve(value.into_inner(), "metrics_token") {
+                Ok(serde_json::Value::String(token)) if token.len() >= 16 => {
+                    Some(Secret::new(token))
+                }
+                Ok(_) => {
+                    let message = "metrics_token must be a string of at least 16 characters";
+                    self.errors.push(self.map.error(span, message));
+                    None
+                }
+                Err(message) => {
+                    self.errors.push(self.map.error(span, message));
+                    None
+                }
+            }
+        });
+        let hook_deliveries_kept = match raw.www.hook_deliveries_kept {
+            None => DEFAULT_HOOK_DELIVERIES_KEPT,
+            Some(kept) if (0..=100_000).contains(kept.get_ref()) => *kept.get_ref() as usize,
+            Some(kept) => {
+                let message = "hook_deliveries_kept must be a number from 0 to 100000";
+                self.errors.push(self.map.error(kept.span(), message));
+                DEFAULT_HOOK_DELIVERIES_KEPT
+            }
+        };
         let change_sources = change_sources::change_sources(
             self.map,
             self.basedir,
@@ -587,6 +623,8 @@ impl Builder<'_> {
                 limits,
                 users,
                 authz,
+                metrics_token,
+                hook_deliveries_kept,
             },
             change_sources,
             workers,

@@ -90,6 +90,13 @@ pub struct BuildInfo {
     pub properties: Map<String, Value>,
 }
 
+impl BuildInfo {
+    /// The correlation id of the delivery it came from, `-` when none.
+    pub fn correlation(&self) -> &str {
+        self.buildset.correlation.as_deref().unwrap_or("-")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuilderInfo {
     pub builderid: i64,
@@ -105,6 +112,9 @@ pub struct BuildsetInfo {
     pub scheduler: String,
     pub external_idstring: Option<String>,
     pub submitted_at: i64,
+    /// The id that follows a change hook delivery into the logs (the newest
+    /// change's), for the build's log lines.
+    pub correlation: Option<String>,
 }
 
 /// A step as Buildbot's REST API shows it.

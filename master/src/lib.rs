@@ -23,7 +23,7 @@
 //!   [`plugins`]; [`host`] is what plugins may ask of the master.
 //! - The ground floor: [`config`] (what `master.toml` asks for), [`db`]
 //!   (storage), [`events`] (the bus), [`changes`] (the Change model),
-//!   [`results`], [`clock`].
+//!   [`results`], [`clock`], and [`metrics`], what `/metrics` shows.
 
 pub mod api;
 pub mod builds;
@@ -38,6 +38,7 @@ pub mod descriptors;
 pub mod durable;
 pub mod events;
 pub mod host;
+pub mod metrics;
 pub mod native_worker;
 pub mod pidfile;
 pub mod plugins;
@@ -89,6 +90,7 @@ mod layering {
         "changes",
         "results",
         "clock",
+        "metrics",
     ];
 
     /// The modules `text` names as `crate::<module>`, outside its tests

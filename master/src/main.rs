@@ -67,6 +67,22 @@ enum Command {
     },
     /// Send a change to a master's `base` change hook.
     Sendchange(Box<Sendchange>),
+    /// Send a kept change hook delivery through its dialect again (see
+    /// GET /api/v2/hooks/deliveries): the master's own stored copy, so a
+    /// signed hook still verifies.
+    Replay {
+        /// The delivery's id.
+        delivery: i64,
+        /// The master's web address: HOST:PORT or a URL.
+        #[arg(short, long, default_value = "localhost:8010")]
+        master: String,
+        /// USER:PASSWORD of a [www.auth] user allowed to replay.
+        #[arg(short, long, conflicts_with = "token")]
+        auth: Option<String>,
+        /// A [www.auth] bearer token (better from BUILDMASTER_TOKEN).
+        #[arg(long, env = "BUILDMASTER_TOKEN")]
+        token: Option<String>,
+    },
     /// A worker on this machine that connects to a master's worker port
     /// (protocol msgpack_experimental_v7), as buildbot-worker does.
     #[command(subcommand)]
@@ -165,6 +181,12 @@ fn main() -> ExitCode {
         Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Reconfig { dir } => reconfig(&dir),
         Command::Sendchange(args) => sendchange(*args),
+        Command::Replay {
+            delivery,
+            master,
+            auth,
+            token,
+        } => replay(delivery, &master, auth.as_deref(), token.as_deref()),
         Command::Worker(WorkerCommand::Create {
             dir,
             master,
@@ -191,15 +213,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to standard error: text lines, or with `BUILDMASTER_LOG_FORMAT=json`
+/// one JSON object per line (fields such as `correlation` as keys).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDMASTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match std::env::var("BUILDMASTER_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(false).init(),
+        _ => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// `DIR` → `DIR/master.toml`; a file stays as it is.
@@ -485,12 +511,72 @@ fn reconfig(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn sendchange(args: Sendchange) -> anyhow::Result<()> {
-    let base = if args.master.contains("://") {
-        args.master.trim_end_matches('/').to_string()
+/// `HOST:PORT` or a URL, as a URL without a trailing `/`.
+fn master_url(master: &str) -> String {
+    if master.contains("://") {
+        master.trim_end_matches('/').to_string()
     } else {
-        format!("http://{}", args.master)
-    };
+        format!("http://{master}")
+    }
+}
+
+fn replay(
+    delivery: i64,
+    master: &str,
+    auth: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let url = format!("{}/api/v2/hooks/deliveries/{delivery}", master_url(master));
+    let call = serde_json::json!({"jsonrpc": "2.0", "method": "replay", "id": 1});
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, text) = runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .timeout(Duration::from_secs(60))
+            .body(call.to_string());
+        if let Some(auth) = auth {
+            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        anyhow::Ok((status, response.text().await.unwrap_or_default()))
+    })?;
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if let Some(error) = answer.get("error") {
+        bail!(
+            "the master refused the replay ({status}): {}",
+            error["message"].as_str().unwrap_or_default()
+        );
+    }
+    if !status.is_success() {
+        bail!("the master answered {status}: {}", text.trim());
+    }
+    let result = &answer["result"];
+    let replayed = &result["delivery"];
+    println!(
+        "delivery {delivery} replayed as delivery {}: {} {}",
+        replayed["deliveryid"],
+        result["status"],
+        replayed["verdict"].as_str().unwrap_or_default()
+    );
+    for change in replayed["changes"].as_array().into_iter().flatten() {
+        println!("  change {}", change["changeid"]);
+    }
+    Ok(())
+}
+
+fn sendchange(args: Sendchange) -> anyhow::Result<()> {
+    let base = master_url(&args.master);
     let comments = match &args.logfile {
         Some(path) if path.as_os_str() == "-" => Some(std::io::read_to_string(std::io::stdin())?),
         Some(path) => Some(

@@ -15,6 +15,7 @@ use abi_stable::std_types::RResult;
 use buildmaster_plugin_api::boundary::{
     host_ref, DialectBox, FfiError, FfiHookResult, FfiRequest, ReporterBox,
 };
+use buildmaster_plugin_api::options::Secret;
 use buildmaster_plugin_api::reporter::{Event, Wants};
 use buildmaster_plugin_api::OutgoingRequest;
 
@@ -66,10 +67,12 @@ impl DialectInstance {
         services: &HostServices,
     ) -> Result<FfiHookResult, FfiError> {
         let host = services.for_plugin(&self.library.name);
-        match self.instance.handle(request, host_ref(&host)) {
-            RResult::ROk(result) => Ok(result),
-            RResult::RErr(error) => Err(error),
-        }
+        let started = std::time::Instant::now();
+        let outcome = self.instance.handle(request, host_ref(&host));
+        let panicked = matches!(&outcome, RResult::RErr(e) if is_panic(&e.message));
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::plugin_call(&self.library.name, "handle", seconds, panicked);
+        outcome.into_result()
     }
 }
 
@@ -92,11 +95,21 @@ impl ReporterInstance {
         services: &HostServices,
     ) -> Result<Vec<OutgoingRequest>, String> {
         let host = services.for_plugin(&self.library.name);
-        match self.instance.render(envelope.into(), host_ref(&host)) {
+        let started = std::time::Instant::now();
+        let outcome = self.instance.render(envelope.into(), host_ref(&host));
+        let panicked = matches!(&outcome, RResult::RErr(e) if is_panic(&e.message));
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::plugin_call(&self.library.name, "render", seconds, panicked);
+        match outcome {
             RResult::ROk(requests) => Ok(requests.iter().map(OutgoingRequest::from_ffi).collect()),
             RResult::RErr(error) => Err(error.message.to_string()),
         }
     }
+}
+
+/// Whether a plugin's error is a caught panic (the SDK's wording).
+fn is_panic(message: &str) -> bool {
+    message.starts_with("plugin panicked")
 }
 
 /// What `/change_hook/<name>` finds.
@@ -123,6 +136,10 @@ pub struct Registry {
     pub users: Option<Arc<WwwAuth>>,
     /// `[www.authz]`: what each may do.
     pub authz: Arc<Authz>,
+    /// The bearer token `/metrics` wants, if any.
+    pub metrics_token: Option<Secret>,
+    /// How many deliveries of each dialect the inspector keeps.
+    pub hook_deliveries_kept: usize,
     /// Dialects that `auth` does not apply to (`change_hook_auth = false`).
     pub exempt_from_auth: HashSet<String>,
     pub max_body_size: u64,
@@ -264,6 +281,8 @@ pub fn prepare(
         auth: config.www.auth.clone().map(Arc::new),
         users: config.www.users.clone().map(Arc::new),
         authz: Arc::new(config.www.authz.clone()),
+        metrics_token: config.www.metrics_token.clone(),
+        hook_deliveries_kept: config.www.hook_deliveries_kept,
         exempt_from_auth: config
             .www
             .dialects

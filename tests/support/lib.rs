@@ -192,12 +192,18 @@ impl Basedir {
 
     /// Starts the master with `BUILDMASTER_LOG` set to `filter`.
     pub fn start_logging(self, filter: &str) -> Master {
+        self.start_with_env(&[("BUILDMASTER_LOG", filter)])
+    }
+
+    /// Starts the master with these environment variables set.
+    pub fn start_with_env(self, vars: &[(&str, &str)]) -> Master {
         let log_path = self.dir.path().join("test-master.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(binary())
             .arg("start")
             .arg(self.dir.path())
-            .env("BUILDMASTER_LOG", filter)
+            .env("BUILDMASTER_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -221,6 +221,7 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
     done.results = Some(progress.results);
     done.state_string = summary;
     done.properties = run.properties.pairs().clone();
+    count_finished(&done);
     run.bus.send(Event::BuildFinished(Arc::new(done)));
     if let Some((bsid, results)) = finished.buildset_complete {
         run.bus.send(Event::BuildsetComplete {
@@ -230,6 +231,17 @@ pub async fn run(mut run: Run) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Counts a finished build for `/metrics`.
+pub fn count_finished(build: &BuildInfo) {
+    let results = build.results.unwrap_or(Results::Exception);
+    let took = build.complete_at.unwrap_or(build.started_at) - build.started_at;
+    crate::metrics::build_finished(
+        &build.builder.name,
+        &results.to_string(),
+        took.max(0) as f64,
+    );
 }
 
 impl Run {

@@ -328,6 +328,7 @@ impl Botmaster {
                 scheduler: details.scheduler,
                 external_idstring: details.external_idstring,
                 submitted_at: details.submitted_at,
+                correlation: details.correlation,
             },
             sourcestamps: details.sourcestamps,
             properties: properties.pairs().clone(),
@@ -405,6 +406,7 @@ impl Botmaster {
                 done.complete_at = Some(finished.complete_at);
                 done.results = Some(Results::Exception);
                 done.state_string = "exception (internal error)".into();
+                build::count_finished(&done);
                 self.shared.bus.send(Event::BuildFinished(Arc::new(done)));
                 if let Some((bsid, results)) = finished.buildset_complete {
                     self.shared.bus.send(Event::BuildsetComplete {

@@ -229,6 +229,7 @@ impl GitPoller {
             repository: config.repourl.clone(),
             project: config.project.clone(),
             codebase: config.codebase.clone(),
+            correlation: None,
         }
     }
 }

@@ -95,11 +95,15 @@ pub enum Setting {
     WwwAuth,
     /// `[www.authz]`.
     WwwAuthz,
+    /// `[www] metrics_token`.
+    MetricsToken,
+    /// `[www] hook_deliveries_kept`.
+    HookDeliveriesKept,
 }
 
 impl Setting {
     /// Every setting.
-    pub const ALL: [Setting; 16] = [
+    pub const ALL: [Setting; 18] = [
         Setting::Title,
         Setting::TitleUrl,
         Setting::BuildbotUrl,
@@ -116,6 +120,8 @@ impl Setting {
         Setting::WorkerPort,
         Setting::WwwAuth,
         Setting::WwwAuthz,
+        Setting::MetricsToken,
+        Setting::HookDeliveriesKept,
     ];
 
     /// The key as `master.toml` writes it.
@@ -137,6 +143,8 @@ impl Setting {
             Setting::WorkerPort => "protocols.msgpack_experimental_v7.port",
             Setting::WwwAuth => "[www.auth]",
             Setting::WwwAuthz => "[www.authz]",
+            Setting::MetricsToken => "metrics_token",
+            Setting::HookDeliveriesKept => "hook_deliveries_kept",
         }
     }
 }
@@ -187,6 +195,14 @@ impl ConfigDiff {
             (Setting::WorkerPort, old.worker_listen == new.worker_listen),
             (Setting::WwwAuth, old.www.users == new.www.users),
             (Setting::WwwAuthz, old.www.authz == new.www.authz),
+            (
+                Setting::MetricsToken,
+                old.www.metrics_token == new.www.metrics_token,
+            ),
+            (
+                Setting::HookDeliveriesKept,
+                old.www.hook_deliveries_kept == new.www.hook_deliveries_kept,
+            ),
         ]
         .into_iter()
         .filter(|(_, same)| !same)

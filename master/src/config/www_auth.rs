@@ -119,10 +119,12 @@ pub enum Action {
     Janitor,
     /// Retry a reporter's dead-lettered delivery.
     Retry,
+    /// Replay a stored change hook delivery.
+    Replay,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Force,
         Action::Stop,
         Action::Cancel,
@@ -132,6 +134,7 @@ impl Action {
         Action::Worker,
         Action::Janitor,
         Action::Retry,
+        Action::Replay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -145,6 +148,7 @@ impl Action {
             Action::Worker => "worker",
             Action::Janitor => "janitor",
             Action::Retry => "retry",
+            Action::Replay => "replay",
         }
     }
 

@@ -82,6 +82,9 @@ pub struct SchedulerWrite {
     /// changes are forgotten, so one added again later starts afresh.
     pub forget: Vec<String>,
     pub buildsets: Vec<NewBuildset>,
+    /// (change id, scheduler, accepted, why): what each scheduler decided
+    /// of a change, for the webhook inspector.
+    pub decisions: Vec<(i64, String, bool, String)>,
 }
 
 /// A change waiting for a scheduler's timer.
@@ -111,6 +114,8 @@ pub struct BuildsetDetails {
     pub submitted_at: i64,
     pub properties: Map<String, Value>,
     pub sourcestamps: Vec<SourceStamp>,
+    /// The correlation id of the delivery of its newest change, if any.
+    pub correlation: Option<String>,
 }
 
 /// A build that was just started.
@@ -381,6 +386,7 @@ impl Db {
                     scheduler: buildset.scheduler,
                     external_idstring: buildset.external_idstring,
                     submitted_at: buildset.submitted_at,
+                    correlation: buildset.correlation,
                 },
                 sourcestamps: buildset.sourcestamps,
                 properties: json_object(&properties),
@@ -473,6 +479,13 @@ impl Db {
                     "INSERT OR IGNORE INTO scheduler_changes (scheduler, changeid) VALUES (?1, ?2)",
                 )?
                 .execute((scheduler, changeid))?;
+            }
+            for (changeid, scheduler, accepted, reason) in &write.decisions {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO change_decisions (changeid, scheduler, accepted, reason)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute((changeid, scheduler, accepted, reason))?;
             }
             for (scheduler, changeid) in &write.unclassify {
                 conn.prepare_cached(
@@ -765,6 +778,28 @@ impl Db {
         .await
     }
 
+    /// What `/metrics` reads at each scrape: build requests waiting, by
+    /// builder id, and reporter requests not yet delivered, by reporter.
+    pub async fn backlogs(&self) -> Result<(Vec<(i64, i64)>, Vec<(String, i64)>), Error> {
+        self.read(|conn| {
+            let pending = conn
+                .prepare_cached(
+                    "SELECT builderid, COUNT(*) FROM buildrequests
+                     WHERE complete = 0 AND claimed_at IS NULL GROUP BY builderid",
+                )?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let outbox = conn
+                .prepare_cached(
+                    "SELECT reporter, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY reporter",
+                )?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((pending, outbox))
+        })
+        .await
+    }
+
     /// The builder of build request `brid`, if there is one.
     pub async fn request_builder(&self, brid: i64) -> Result<Option<i64>, Error> {
         self.read(move |conn| {
@@ -958,6 +993,16 @@ fn buildset_details(conn: &Connection, bsid: i64) -> Result<Option<BuildsetDetai
     let Some((reason, scheduler, external_idstring, submitted_at, properties)) = row else {
         return Ok(None);
     };
+    // The delivery of the newest change built, for the logs.
+    let correlation = conn
+        .prepare_cached(
+            "SELECT c.correlation FROM buildset_sourcestamps s
+             JOIN changes c ON c.sourcestampid = s.sourcestampid
+             WHERE s.buildsetid = ?1 AND c.correlation IS NOT NULL
+             ORDER BY c.changeid DESC LIMIT 1",
+        )?
+        .query_row([bsid], |row| row.get(0))
+        .optional()?;
     Ok(Some(BuildsetDetails {
         bsid,
         reason,
@@ -966,6 +1011,7 @@ fn buildset_details(conn: &Connection, bsid: i64) -> Result<Option<BuildsetDetai
         submitted_at,
         properties: json_object(&properties),
         sourcestamps: sourcestamps(conn, bsid)?,
+        correlation,
     }))
 }
 

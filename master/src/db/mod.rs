@@ -8,6 +8,7 @@
 
 mod builds;
 mod chat;
+mod inspector;
 mod janitor;
 mod journal;
 mod listing;
@@ -32,6 +33,7 @@ pub use builds::{
     NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
 };
 pub use chat::LastBuild;
+pub use inspector::{HookDelivery, StoredHook};
 pub use janitor::Pruned;
 pub use journal::{JournalEntry, JournalKind};
 pub use listing::{Field, FieldKind, Filter, Listing, Operand, Operator, MAX_OFFSET};

@@ -18,7 +18,7 @@ pub(super) const CHANGE_COLUMNS: &str = "changes.changeid, changes.author, chang
         changes.codebase, changes.parent_changeid,
         sourcestamps.id, sourcestamps.branch, sourcestamps.revision,
         sourcestamps.repository, sourcestamps.codebase, sourcestamps.project,
-        sourcestamps.created_at";
+        sourcestamps.created_at, changes.correlation";
 
 /// Loads one change by id.
 pub(super) fn get_change(conn: &Connection, changeid: i64) -> Result<Option<Change>, Error> {
@@ -132,5 +132,6 @@ pub(super) fn change_from_row(row: &Row) -> rusqlite::Result<Change> {
         },
         files: Vec::new(),
         properties: Map::new(),
+        correlation: row.get(20)?,
     })
 }

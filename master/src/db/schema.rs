@@ -383,6 +383,35 @@ CREATE TABLE chat_missing_workers (
     r"
 ALTER TABLE workers ADD COLUMN refused_logins INTEGER NOT NULL DEFAULT 0;
 ",
+    // 16: the webhook inspector. The last deliveries of each dialect as they
+    // came (the copy a replay sends again) with what came of them; what each
+    // scheduler decided of each change; the correlation id a change carries
+    // from its delivery.
+    r"
+CREATE TABLE hook_deliveries (
+    id INTEGER PRIMARY KEY,
+    dialect TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    correlation TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    changeids TEXT NOT NULL,
+    replay_of INTEGER
+);
+CREATE INDEX hook_deliveries_dialect ON hook_deliveries (dialect, id);
+CREATE TABLE change_decisions (
+    changeid INTEGER NOT NULL,
+    scheduler TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (changeid, scheduler)
+);
+ALTER TABLE changes ADD COLUMN correlation TEXT;
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

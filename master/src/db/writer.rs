@@ -249,9 +249,9 @@ fn insert_change(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::R
         .prepare_cached(
             "INSERT INTO changes (changeid, author, committer, comments, branch, revision,
                  revlink, when_timestamp, category, repository, codebase, project,
-                 sourcestampid, parent_changeid)
+                 sourcestampid, parent_changeid, correlation)
              VALUES ((SELECT COALESCE(MAX(changeid), 0) + 1 FROM changes),
-                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              RETURNING changeid",
         )?
         .query_row(
@@ -269,6 +269,7 @@ fn insert_change(conn: &Connection, change: &NewChange, now: i64) -> rusqlite::R
                 change.project,
                 sourcestampid,
                 parent,
+                change.correlation,
             ],
             |row| row.get(0),
         )?;

@@ -175,6 +175,17 @@ async fn deliver(db: &Db, client: &reqwest::Client, outgoing: Outgoing, settings
             Attempt::Dead { status, error }
         }
     };
+    let reporter = [("reporter", outgoing.reporter.as_str())];
+    match &recorded {
+        Attempt::Delivered { .. } | Attempt::Dropped => {}
+        Attempt::Retry { .. } => {
+            crate::metrics::count("buildmaster_reporter_delivery_failures_total", &reporter)
+        }
+        Attempt::Dead { .. } => {
+            crate::metrics::count("buildmaster_reporter_delivery_failures_total", &reporter);
+            crate::metrics::count("buildmaster_reporter_dead_letters_total", &reporter);
+        }
+    }
     if let Err(e) = db.record_attempt(outgoing.id, recorded).await {
         tracing::error!("cannot record delivery {}: {e}", outgoing.id);
     }

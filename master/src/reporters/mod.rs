@@ -176,7 +176,16 @@ impl Renderer {
                 buildid: build.buildid,
                 event,
             };
-            stored.extend(render(reporter, envelope, &self.host, source).await);
+            let rendered = render(reporter, envelope, &self.host, source).await;
+            if !rendered.is_empty() {
+                tracing::info!(
+                    correlation = %build.correlation(),
+                    "reporter '{}': {} request(s) queued for {what}",
+                    reporter.config.name,
+                    rendered.len()
+                );
+            }
+            stored.extend(rendered);
         }
         Ok(stored)
     }

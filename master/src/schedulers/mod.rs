@@ -291,33 +291,35 @@ impl Schedulers {
             SchedulerKind::Nightly(nightly) => (&nightly.filter, None),
             SchedulerKind::Force(_) => return,
         };
-        if !filter.matches(&subject) {
-            tracing::debug!(
-                scheduler = %scheduler.name,
-                change = change.changeid,
-                "change filtered out: {}",
-                filter.refusal(&subject).unwrap_or_default()
-            );
+        let mut decide = |accepted: bool, reason: String| {
+            tracing::debug!(scheduler = %scheduler.name, change = change.changeid, "{reason}");
+            write
+                .decisions
+                .push((change.changeid, scheduler.name.clone(), accepted, reason));
+        };
+        if let Some(refusal) = filter.refusal(&subject) {
+            decide(false, format!("change filtered out: {refusal}"));
             return;
         }
         let waits = delay.is_some() || matches!(scheduler.kind, SchedulerKind::Nightly(_));
         match delay {
-            Some(delay) => tracing::debug!(
-                scheduler = %scheduler.name,
-                change = change.changeid,
-                "change accepted; waiting for the tree-stable timer ({}s)",
-                delay.as_secs()
+            Some(delay) => decide(
+                true,
+                format!(
+                    "change accepted; waiting for the tree-stable timer ({}s)",
+                    delay.as_secs()
+                ),
             ),
-            None if waits => tracing::debug!(
-                scheduler = %scheduler.name,
-                change = change.changeid,
-                "change accepted; waiting for the next nightly run"
+            None if waits => decide(
+                true,
+                "change accepted; waiting for the next nightly run".to_owned(),
             ),
-            None => tracing::debug!(
-                scheduler = %scheduler.name,
-                change = change.changeid,
-                "change accepted; building {}",
-                scheduler.builder_names.join(", ")
+            None => decide(
+                true,
+                format!(
+                    "change accepted; building {}",
+                    scheduler.builder_names.join(", ")
+                ),
             ),
         }
         if waits {
@@ -335,6 +337,13 @@ impl Schedulers {
                 timers.push((key, delay));
             }
         } else {
+            tracing::info!(
+                correlation = %change.correlation.as_deref().unwrap_or("-"),
+                "scheduler {} requests builds of change {} on {}",
+                scheduler.name,
+                change.changeid,
+                scheduler.builder_names.join(", ")
+            );
             write.buildsets.push(buildset_for_changes(
                 set,
                 scheduler,

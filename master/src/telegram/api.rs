@@ -77,7 +77,7 @@ impl BotApi {
                 .header("Content-Type", "application/json")
                 .body(body.to_string());
         }
-        self.answer(request).await
+        counted(method, self.answer(request).await)
     }
 
     /// Calls `method` with a multipart form: text fields and one file.
@@ -116,7 +116,7 @@ impl BotApi {
                 format!("multipart/form-data; boundary={boundary}"),
             )
             .body(body);
-        self.answer(request).await
+        counted(method, self.answer(request).await)
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
@@ -145,4 +145,15 @@ impl BotApi {
             migrate_to: answer["parameters"]["migrate_to_chat_id"].as_i64(),
         })
     }
+}
+
+/// Counts a Bot API call, and its failure, for `/metrics`.
+fn counted(method: &str, answer: Result<Value, ApiError>) -> Result<Value, ApiError> {
+    // Methods are this module's own names, never user input.
+    let method = [("method", method)];
+    crate::metrics::count("buildmaster_telegram_api_calls_total", &method);
+    if answer.is_err() {
+        crate::metrics::count("buildmaster_telegram_api_errors_total", &method);
+    }
+    answer
 }

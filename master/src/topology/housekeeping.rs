@@ -73,6 +73,7 @@ async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
     loop {
         match events.recv().await {
             Ok(Event::BuildStarted(build)) => tracing::info!(
+                correlation = %build.correlation(),
                 "build {} #{} started on worker {} (build {})",
                 build.builder.name,
                 build.number,
@@ -95,6 +96,7 @@ async fn log_events(db: Db, mut events: broadcast::Receiver<Event>) {
                     _ => String::new(),
                 };
                 tracing::info!(
+                    correlation = %build.correlation(),
                     "build {} #{} finished: {results} ({}{change})",
                     build.builder.name,
                     build.number,

@@ -307,6 +307,10 @@ impl Topology {
             ReloadResult::Failed => tracing::error!("{line}"),
             _ => tracing::info!("{line}"),
         }
+        crate::metrics::count(
+            "buildmaster_reloads_total",
+            &[("result", &status.result.to_string())],
+        );
         notifier.ready(&format!(
             "generation {} ({})",
             status.generation, status.result

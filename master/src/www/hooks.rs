@@ -6,7 +6,7 @@
 //! before the answer goes out.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use buildmaster_plugin_api::boundary::FfiHookResult;
 use buildmaster_plugin_api::Request;
@@ -18,7 +18,7 @@ use warp::Reply;
 
 use super::{text, AppState};
 use crate::changes::NewChange;
-use crate::db::{Delivery, Stored};
+use crate::db::{Delivery, HookDelivery, Stored};
 use crate::registry::DialectSlot;
 
 /// The `WWW-Authenticate` value of every 401 answer, as Buildbot sends it.
@@ -41,6 +41,8 @@ pub fn dialect_name(path: &str) -> &str {
     }
 }
 
+/// Answers a change hook, counts it by dialect (configured ones only: any
+/// path could be asked for) and status, and keeps it for the inspector.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn handle<S, B>(
     method: Method,
@@ -55,11 +57,170 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let remote: Option<SocketAddr> = remote.map(|client| client.0);
-    let name = dialect_name(path.as_str()).to_string();
+    let request = Incoming {
+        method,
+        path: path.as_str().to_owned(),
+        raw_query,
+        headers,
+        remote: remote.map(|client| client.0),
+        replay_of: None,
+    };
+    let (response, _) = answer_and_keep(request, body, &state).await;
+    response
+}
+
+/// A request to a change hook: live, or the stored copy of one replayed.
+pub(super) struct Incoming {
+    pub method: Method,
+    pub path: String,
+    pub raw_query: String,
+    pub headers: HeaderMap,
+    pub remote: Option<SocketAddr>,
+    /// The delivery a replay sends again: its change_hook_auth was checked
+    /// when it came, and its delivery id is not a duplicate.
+    pub replay_of: Option<i64>,
+}
+
+/// What the inspector keeps of a request, filled in as it is answered.
+#[derive(Default)]
+struct Trace {
+    verdict: Mutex<String>,
+    body: Mutex<Vec<u8>>,
+    changeids: Mutex<Vec<i64>>,
+}
+
+impl Trace {
+    fn say(&self, verdict: impl Into<String>) {
+        *self.verdict.lock().expect("trace") = verdict.into();
+    }
+}
+
+/// Answers `request`, counts it and keeps it: the answer and the id of the
+/// kept delivery (`None` for a dialect that is not configured, or when
+/// keeping is off).
+pub(super) async fn answer_and_keep<S, B>(
+    request: Incoming,
+    body: S,
+    state: &AppState,
+) -> (warp::reply::Response, Option<i64>)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let registry = state.registry.load_full();
+    let asked = dialect_name(&request.path).to_string();
+    let known = registry.dialects.contains_key(&asked);
+    // A dialect exempt from change_hook_auth may check Authorization itself
+    // (Mattermost's token): then it is part of the request a replay needs.
+    let keeps_authorization = registry.exempt_from_auth.contains(&asked);
+    let correlation = correlation_id();
+    let trace = Trace::default();
+    let received_at = crate::clock::now_precise();
+    let kept = KeptRequest {
+        method: request.method.to_string(),
+        path: match request.raw_query.as_str() {
+            "" => request.path.clone(),
+            query => format!("{}?{query}", request.path),
+        },
+        headers: request
+            .headers
+            .iter()
+            // The credentials of change_hook_auth are not kept: a replay is
+            // authorized by the API.
+            .filter(|(name, _)| keeps_authorization || *name != header::AUTHORIZATION)
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        replay_of: request.replay_of,
+    };
+    let response = answer(request, body, state, &correlation, &trace).await;
+    let status = response.status();
+    let dialect = if known { asked.as_str() } else { "(unknown)" };
+    crate::metrics::count(
+        "buildmaster_hook_requests_total",
+        &[("dialect", dialect), ("status", status.as_str())],
+    );
+    if !known || registry.hook_deliveries_kept == 0 {
+        return (response, None);
+    }
+    let record = HookDelivery {
+        dialect: asked,
+        received_at,
+        correlation,
+        method: kept.method,
+        path: kept.path,
+        headers: kept.headers,
+        body: std::mem::take(&mut *trace.body.lock().expect("trace")),
+        status: status.as_u16(),
+        verdict: std::mem::take(&mut *trace.verdict.lock().expect("trace")),
+        changeids: std::mem::take(&mut *trace.changeids.lock().expect("trace")),
+        replay_of: kept.replay_of,
+    };
+    let keep = registry.hook_deliveries_kept;
+    let db = state.db.clone();
+    let recorded = async move { db.record_delivery(record, keep).await };
+    if kept.replay_of.is_some() {
+        // The replay's caller wants the new delivery's id.
+        return match recorded.await {
+            Ok(id) => (response, Some(id)),
+            Err(e) => {
+                tracing::error!("cannot keep a replayed delivery: {e}");
+                (response, None)
+            }
+        };
+    }
+    // Off the answer's path: the inspector may lag, the hook does not wait.
+    tokio::spawn(async move {
+        if let Err(e) = recorded.await {
+            tracing::warn!("cannot keep a delivery for the inspector: {e}");
+        }
+    });
+    (response, None)
+}
+
+/// What a request is kept as, taken before it is answered.
+struct KeptRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    replay_of: Option<i64>,
+}
+
+/// A fresh id that follows one delivery into the logs: 16 hex digits.
+fn correlation_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn answer<S, B>(
+    request: Incoming,
+    body: S,
+    state: &AppState,
+    correlation: &str,
+    trace: &Trace,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let Incoming {
+        method,
+        path,
+        raw_query,
+        headers,
+        remote,
+        replay_of,
+    } = request;
+    let name = dialect_name(&path).to_string();
     let from = remote.map(|a| a.ip().to_string()).unwrap_or_default();
     let refuse = |status: StatusCode, reason: String| {
-        tracing::info!(dialect = %name, status = status.as_u16(), from = %from, "hook refused: {reason}");
+        tracing::info!(dialect = %name, status = status.as_u16(), from = %from, correlation = %correlation, "hook refused: {reason}");
+        trace.say(reason.clone());
         text(status, reason)
     };
     if method != Method::GET && method != Method::POST {
@@ -78,7 +239,7 @@ where
     let auth = registry
         .auth
         .as_ref()
-        .filter(|_| !registry.exempt_from_auth.contains(&name));
+        .filter(|_| !registry.exempt_from_auth.contains(&name) && replay_of.is_none());
     if let Some(credentials) = auth {
         let authorization = headers
             .get(header::AUTHORIZATION)
@@ -94,7 +255,8 @@ where
         };
         if !ok {
             // The log says why without echoing what was sent.
-            tracing::info!(dialect = %name, status = 401, from = %from, "hook refused: change_hook_auth credentials missing or wrong");
+            tracing::info!(dialect = %name, status = 401, from = %from, correlation = %correlation, "hook refused: change_hook_auth credentials missing or wrong");
+            trace.say("change_hook_auth credentials missing or wrong");
             let mut reply = text(StatusCode::UNAUTHORIZED, "Unauthorized");
             reply.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -119,6 +281,7 @@ where
             format!("request body is larger than the limit of {limit} bytes"),
         );
     };
+    trace.body.lock().expect("trace").clone_from(&body);
 
     let dialect = match registry.dialects.get(&name) {
         Some(DialectSlot::Ready(dialect)) => dialect.clone(),
@@ -148,10 +311,19 @@ where
         }
     };
 
-    let delivery = delivery(&headers, &name, registry.delivery_id_window);
+    // A replay is meant to be handled again.
+    let window = if replay_of.is_some() {
+        0
+    } else {
+        registry.delivery_id_window
+    };
+    let delivery = delivery(&headers, &name, window);
     if let Some(delivery) = &delivery {
         match state.db.delivery_seen(delivery.clone()).await {
-            Ok(true) => return redelivered(delivery),
+            Ok(true) => {
+                trace.say("delivery seen before; nothing stored");
+                return redelivered(delivery);
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::error!(dialect = %name, "cannot check the delivery id: {e}");
@@ -162,7 +334,7 @@ where
 
     let request = Request {
         method: method.to_string(),
-        path: path.as_str().to_string(),
+        path: path.clone(),
         query: form_urlencoded::parse(raw_query.as_bytes())
             .into_owned()
             .collect(),
@@ -186,18 +358,42 @@ where
         Ok(Ok(result)) => result,
         Ok(Err(error)) if (400..500).contains(&error.status) => {
             let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+            if is_signature_failure(&error.message) {
+                crate::metrics::count(
+                    "buildmaster_hook_signature_failures_total",
+                    &[("dialect", &name)],
+                );
+            }
             return refuse(status, error.message.to_string());
         }
         Ok(Err(error)) => {
-            tracing::error!(dialect = %name, plugin = %dialect.library.name, "dialect failed: {}", error.message);
+            tracing::error!(dialect = %name, plugin = %dialect.library.name, correlation = %correlation, "dialect failed: {}", error.message);
+            trace.say(format!("the dialect failed: {}", error.message));
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
         Err(join_error) => {
-            tracing::error!(dialect = %name, plugin = %dialect.library.name, "dialect call failed: {join_error}");
+            tracing::error!(dialect = %name, plugin = %dialect.library.name, correlation = %correlation, "dialect call failed: {join_error}");
+            trace.say("the dialect call failed");
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     };
-    store_and_answer(&state, &name, &dialect.library.name, result, delivery).await
+    let called = Called {
+        name: &name,
+        plugin: &dialect.library.name,
+        correlation,
+        trace,
+    };
+    store_and_answer(state, &called, result, delivery).await
+}
+
+/// Whether a dialect's refusal is about the request's secret, token or
+/// signature: dialects answer those with 400, 401 or 403 as Buildbot does,
+/// and name what failed.
+fn is_signature_failure(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["signature", "secret", "token", "hash mismatch"]
+        .iter()
+        .any(|word| message.contains(word))
 }
 
 /// The headers providers put their delivery ids in.
@@ -249,20 +445,37 @@ where
     Some(bytes)
 }
 
+/// The dialect a request went to, and what follows it.
+struct Called<'a> {
+    name: &'a str,
+    plugin: &'a str,
+    correlation: &'a str,
+    trace: &'a Trace,
+}
+
 async fn store_and_answer(
     state: &AppState,
-    name: &str,
-    plugin: &str,
+    called: &Called<'_>,
     result: FfiHookResult,
     delivery: Option<Delivery>,
 ) -> warp::reply::Response {
-    let changes: Vec<NewChange> = match serde_json::from_str(&result.changes_json) {
+    let Called {
+        name,
+        plugin,
+        correlation,
+        trace,
+    } = *called;
+    let mut changes: Vec<NewChange> = match serde_json::from_str(&result.changes_json) {
         Ok(changes) => changes,
         Err(e) => {
-            tracing::error!(dialect = %name, plugin = %plugin, "dialect returned malformed changes: {e}");
+            tracing::error!(dialect = %name, plugin = %plugin, correlation = %correlation, "dialect returned malformed changes: {e}");
+            trace.say(format!("the dialect returned malformed changes: {e}"));
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     };
+    for change in &mut changes {
+        change.correlation = Some(correlation.to_owned());
+    }
     let count = changes.len();
     let delivery_id = delivery
         .as_ref()
@@ -279,20 +492,25 @@ async fn store_and_answer(
             tracing::info!(
                 dialect = %name,
                 delivery = %delivery_id,
+                correlation = %correlation,
                 "hook accepted: {count} change(s) stored{}",
                 if ids.is_empty() { String::new() } else { format!(" (ids {})", id_ranges(&ids)) }
             );
+            trace.changeids.lock().expect("trace").clone_from(&ids);
         }
         Ok(Stored::Duplicate) => {
-            tracing::info!(dialect = %name, delivery = %delivery_id, "hook accepted: delivery seen before; nothing stored");
+            tracing::info!(dialect = %name, delivery = %delivery_id, correlation = %correlation, "hook accepted: delivery seen before; nothing stored");
+            trace.say("delivery seen before; nothing stored");
             return text(StatusCode::OK, "no change found");
         }
         Err(e) => {
-            tracing::error!(dialect = %name, "storing {count} change(s) failed: {e}");
+            tracing::error!(dialect = %name, correlation = %correlation, "storing {count} change(s) failed: {e}");
+            trace.say(format!("storing the changes failed: {e}"));
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     }
     if let Some(response) = result.response.into_option() {
+        trace.say(String::from_utf8_lossy(&response.body).into_owned());
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
         let mut reply = warp::reply::with_status(response.body.to_vec(), status).into_response();
         if let Ok(value) = HeaderValue::from_str(&response.content_type) {
@@ -300,10 +518,12 @@ async fn store_and_answer(
         }
         return reply;
     }
-    match count {
-        0 => text(StatusCode::OK, "no change found"),
-        n => text(StatusCode::OK, format!("{n} change found")),
-    }
+    let verdict = match count {
+        0 => "no change found".to_owned(),
+        n => format!("{n} change found"),
+    };
+    trace.say(verdict.clone());
+    text(StatusCode::OK, verdict)
 }
 
 /// `1, 2, 3, 7` as `1-3, 7`: a push of thousands of commits stays one short line.

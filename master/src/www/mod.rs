@@ -7,7 +7,9 @@
 mod auth;
 mod home;
 mod hooks;
+mod inspector;
 mod login;
+mod metrics;
 mod server;
 
 pub use auth::Sessions;
@@ -76,6 +78,24 @@ pub fn routes(
         .and(with_state.clone())
         .then(hooks::handle);
 
+    let deliveries = warp::path!("api" / "v2" / "hooks" / "deliveries")
+        .and(warp::get())
+        .map(|| None)
+        .or(warp::path!("api" / "v2" / "hooks" / "deliveries" / String)
+            .and(warp::get())
+            .map(Some))
+        .unify()
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .then(inspector::list);
+    let replay = warp::path!("api" / "v2" / "hooks" / "deliveries" / String)
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(MAX_RPC_BODY))
+        .and(warp::body::bytes())
+        .and(with_state.clone())
+        .then(inspector::replay);
+
     let api_get = warp::path!("api" / "v2" / ..)
         .and(warp::get())
         .and(warp::path::tail())
@@ -130,10 +150,19 @@ pub fn routes(
     let whoami = warp::path!("auth" / "user")
         .and(warp::get())
         .and(warp::header::headers_cloned())
-        .and(with_state)
+        .and(with_state.clone())
         .then(login::user);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_state)
+        .then(metrics::scrape);
 
     home.or(change_hook)
+        .unify()
+        .or(deliveries)
+        .unify()
+        .or(replay)
         .unify()
         .or(api_get)
         .unify()
@@ -148,6 +177,8 @@ pub fn routes(
         .or(logout)
         .unify()
         .or(whoami)
+        .unify()
+        .or(metrics)
         .unify()
         .recover(not_found)
         .unify()

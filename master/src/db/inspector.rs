@@ -1,0 +1,299 @@
+//! The webhook inspector's storage: the last deliveries of each dialect,
+//! kept as they came (a replay sends that copy again), and what came of
+//! them: the changes, what each scheduler decided of each, and the build
+//! requests and builds that followed.
+
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use super::{Db, Error};
+
+/// A delivery as it came, and the master's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookDelivery {
+    pub dialect: String,
+    pub received_at: f64,
+    pub correlation: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    /// The answer's text, or why the request was refused.
+    pub verdict: String,
+    pub changeids: Vec<i64>,
+    /// The delivery this one replayed.
+    pub replay_of: Option<i64>,
+}
+
+/// What a replay sends again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHook {
+    pub dialect: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// How much of a body the API shows.
+const SHOWN_BODY: usize = 2048;
+
+/// Headers that carry credentials, signatures or tokens: the API shows
+/// them as `<redacted>`.
+fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "signature",
+        "token",
+        "secret",
+        "key",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+impl Db {
+    /// Stores a delivery, keeping only the newest `keep` of its dialect.
+    pub async fn record_delivery(&self, record: HookDelivery, keep: usize) -> Result<i64, Error> {
+        self.transact(move |conn| {
+            let headers = serde_json::to_string(&record.headers).unwrap_or_default();
+            let changeids = serde_json::to_string(&record.changeids).unwrap_or_default();
+            let id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO hook_deliveries (dialect, received_at, correlation, method, path,
+                         headers, body, status, verdict, changeids, replay_of)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+                )?
+                .query_row(
+                    rusqlite::params![
+                        record.dialect,
+                        record.received_at,
+                        record.correlation,
+                        record.method,
+                        record.path,
+                        headers,
+                        record.body,
+                        record.status,
+                        record.verdict,
+                        changeids,
+                        record.replay_of,
+                    ],
+                    |row| row.get(0),
+                )?;
+            conn.prepare_cached(
+                "DELETE FROM hook_deliveries WHERE dialect = ?1 AND id <= (
+                     SELECT id FROM hook_deliveries WHERE dialect = ?1
+                     ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?
+            .execute((&record.dialect, keep as i64))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// The stored copy of delivery `id`, to replay.
+    pub async fn stored_delivery(&self, id: i64) -> Result<Option<StoredHook>, Error> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT dialect, method, path, headers, body FROM hook_deliveries WHERE id = ?1",
+                )?
+                .query_row([id], |row| {
+                    let headers: String = row.get(3)?;
+                    Ok(StoredHook {
+                        dialect: row.get(0)?,
+                        method: row.get(1)?,
+                        path: row.get(2)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body: row.get(4)?,
+                    })
+                })
+                .optional()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// The newest deliveries (of `dialect`, or of all), newest first, as
+    /// the inspector shows them.
+    pub async fn hook_deliveries(
+        &self,
+        dialect: Option<String>,
+        id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Value>, Error> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, dialect, received_at, correlation, method, path, headers, body,
+                     status, verdict, changeids, replay_of
+                 FROM hook_deliveries
+                 WHERE (?1 IS NULL OR dialect = ?1) AND (?2 IS NULL OR id = ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = statement
+                .query_map(rusqlite::params![dialect, id, limit as i64], |row| {
+                    let headers: String = row.get(6)?;
+                    let body: Vec<u8> = row.get(7)?;
+                    let changeids: String = row.get(10)?;
+                    Ok((
+                        json!({
+                            "deliveryid": row.get::<_, i64>(0)?,
+                            "dialect": row.get::<_, String>(1)?,
+                            "received_at": row.get::<_, f64>(2)?,
+                            "correlation": row.get::<_, String>(3)?,
+                            "method": row.get::<_, String>(4)?,
+                            "path": row.get::<_, String>(5)?,
+                            "headers": shown_headers(&headers),
+                            "body": String::from_utf8_lossy(&body[..body.len().min(SHOWN_BODY)]),
+                            "body_size": body.len(),
+                            "body_truncated": body.len() > SHOWN_BODY,
+                            "status": row.get::<_, u16>(8)?,
+                            "verdict": row.get::<_, String>(9)?,
+                            "replay_of": row.get::<_, Option<i64>>(11)?,
+                        }),
+                        serde_json::from_str::<Vec<i64>>(&changeids).unwrap_or_default(),
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut deliveries = Vec::with_capacity(rows.len());
+            for (mut delivery, changeids) in rows {
+                let changes = changeids
+                    .iter()
+                    .map(|changeid| change_outcome(conn, *changeid))
+                    .collect::<Result<Vec<_>, _>>()?;
+                delivery["changes"] = Value::Array(changes.into_iter().flatten().collect());
+                deliveries.push(delivery);
+            }
+            Ok(deliveries)
+        })
+        .await
+    }
+}
+
+/// The headers as stored, secrets redacted.
+fn shown_headers(stored: &str) -> Value {
+    let headers: Vec<(String, String)> = serde_json::from_str(stored).unwrap_or_default();
+    Value::Array(
+        headers
+            .into_iter()
+            .map(|(name, value)| {
+                let value = if is_secret_header(&name) {
+                    "<redacted>".to_owned()
+                } else {
+                    value
+                };
+                json!([name, value])
+            })
+            .collect(),
+    )
+}
+
+/// A change with what the schedulers decided of it and the build requests
+/// and builds of its source stamp; `None` when the janitor removed it.
+fn change_outcome(conn: &Connection, changeid: i64) -> Result<Option<Value>, Error> {
+    let change = conn
+        .prepare_cached(
+            "SELECT branch, revision, repository, project, category, codebase, sourcestampid
+             FROM changes WHERE changeid = ?1",
+        )?
+        .query_row([changeid], |row| {
+            Ok((
+                json!({
+                    "changeid": changeid,
+                    "branch": row.get::<_, Option<String>>(0)?,
+                    "revision": row.get::<_, Option<String>>(1)?,
+                    "repository": row.get::<_, String>(2)?,
+                    "project": row.get::<_, String>(3)?,
+                    "category": row.get::<_, Option<String>>(4)?,
+                    "codebase": row.get::<_, String>(5)?,
+                }),
+                row.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((mut change, sourcestampid)) = change else {
+        return Ok(None);
+    };
+    let schedulers = conn
+        .prepare_cached(
+            "SELECT scheduler, accepted, reason FROM change_decisions WHERE changeid = ?1
+             ORDER BY scheduler",
+        )?
+        .query_map([changeid], |row| {
+            Ok(json!({
+                "scheduler": row.get::<_, String>(0)?,
+                "accepted": row.get::<_, bool>(1)?,
+                "reason": row.get::<_, String>(2)?,
+            }))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let requests = conn
+        .prepare_cached(
+            "SELECT r.id, r.builderid, b.name, r.complete, r.results
+             FROM buildset_sourcestamps s
+             JOIN buildrequests r ON r.buildsetid = s.buildsetid
+             JOIN builders b ON b.id = r.builderid
+             WHERE s.sourcestampid = ?1 ORDER BY r.id",
+        )?
+        .query_map([sourcestampid], |row| {
+            Ok(json!({
+                "buildrequestid": row.get::<_, i64>(0)?,
+                "builderid": row.get::<_, i64>(1)?,
+                "builder": row.get::<_, String>(2)?,
+                "complete": row.get::<_, bool>(3)?,
+                "results": row.get::<_, Option<i64>>(4)?,
+            }))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut with_builds = Vec::with_capacity(requests.len());
+    for mut request in requests {
+        let brid = request["buildrequestid"].as_i64().unwrap_or_default();
+        let builds = conn
+            .prepare_cached(
+                "SELECT id, number, results, complete_at FROM builds WHERE buildrequestid = ?1
+                 ORDER BY id",
+            )?
+            .query_map([brid], |row| {
+                Ok(json!({
+                    "buildid": row.get::<_, i64>(0)?,
+                    "number": row.get::<_, i64>(1)?,
+                    "results": row.get::<_, Option<i64>>(2)?,
+                    "complete": row.get::<_, Option<i64>>(3)?.is_some(),
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        request["builds"] = Value::Array(builds);
+        with_builds.push(request);
+    }
+    change["schedulers"] = Value::Array(schedulers);
+    change["buildrequests"] = Value::Array(with_builds);
+    Ok(Some(change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_redacted_for_the_api() {
+        let stored = serde_json::to_string(&vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("X-Hub-Signature-256".to_owned(), "sha256=abc".to_owned()),
+            ("X-Gitlab-Token".to_owned(), "t0k3n".to_owned()),
+            ("Authorization".to_owned(), "Basic eDp5".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(
+            shown_headers(&stored),
+            json!([
+                ["Content-Type", "application/json"],
+                ["X-Hub-Signature-256", "<redacted>"],
+                ["X-Gitlab-Token", "<redacted>"],
+                ["Authorization", "<redacted>"]
+            ])
+        );
+    }
+}
