@@ -243,9 +243,9 @@ fn a_zero_delivery_window_turns_de_duplication_off() {
 }
 
 #[test]
-fn the_front_page_names_the_master_and_the_api_root_lists_its_collections() {
+fn the_status_page_names_the_master_and_the_api_root_lists_its_collections() {
     let master = Master::start("[master]\ntitle = \"Acme <CI>\"\n");
-    let reply = master.send("GET", "/", &[], b"");
+    let reply = master.send("GET", "/status", &[], b"");
     assert_eq!(reply.status, 200);
     assert!(
         reply
@@ -255,7 +255,9 @@ fn the_front_page_names_the_master_and_the_api_root_lists_its_collections() {
         reply.headers
     );
     assert!(
-        reply.body.contains("<title>Acme &lt;CI&gt;</title>"),
+        reply
+            .body
+            .contains("<title>Status · Acme &lt;CI&gt;</title>"),
         "{}",
         reply.body
     );
@@ -266,7 +268,9 @@ fn the_front_page_names_the_master_and_the_api_root_lists_its_collections() {
             "{link}"
         );
     }
-    assert!(reply.body.contains("generation 1, last attempt: started"));
+    assert!(reply
+        .body
+        .contains("configuration generation 1, last reload: started"));
     for path in ["/api/v2", "/api/v2/"] {
         let index = master.get_json(path);
         let names: Vec<&str> = index["rootlinks"]

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::query;
 use super::response::{self, ApiResponse, LogForm, Shape, JSON, TEXT};
+use crate::config::force::Kind;
 use crate::config::SchedulerKind;
 use crate::control::{Control, ShutdownAction};
 use crate::db::{self, Collection, Db, Field, FieldKind, Listing, Scope, MASTER_ID};
@@ -420,7 +421,7 @@ impl Engine {
                 let fields: Vec<Value> = form
                     .parameters()
                     .map(|p| {
-                        json!({
+                        let mut field = json!({
                             "name": p.name,
                             "fullName": p.name,
                             "label": p.label,
@@ -429,7 +430,19 @@ impl Engine {
                             "required": p.required,
                             "hide": false,
                             "readonly": p.fixed,
-                        })
+                        });
+                        // Buildbot's ChoiceStringParameter fields.
+                        if let Kind::Choice {
+                            choices,
+                            strict,
+                            multiple,
+                        } = &p.kind
+                        {
+                            field["choices"] = json!(choices);
+                            field["strict"] = json!(strict);
+                            field["multiple"] = json!(multiple);
+                        }
+                        field
                     })
                     .collect();
                 Some(json!({

@@ -800,6 +800,51 @@ impl Db {
         .await
     }
 
+    /// The last `per_builder` builds of every builder, newest first: builder
+    /// id, build id, number and results (`None` while running).
+    pub async fn recent_builds(
+        &self,
+        per_builder: usize,
+    ) -> Result<Vec<(i64, i64, i64, Option<i64>)>, Error> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT builderid, id, number, results FROM (
+                         SELECT builderid, id, number, results,
+                             ROW_NUMBER() OVER (PARTITION BY builderid ORDER BY id DESC) AS newest
+                         FROM builds)
+                     WHERE newest <= ?1 ORDER BY builderid, id DESC",
+                )?
+                .query_map([per_builder as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The builds of the buildsets of source stamp `ssid`: build id,
+    /// builder id, number and results.
+    pub async fn sourcestamp_builds(
+        &self,
+        ssid: i64,
+    ) -> Result<Vec<(i64, i64, i64, Option<i64>)>, Error> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT b.id, b.builderid, b.number, b.results FROM buildset_sourcestamps s
+                     JOIN buildrequests r ON r.buildsetid = s.buildsetid
+                     JOIN builds b ON b.buildrequestid = r.id
+                     WHERE s.sourcestampid = ?1 ORDER BY b.id",
+                )?
+                .query_map([ssid], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// The builder of build request `brid`, if there is one.
     pub async fn request_builder(&self, brid: i64) -> Result<Option<i64>, Error> {
         self.read(move |conn| {

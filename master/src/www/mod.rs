@@ -11,6 +11,7 @@ mod inspector;
 mod login;
 mod metrics;
 mod server;
+mod ui;
 
 pub use auth::Sessions;
 pub use server::{serve, ClientAddress};
@@ -20,6 +21,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -57,16 +59,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> warp::reply::Response {
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let pages = ui_routes(state.clone());
     let with_state = warp::any().map(move || state.clone());
-
-    let home = warp::path::end()
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|state: AppState| {
-            let status = state.engine.control.reload_status();
-            let page = home::page(&state.registry.load().title, &status);
-            warp::reply::html(page).into_response()
-        });
 
     let change_hook = warp::path("change_hook")
         .and(warp::method())
@@ -158,7 +152,8 @@ pub fn routes(
         .and(with_state)
         .then(metrics::scrape);
 
-    home.or(change_hook)
+    pages
+        .or(change_hook)
         .unify()
         .or(deliveries)
         .unify()
@@ -182,6 +177,63 @@ pub fn routes(
         .unify()
         .recover(not_found)
         .unify()
+}
+
+/// The web UI's pages, assets and event streams. Each route is boxed: a
+/// long chain of unboxed filters makes types the compiler takes very long
+/// to check.
+fn ui_routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let with_state = warp::any().map(move || state.clone()).boxed();
+    let page = |path: BoxedFilter<()>| {
+        path.and(warp::get())
+            .and(warp::header::headers_cloned())
+            .and(with_state.clone())
+            .boxed()
+    };
+    let home = warp::path::end()
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
+        .and(with_state.clone())
+        .then(ui::builders)
+        .boxed();
+    let builder = warp::path!("builders" / i64)
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_state.clone())
+        .then(ui::builder)
+        .boxed();
+    let build = warp::path!("builds" / i64)
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_state.clone())
+        .then(ui::build)
+        .boxed();
+    let changes = page(warp::path!("changes").boxed())
+        .then(ui::changes)
+        .boxed();
+    let workers = page(warp::path!("workers").boxed())
+        .then(ui::workers)
+        .boxed();
+    let hooks = page(warp::path!("hooks").boxed()).then(ui::hooks).boxed();
+    let status = page(warp::path!("status").boxed()).then(ui::status).boxed();
+    let events = warp::path!("ui" / "events" / "builds" / i64)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .then(ui::build_events)
+        .boxed();
+    let assets = warp::path!("ui" / String)
+        .and(warp::get())
+        .then(ui::serve_asset)
+        .boxed();
+    let mut routes = home;
+    for route in [
+        builder, build, changes, workers, hooks, status, events, assets,
+    ] {
+        routes = routes.or(route).unify().boxed();
+    }
+    routes
 }
 
 /// The largest JSON-RPC request body accepted.

@@ -1,0 +1,95 @@
+// buildmaster's pages: JSON-RPC actions (with the session's CSRF token) and
+// a build's live log over Server-Sent Events. No build step: this file is
+// served as it is.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+function say(text) {
+  const message = document.getElementById("message");
+  message.textContent = text;
+  message.hidden = false;
+}
+
+async function call(path, method, params) {
+  const response = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+  });
+  let answer;
+  try { answer = await response.json(); } catch (_) { answer = { error: { message: await response.text() } }; }
+  if (answer.error) { throw new Error(answer.error.message || `HTTP ${response.status}`); }
+  return answer.result;
+}
+
+// After a force or a rebuild, go to the build once its request has one.
+async function followRequest(brid) {
+  for (let i = 0; i < 120; i++) {
+    const found = await (await fetch(`/api/v2/builds?buildrequestid=${brid}`)).json();
+    if (found.builds && found.builds.length) { location.href = `/builds/${found.builds[0].buildid}`; return; }
+    await new Promise((done) => setTimeout(done, 500));
+  }
+}
+
+function firstRequest(result) {
+  const requests = Array.isArray(result) ? Object.values(result[1] || {}) : [];
+  return requests[0];
+}
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.rpc");
+  if (!form) { return; }
+  event.preventDefault();
+  const params = {};
+  for (const field of form.elements) {
+    if (!field.name) { continue; }
+    if (field.type === "checkbox") { params[field.name] = field.checked; }
+    else if (field.multiple) { params[field.name] = [...field.selectedOptions].map((o) => o.value); }
+    else { params[field.name] = field.value; }
+  }
+  if (form.dataset.builder) { params.builderNames = [form.dataset.builder]; }
+  try {
+    const result = await call(form.dataset.path, form.dataset.method, params);
+    say("Build requested.");
+    const brid = firstRequest(result);
+    if (brid) { await followRequest(brid); }
+  } catch (error) { say(`Refused: ${error.message}`); }
+});
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.rpc-button");
+  if (!button) { return; }
+  const method = button.dataset.method;
+  const params = method === "stop" ? { reason: "stopped from the web UI" } : {};
+  try {
+    const result = await call(button.dataset.path, method, params);
+    say(`${method}: done.`);
+    const brid = firstRequest(result);
+    if (brid) { await followRequest(brid); } else { setTimeout(() => location.reload(), 800); }
+  } catch (error) { say(`Refused: ${error.message}`); }
+});
+
+// A running build: its logs grow as the master stores them.
+function follow() {
+  const build = document.getElementById("build");
+  if (!build || build.dataset.complete === "true") { return; }
+  const known = [...document.querySelectorAll("pre.log")].map((pre) => `${pre.dataset.logid}:${pre.dataset.lines}`);
+  const source = new EventSource(`/ui/events/builds/${build.dataset.buildid}?logs=${known.join(",")}`);
+  source.addEventListener("log", (event) => {
+    const data = JSON.parse(event.data);
+    const pre = document.querySelector(`pre.log[data-logid="${data.logid}"]`);
+    if (!pre) { location.reload(); return; }
+    for (const line of data.lines) {
+      const span = document.createElement("span");
+      span.className = line.stream;
+      span.textContent = line.text;
+      pre.append(span, "\n");
+    }
+    pre.dataset.lines = data.total;
+  });
+  source.addEventListener("steps", () => { source.close(); location.reload(); });
+  source.addEventListener("done", () => { source.close(); location.reload(); });
+}
+document.addEventListener("DOMContentLoaded", follow);
