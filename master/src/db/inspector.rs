@@ -39,9 +39,9 @@ pub struct StoredHook {
 /// How much of a body the API shows.
 const SHOWN_BODY: usize = 2048;
 
-/// Headers that carry credentials, signatures or tokens: the API shows
-/// them as `<redacted>`.
-fn is_secret_header(name: &str) -> bool {
+/// Names of headers, form fields and JSON keys that carry credentials,
+/// signatures or tokens: the API shows their values as `<redacted>`.
+fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "authorization",
@@ -50,9 +50,68 @@ fn is_secret_header(name: &str) -> bool {
         "token",
         "secret",
         "key",
+        "password",
     ]
     .iter()
     .any(|word| name.contains(word))
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// JSON with the values of secret keys redacted, at any depth.
+fn redact_json(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                if is_secret_name(key) && !field.is_object() && !field.is_array() {
+                    *field = Value::from(REDACTED);
+                } else {
+                    redact_json(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// The start of a body as the API shows it: a JSON body or a form (as
+/// Mattermost's slash commands post, with their token) with its secret
+/// fields redacted; any other text as it is.
+fn shown_body(body: &[u8]) -> String {
+    let shown = if let Ok(mut json) = serde_json::from_slice::<Value>(body) {
+        redact_json(&mut json);
+        json.to_string()
+    } else {
+        let text = String::from_utf8_lossy(body);
+        let looks_like_form = !text.is_empty()
+            && !text.contains(char::is_whitespace)
+            && text.split('&').all(|pair| pair.contains('='));
+        if looks_like_form {
+            form_urlencoded::parse(body)
+                .map(|(key, value)| {
+                    let value = if is_secret_name(&key) {
+                        REDACTED.into()
+                    } else {
+                        value
+                    };
+                    format!(
+                        "{}={}",
+                        form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>(),
+                        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        } else {
+            text.into_owned()
+        }
+    };
+    let mut end = shown.len().min(SHOWN_BODY);
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    shown[..end].to_owned()
 }
 
 impl Db {
@@ -147,7 +206,7 @@ impl Db {
                             "method": row.get::<_, String>(4)?,
                             "path": row.get::<_, String>(5)?,
                             "headers": shown_headers(&headers),
-                            "body": String::from_utf8_lossy(&body[..body.len().min(SHOWN_BODY)]),
+                            "body": shown_body(&body),
                             "body_size": body.len(),
                             "body_truncated": body.len() > SHOWN_BODY,
                             "status": row.get::<_, u16>(8)?,
@@ -180,8 +239,8 @@ fn shown_headers(stored: &str) -> Value {
         headers
             .into_iter()
             .map(|(name, value)| {
-                let value = if is_secret_header(&name) {
-                    "<redacted>".to_owned()
+                let value = if is_secret_name(&name) {
+                    REDACTED.to_owned()
                 } else {
                     value
                 };
@@ -276,6 +335,27 @@ fn change_outcome(conn: &Connection, changeid: i64) -> Result<Option<Value>, Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_fields_of_forms_and_json_bodies_are_redacted() {
+        let form = b"token=xyz123&team_domain=acme&text=build+app&user_name=ada";
+        let shown = shown_body(form);
+        assert_eq!(
+            shown,
+            "token=%3Credacted%3E&team_domain=acme&text=build+app&user_name=ada"
+        );
+        let json = br#"{"object_kind": "push", "secret": "s", "repository": {"api_key": "k", "name": "app"}}"#;
+        let shown: Value = serde_json::from_str(&shown_body(json)).unwrap();
+        assert_eq!(shown["secret"], REDACTED);
+        assert_eq!(shown["repository"]["api_key"], REDACTED);
+        assert_eq!(shown["repository"]["name"], "app");
+        assert_eq!(
+            shown_body(b"plain text, not a form"),
+            "plain text, not a form"
+        );
+        let long = format!("{{\"x\": \"{}\"}}", "é".repeat(3000));
+        assert!(shown_body(long.as_bytes()).len() <= SHOWN_BODY);
+    }
 
     #[test]
     fn secret_headers_are_redacted_for_the_api() {
