@@ -152,6 +152,23 @@ fn wait_for_logins(master: &Master, count: usize) {
     });
 }
 
+/// A change on `main` at `revision`, posted to the `base` hook.
+fn push(master: &Master, revision: &str) {
+    let reply = master.post_form(
+        "/change_hook/base",
+        &format!("branch=main&revision={revision}&repository=r&author=Ada&comments=c"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// Waits until worker 1 is connected; it as `/api/v2/workers` shows it.
+fn logged_in(master: &Master) -> serde_json::Value {
+    wait_until("the worker to log in", || {
+        let shown = worker(master);
+        (shown["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(shown)
+    })
+}
+
 /// The worker as `/api/v2/workers` shows it.
 fn worker(master: &Master) -> serde_json::Value {
     master.get_json("/api/v2/workers/1")["workers"][0].clone()
@@ -167,19 +184,12 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     // A change before any worker is there: its build waits for one.
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
+    push(&master, "1");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(master.builds().is_empty(), "no build without a worker");
     let worker_process = BuildbotWorker::start(&program, &dir, port, "rw1", "s3cret-pass");
 
-    let shown = wait_until("the worker to log in", || {
-        let shown = worker(&master);
-        (shown["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(shown)
-    });
+    let shown = logged_in(&master);
     let info = &shown["workerinfo"];
     assert_eq!(info["version"], "4.3.0", "{info}");
     assert!(info["numcpus"].as_i64().unwrap() >= 1);
@@ -202,11 +212,7 @@ fn a_buildbot_worker_logs_in_runs_a_build_and_is_seen_leaving() {
     assert!(content.contains("eoops\n"), "{content}");
 
     // A stop interrupts the command on the worker.
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=slow&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
+    push(&master, "slow");
     // Its output reaches the log while the step still runs.
     let raw_log = || {
         let steps = master.get_json("/api/v2/builds/2/steps");
@@ -365,11 +371,7 @@ fn a_build_whose_worker_dies_is_retried_on_another_and_the_worker_comes_back() {
         "other-pass",
     );
     wait_for_logins(&master, 2);
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
+    push(&master, "1");
     wait_until("the build to run on rw1", || {
         let steps = master.get_json("/api/v2/builds/1/steps");
         (steps["steps"][0]["complete"] == false).then_some(())
@@ -673,11 +675,7 @@ fn a_buildbot_worker_transfers_files_checks_out_git_and_runs_file_commands() {
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     let _worker = BuildbotWorker::start(&program, &dir, port, "rw1", "s3cret-pass");
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
+    push(&master, "");
     check_transfers(&master, &dir, &revision);
 }
 
@@ -696,9 +694,7 @@ fn an_operator_pauses_a_worker_and_shuts_it_down_from_the_api() {
         "rw1",
         "s3cret-pass",
     );
-    wait_until("the worker to log in", || {
-        (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
-    });
+    logged_in(&master);
     let call = |method: &str, params: serde_json::Value| {
         master.post_json(
             "/api/v2/workers/rw1",
@@ -712,10 +708,7 @@ fn an_operator_pauses_a_worker_and_shuts_it_down_from_the_api() {
         (shown["paused"].clone(), shown["pause_reason"].clone()),
         (true.into(), "disk full".into())
     );
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(master.builds().is_empty(), "a paused worker takes no build");
     assert_eq!(call("unpause", serde_json::json!({})).status, 200);
@@ -804,10 +797,7 @@ fn a_native_worker_transfers_files_checks_out_git_and_runs_file_commands() {
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     let native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
-    let shown = wait_until("the worker to log in", || {
-        let shown = worker(&master);
-        (shown["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(shown)
-    });
+    let shown = logged_in(&master);
     assert!(
         shown["workerinfo"]["version"]
             .as_str()
@@ -820,11 +810,7 @@ fn a_native_worker_transfers_files_checks_out_git_and_runs_file_commands() {
         dir.join("b").is_dir(),
         "the builder's directory is made at login"
     );
-    let reply = master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=&repository=r&author=Ada&comments=c",
-    );
-    assert_eq!(reply.status, 200);
+    push(&master, "");
     check_transfers(&master, &dir, &revision);
     assert!(
         native.log().contains("the master says: attached"),
@@ -865,10 +851,7 @@ fn a_native_worker_streams_logs_is_interrupted_and_shut_down_gracefully() {
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     let mut native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     let child = sleeper_pid(&dir);
     // The output is in the log while the step still runs.
     wait_until("the log to show the output", || {
@@ -911,10 +894,7 @@ fn a_native_worker_stopped_mid_build_kills_its_command_and_the_build_is_retried(
     let place = tempfile::tempdir().unwrap();
     let dir = place.path().join("worker");
     let mut native = NativeWorker::start(&dir, port, "rw1", "s3cret-pass");
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     let child = sleeper_pid(&dir);
     let status = buildmaster_e2e::terminate(&mut native.child);
     assert!(status.success(), "{status:?}");
@@ -935,9 +915,7 @@ fn a_native_worker_reconnects_when_its_master_comes_back() {
     let master = Master::start(&config(port));
     let place = tempfile::tempdir().unwrap();
     let native = NativeWorker::start(&place.path().join("worker"), port, "rw1", "s3cret-pass");
-    wait_until("the worker to log in", || {
-        (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
-    });
+    logged_in(&master);
     let base = master.kill();
     wait_until("the worker to see the master go", || {
         native.log().contains("reconnecting in").then_some(())
@@ -946,10 +924,7 @@ fn a_native_worker_reconnects_when_its_master_comes_back() {
     wait_until("the worker to log in again", || {
         (worker(&master)["connected_to"] == serde_json::json!([{"masterid": 1}])).then_some(())
     });
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     assert_eq!(master.wait_for_build(1)["results"], 0);
 }
 
@@ -977,11 +952,7 @@ fn builds_spread_over_a_native_and_a_buildbot_worker() {
     let _native = NativeWorker::start(&place.path().join("native"), port, "nw", "native-pass");
     wait_for_logins(&master, 2);
     for revision in ["1", "2"] {
-        let reply = master.post_form(
-            "/change_hook/base",
-            &format!("branch=main&revision={revision}&repository=r&author=Ada&comments=c"),
-        );
-        assert_eq!(reply.status, 200);
+        push(&master, revision);
     }
     let mut names: Vec<String> = [1, 2]
         .iter()
@@ -1135,10 +1106,7 @@ fn shell_steps_keep_their_semantics_on_a_buildbot_worker() {
         "rw1",
         "s3cret-pass",
     );
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     check_semantics(&master);
 }
 
@@ -1148,9 +1116,6 @@ fn shell_steps_keep_their_semantics_on_a_native_worker() {
     let master = Master::start(&semantics_config(port));
     let place = tempfile::tempdir().unwrap();
     let _worker = NativeWorker::start(&place.path().join("w"), port, "rw1", "s3cret-pass");
-    master.post_form(
-        "/change_hook/base",
-        "branch=main&revision=1&repository=r&author=Ada&comments=c",
-    );
+    push(&master, "1");
     check_semantics(&master);
 }

@@ -63,15 +63,13 @@ pub async fn serve(socket: Socket, basedir: &Path) -> End {
             "start_command" => start(&connection, &request.message, settings, &running),
             "interrupt_command" => {
                 let id = get(&request.message, "command_id").and_then(text);
-                let stop = id.and_then(|id| running.lock().expect("running").get(&id).cloned());
-                match stop {
-                    Some(stop) => {
-                        stop.send_replace(true);
-                        Ok(Value::Nil)
-                    }
-                    // It ended meanwhile.
-                    None => Ok(Value::Nil),
+                // A command that ended meanwhile needs nothing.
+                if let Some(stop) =
+                    id.and_then(|id| running.lock().expect("running").get(&id).cloned())
+                {
+                    stop.send_replace(true);
                 }
+                Ok(Value::Nil)
             }
             "shutdown" => {
                 end = End::Shutdown;

@@ -19,7 +19,7 @@ use warp::Reply;
 use super::{text, AppState};
 use crate::changes::NewChange;
 use crate::db::{Delivery, HookDelivery, Stored};
-use crate::registry::DialectSlot;
+use crate::registry::{DialectSlot, Registry};
 
 /// The `WWW-Authenticate` value of every 401 answer, as Buildbot sends it.
 const CHALLENGE: &str = "basic realm=\"Protected area\"";
@@ -82,8 +82,10 @@ pub(super) struct Incoming {
 }
 
 /// What the inspector keeps of a request, filled in as it is answered.
+/// The body is copied only when the delivery is kept.
 #[derive(Default)]
 struct Trace {
+    keeps_body: bool,
     verdict: Mutex<String>,
     body: Mutex<Vec<u8>>,
     changeids: Mutex<Vec<i64>>,
@@ -114,9 +116,15 @@ where
     // (Mattermost's token): then it is part of the request a replay needs.
     let keeps_authorization = registry.exempt_from_auth.contains(&asked);
     let correlation = correlation_id();
-    let trace = Trace::default();
+    // Only a delivery to a configured dialect is kept, and not at all with
+    // `hook_deliveries_kept = 0`: then the request is not copied.
+    let keeping = known && registry.hook_deliveries_kept > 0;
+    let trace = Trace {
+        keeps_body: keeping,
+        ..Trace::default()
+    };
     let received_at = crate::clock::now_precise();
-    let kept = KeptRequest {
+    let kept = keeping.then(|| KeptRequest {
         method: request.method.to_string(),
         path: match request.raw_query.as_str() {
             "" => request.path.clone(),
@@ -136,17 +144,17 @@ where
             })
             .collect::<Vec<_>>(),
         replay_of: request.replay_of,
-    };
-    let response = answer(request, body, state, &correlation, &trace).await;
+    });
+    let response = answer(request, body, state, &registry, &correlation, &trace).await;
     let status = response.status();
     let dialect = if known { asked.as_str() } else { "(unknown)" };
     crate::metrics::count(
         "buildmaster_hook_requests_total",
         &[("dialect", dialect), ("status", status.as_str())],
     );
-    if !known || registry.hook_deliveries_kept == 0 {
+    let Some(kept) = kept else {
         return (response, None);
-    }
+    };
     let record = HookDelivery {
         dialect: asked,
         received_at,
@@ -197,10 +205,13 @@ fn correlation_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Answers `request` with `registry`, the one snapshot of the configuration
+/// the whole request sees (a reload meanwhile does not mix generations).
 async fn answer<S, B>(
     request: Incoming,
     body: S,
     state: &AppState,
+    registry: &Registry,
     correlation: &str,
     trace: &Trace,
 ) -> warp::reply::Response
@@ -233,9 +244,6 @@ where
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return reply;
     }
-    // One snapshot for the whole request: a reload in between does not mix generations.
-    let registry = state.registry.load_full();
-
     let auth = registry
         .auth
         .as_ref()
@@ -281,7 +289,9 @@ where
             format!("request body is larger than the limit of {limit} bytes"),
         );
     };
-    trace.body.lock().expect("trace").clone_from(&body);
+    if trace.keeps_body {
+        trace.body.lock().expect("trace").clone_from(&body);
+    }
 
     let dialect = match registry.dialects.get(&name) {
         Some(DialectSlot::Ready(dialect)) => dialect.clone(),

@@ -5,7 +5,7 @@
 
 mod events;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use futures_util::StreamExt;
@@ -211,18 +211,20 @@ pub async fn builders(
         }
     };
     let tags: BTreeSet<&String> = view.builders.iter().flat_map(|(_, b)| &b.tags).collect();
+    // One pass over the recent builds, grouped by builder.
+    let mut by_builder: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for (builderid, buildid, number, results) in recent {
+        by_builder
+            .entry(builderid)
+            .or_default()
+            .push(json!({"buildid": buildid, "number": number, "results": results}));
+    }
     let builders: Vec<Value> = view
         .builders
         .iter()
         .filter(|(_, b)| tag.as_ref().is_none_or(|t| b.tags.contains(t)))
         .map(|(id, b)| {
-            let builds: Vec<Value> = recent
-                .iter()
-                .filter(|(builderid, ..)| builderid == id)
-                .map(|(_, buildid, number, results)| {
-                    json!({"buildid": buildid, "number": number, "results": results})
-                })
-                .collect();
+            let builds = by_builder.remove(id).unwrap_or_default();
             json!({"builderid": id, "name": b.name, "tags": b.tags, "builds": builds})
         })
         .collect();
