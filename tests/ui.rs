@@ -187,3 +187,57 @@ fn a_running_builds_log_is_streamed_as_server_sent_events() {
     );
     assert!(events.last().unwrap().contains("event:done"));
 }
+
+#[test]
+fn a_long_log_shows_its_tail_with_a_link_to_every_line() {
+    let master = Master::start(
+        r#"
+[master]
+reload_on_change = false
+[www.change_hook_dialects]
+base = true
+[[workers]]
+type = "local"
+name = "w"
+[[builders]]
+name = "long"
+workernames = ["w"]
+[[builders.steps]]
+type = "shell"
+name = "count"
+command = ["seq", "-f", "line %g", "2500"]
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["long"]
+"#,
+    );
+    hook(&master, "1a2b");
+    assert_eq!(master.wait_for_build(1)["results"], 0);
+    let logid = master.get_json("/api/v2/steps/1/logs")["logs"][0]["logid"]
+        .as_i64()
+        .unwrap();
+    let total = master.get_json(&format!("/api/v2/logs/{logid}"))["logs"][0]["num_lines"]
+        .as_u64()
+        .unwrap();
+    let hidden = total - 1000;
+
+    let tail = page(&master, "/builds/1");
+    assert!(
+        tail.contains(&format!("{hidden} earlier lines not shown"))
+            && tail.contains(&format!(
+                r#"href="?full={logid}#log-{logid}">show all {total}</a>"#
+            )),
+        "{tail}"
+    );
+    assert!(tail.contains(r#"<span class="o">line 2500</span>"#));
+    // The last thousand lines are the command's last lines and its footer.
+    assert!(tail.contains(r#"<span class="o">line 1510</span>"#));
+    assert!(!tail.contains(r#"<span class="o">line 1490</span>"#));
+    assert!(tail.contains(&format!(r#"data-lines="{total}""#)));
+
+    let all = page(&master, &format!("/builds/1?full={logid}"));
+    assert!(all.contains(r#"<span class="o">line 1</span>"#));
+    assert!(all.contains(r#"<span class="o">line 2500</span>"#));
+    assert!(!all.contains("earlier lines not shown"));
+}

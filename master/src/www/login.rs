@@ -7,30 +7,8 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::Reply;
 
 use super::auth::{self, Identity, Proof, COOKIE, SESSION_LIFETIME};
-use super::home::{document, escape};
+use super::ui::login_page;
 use super::{AppState, ClientAddress};
-
-/// The form, with `message` above it when there is one.
-fn page(title: &str, next: &str, message: Option<&str>) -> String {
-    let title = escape(title);
-    let next = escape(next);
-    let message = message
-        .map(|m| format!("  <p role=\"alert\">{}</p>\n", escape(m)))
-        .unwrap_or_default();
-    document(
-        &format!("Log in · {title}"),
-        &format!(
-            "  <h1>Log in to {title}</h1>
-{message}  <form method=\"post\" action=\"/auth/login\">
-    <input type=\"hidden\" name=\"next\" value=\"{next}\">
-    <p><label>User name <input name=\"username\" autocomplete=\"username\" required></label></p>
-    <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>
-    <p><button type=\"submit\">Log in</button></p>
-  </form>
-"
-        ),
-    )
-}
 
 /// Where to go after logging in: a path of this site, else `/`.
 fn local_path(next: Option<&String>) -> String {
@@ -75,16 +53,17 @@ pub async fn form(query: HashMap<String, String>, state: AppState) -> warp::repl
     if registry.users.is_none() {
         return html(
             StatusCode::NOT_FOUND,
-            page(
+            login_page(
                 &registry.title,
                 "/",
                 Some("This master has no users: [www.auth] is not set."),
+                false,
             ),
         );
     }
     html(
         StatusCode::OK,
-        page(&registry.title, &local_path(query.get("next")), None),
+        login_page(&registry.title, &local_path(query.get("next")), None, true),
     )
 }
 
@@ -99,7 +78,12 @@ pub async fn submit(
     let Some(users) = registry.users.clone() else {
         return html(
             StatusCode::NOT_FOUND,
-            page(&registry.title, &next, Some("This master has no users.")),
+            login_page(
+                &registry.title,
+                &next,
+                Some("This master has no users."),
+                false,
+            ),
         );
     };
     let user = form.get("username").cloned().unwrap_or_default();
@@ -113,7 +97,12 @@ pub async fn submit(
         tracing::warn!("login refused for user {user:?} from {from}: wrong user name or password");
         return html(
             StatusCode::UNAUTHORIZED,
-            page(&registry.title, &next, Some("Wrong user name or password.")),
+            login_page(
+                &registry.title,
+                &next,
+                Some("Wrong user name or password."),
+                true,
+            ),
         );
     }
     tracing::info!("user {user:?} logged in from {from}");
@@ -196,9 +185,10 @@ mod tests {
 
     #[test]
     fn the_form_escapes_what_it_shows() {
-        let page = page("CI <x>", "/a\"b", Some("<bad>"));
-        assert!(page.contains("Log in to CI &lt;x&gt;"));
-        assert!(page.contains("value=\"/a&quot;b\""));
-        assert!(page.contains("&lt;bad&gt;"));
+        let page = login_page("CI <x>", "/a\"b", Some("<bad>"), true);
+        assert!(page.contains("Log in to CI &lt;x&gt;"), "{page}");
+        assert!(page.contains("value=\"&#x2f;a&quot;b\""), "{page}");
+        assert!(page.contains("&lt;bad&gt;"), "{page}");
+        assert!(page.contains("href=\"/ui/ui.css\""), "{page}");
     }
 }

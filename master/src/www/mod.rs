@@ -5,7 +5,6 @@
 //! turns into a JSON 404.
 
 mod auth;
-mod home;
 mod hooks;
 mod inspector;
 mod login;
@@ -205,6 +204,7 @@ fn ui_routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed();
     let build = warp::path!("builds" / i64)
         .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::headers_cloned())
         .and(with_state.clone())
         .then(ui::build)

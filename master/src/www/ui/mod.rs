@@ -29,6 +29,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("workers.html", include_str!("workers.html")),
     ("hooks.html", include_str!("hooks.html")),
     ("status.html", include_str!("status.html")),
+    ("login.html", include_str!("login.html")),
 ];
 
 /// The script and the style sheet, by name.
@@ -140,6 +141,18 @@ async fn page(
             super::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
         }
     }
+}
+
+/// The login page: the form (unless the master has no users) with
+/// `message` above it, then back to `next`.
+pub fn login_page(title: &str, next: &str, message: Option<&str>, form: bool) -> String {
+    let rendered = environment()
+        .get_template("login.html")
+        .and_then(|t| t.render(context! { title, next, message, form, path => "/auth/login" }));
+    rendered.unwrap_or_else(|e| {
+        tracing::error!("cannot render login.html: {e:#}");
+        "internal error\n".to_owned()
+    })
 }
 
 fn not_found(what: &str) -> warp::reply::Response {
@@ -274,8 +287,20 @@ pub async fn builder(id: i64, headers: HeaderMap, state: AppState) -> warp::repl
     .await
 }
 
+/// How many of a log's last lines the build page shows.
+const LOG_TAIL: usize = 1000;
+
 /// `GET /builds/<id>`: its steps with their logs, live while it runs.
-pub async fn build(id: i64, headers: HeaderMap, state: AppState) -> warp::reply::Response {
+///
+/// A long log shows its last [`LOG_TAIL`] lines, with a link to all of them
+/// (`?full=<logid>`) and to the raw text.
+pub async fn build(
+    id: i64,
+    query: std::collections::HashMap<String, String>,
+    headers: HeaderMap,
+    state: AppState,
+) -> warp::reply::Response {
+    let full: Option<i64> = query.get("full").and_then(|logid| logid.parse().ok());
     let Some(build) = list(api(&state, &format!("builds/{id}")).await, "builds").pop() else {
         return not_found("no such build");
     };
@@ -293,9 +318,22 @@ pub async fn build(id: i64, headers: HeaderMap, state: AppState) -> warp::reply:
         );
         let mut shown = Vec::new();
         for log in logs {
-            let lines =
-                events::log_lines(&state, log["logid"].as_i64().unwrap_or_default(), 0).await;
-            shown.push(json!({"logid": log["logid"], "name": log["name"], "lines": lines}));
+            let logid = log["logid"].as_i64().unwrap_or_default();
+            let total = log["num_lines"].as_u64().unwrap_or_default() as usize;
+            let first = if full == Some(logid) {
+                0
+            } else {
+                total.saturating_sub(LOG_TAIL)
+            };
+            let lines = events::log_lines(&state, logid, first).await;
+            let total = first + lines.len();
+            shown.push(json!({
+                "logid": logid,
+                "name": log["name"],
+                "lines": lines,
+                "hidden": first,
+                "total": total,
+            }));
         }
         step["logs"] = Value::Array(shown);
     }
