@@ -2,8 +2,10 @@
 //! `buildmaster` binary in a fresh basedir on an ephemeral loopback port, talk to
 //! it over HTTP, read its log.
 
+mod browser;
 mod telegram;
 
+pub use browser::{Browser, Element};
 pub use telegram::{FakeTelegram, TelegramCall, CHANNEL_ID};
 
 use std::io::Read;

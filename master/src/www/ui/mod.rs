@@ -337,7 +337,13 @@ pub async fn build(
         }
         step["logs"] = Value::Array(shown);
     }
-    let data = json!({"build": build, "builder": builder, "steps": steps});
+    let worker = list(
+        api(&state, &format!("workers/{}", build["workerid"])).await,
+        "workers",
+    )
+    .pop()
+    .map(|worker| worker["name"].clone());
+    let data = json!({"build": build, "builder": builder, "worker": worker, "steps": steps});
     page(
         &state,
         &headers,
