@@ -116,9 +116,12 @@ fn force_a_build_watch_its_log_live_and_stop_it() {
     };
     let master = start();
 
-    // Logged out: the force form is there, but the master refuses it.
+    // From the builders page to the builder's; logged out, the force form
+    // is there, but the master refuses it.
     let app = app_builderid(&master);
-    browser.open(&master.url(&format!("/builders/{app}")));
+    browser.open(&master.url("/"));
+    browser.find(&format!("a[href='/builders/{app}']")).click();
+    browser.wait_for_text("main h1", "app");
     browser
         .find("form.rpc input[name=message]")
         .type_text("nobody");

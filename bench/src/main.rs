@@ -15,6 +15,7 @@
 //! target/release/buildmaster-bench history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS]
 //! target/release/buildmaster-bench reporters [ROUNDS] [BUILDS]
 //! target/release/buildmaster-bench metrics [BUILDERS] [ROUNDS]
+//! target/release/buildmaster-bench pages [BUILDERS] [HISTORY] [ROUNDS]
 //! ```
 //!
 //! `base` posts one form-encoded change per hook; `github` posts a realistic
@@ -38,12 +39,16 @@
 //! `metrics` times a `/metrics` scrape at BUILDERS builders that have each
 //! run a build (see [`scrape`]).
 //!
+//! `pages` times the web UI's builders page and a build page with a
+//! 10,000-line log, and weighs them (see [`pages`]).
+//!
 //! `builds` measures the build engine with a one-step `true` build: the time
 //! from posting a hook to the build being complete (ROUNDS hooks one after
 //! the other, default 20), then how fast QUEUED builds (default 100) queued
 //! at once are completed by WORKERS local workers (default 1).
 
 mod history;
+mod pages;
 mod reporters;
 mod scrape;
 
@@ -707,6 +712,15 @@ async fn main() {
             scrape::run(builders, rounds).await;
             return;
         }
+        Some("pages") => {
+            let (builders, history, rounds) = (
+                number(&mut args, 100),
+                number(&mut args, 12),
+                number(&mut args, 50),
+            );
+            pages::run(builders, history, rounds).await;
+            return;
+        }
         Some("builds") => {
             let (rounds, queued, workers) = (
                 number(&mut args, 20),
@@ -719,7 +733,8 @@ async fn main() {
         other => panic!(
             "usage: buildmaster-bench base|github [SECONDS] [CONNECTIONS...] \
              | builds [ROUNDS] [QUEUED] [WORKERS] | reload [ROUNDS] | reporters [ROUNDS] [BUILDS] \
-             | history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS] (got {other:?})"
+             | history [SMALL_CHANGES SMALL_BUILDS LARGE_CHANGES LARGE_BUILDS] \
+             | metrics [BUILDERS] [ROUNDS] | pages [BUILDERS] [HISTORY] [ROUNDS] (got {other:?})"
         ),
     };
     let seconds: u64 = args

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::history::percentiles;
 use crate::start_with_config;
 
-fn config(builders: usize) -> String {
+pub(crate) fn config(builders: usize) -> String {
     let mut text = String::from(
         "[master]\nreload_on_change = false\n[www]\nport = \"127.0.0.1:0\"\n\
          [www.change_hook_dialects]\nbase = true\n",

@@ -800,25 +800,29 @@ impl Db {
         .await
     }
 
-    /// The last `per_builder` builds of every builder, newest first: builder
-    /// id, build id, number and results (`None` while running).
+    /// The last `per_builder` builds of each of `builderids`, newest first:
+    /// builder id, build id, number and results (`None` while running).
+    /// One indexed range per builder, so a long history costs nothing.
     pub async fn recent_builds(
         &self,
+        builderids: Vec<i64>,
         per_builder: usize,
     ) -> Result<Vec<(i64, i64, i64, Option<i64>)>, Error> {
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT builderid, id, number, results FROM (
-                         SELECT builderid, id, number, results,
-                             ROW_NUMBER() OVER (PARTITION BY builderid ORDER BY id DESC) AS newest
-                         FROM builds)
-                     WHERE newest <= ?1 ORDER BY builderid, id DESC",
-                )?
-                .query_map([per_builder as i64], |row| {
+            let mut newest = conn.prepare_cached(
+                "SELECT builderid, id, number, results FROM builds
+                 WHERE builderid = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let mut recent = Vec::new();
+            for builderid in builderids {
+                let rows = newest.query_map([builderid, per_builder as i64], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?)
+                })?;
+                for row in rows {
+                    recent.push(row?);
+                }
+            }
+            Ok(recent)
         })
         .await
     }
@@ -1270,6 +1274,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(last.buildset_complete, Some((added.bsid, Results::Failure)));
+    }
+
+    #[tokio::test]
+    async fn recent_builds_are_the_newest_few_of_each_builder_asked_for() {
+        let (_dir, db) = db().await;
+        let ids = db
+            .sync_builders(vec![
+                ("a".into(), None, vec![]),
+                ("b".into(), None, vec![]),
+                ("c".into(), None, vec![]),
+            ])
+            .await
+            .unwrap();
+        let workers = db
+            .sync_workers(vec![("w".into(), json!({}))])
+            .await
+            .unwrap();
+        let mut built = Vec::new();
+        for (n, builder) in ["a", "b", "a", "a", "b", "c"].into_iter().enumerate() {
+            let stamp = change_stamp(&db, "main", &n.to_string()).await;
+            let added = submit(
+                &db,
+                buildset(vec![StampSpec::Existing(stamp)], vec![(ids[builder], true)]),
+            )
+            .await;
+            let started = db
+                .claim_and_start_build(
+                    added.requests[&ids[builder]],
+                    ids[builder],
+                    workers["w"],
+                    Map::new(),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            built.push(started.buildid);
+        }
+        let recent = db.recent_builds(vec![ids["a"], ids["b"]], 2).await.unwrap();
+        let shown: Vec<(i64, i64)> = recent.iter().map(|(b, id, _, _)| (*b, *id)).collect();
+        assert_eq!(
+            shown,
+            vec![
+                (ids["a"], built[3]),
+                (ids["a"], built[2]),
+                (ids["b"], built[4]),
+                (ids["b"], built[1]),
+            ]
+        );
+        assert_eq!(recent[0].2, 3, "the number of a's third build");
+        assert_eq!(recent[0].3, None, "still running");
     }
 
     #[tokio::test]

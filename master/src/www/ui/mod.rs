@@ -216,7 +216,13 @@ pub async fn builders(
 ) -> warp::reply::Response {
     let view = state.engine.control.view();
     let tag = query.get("tag").cloned();
-    let recent = match state.db.recent_builds(RECENT_BUILDS).await {
+    let shown: Vec<_> = view
+        .builders
+        .iter()
+        .filter(|(_, b)| tag.as_ref().is_none_or(|t| b.tags.contains(t)))
+        .collect();
+    let ids = shown.iter().map(|(id, _)| *id).collect();
+    let recent = match state.db.recent_builds(ids, RECENT_BUILDS).await {
         Ok(recent) => recent,
         Err(e) => {
             tracing::error!("cannot read recent builds: {e}");
@@ -232,10 +238,8 @@ pub async fn builders(
             .or_default()
             .push(json!({"buildid": buildid, "number": number, "results": results}));
     }
-    let builders: Vec<Value> = view
-        .builders
-        .iter()
-        .filter(|(_, b)| tag.as_ref().is_none_or(|t| b.tags.contains(t)))
+    let builders: Vec<Value> = shown
+        .into_iter()
         .map(|(id, b)| {
             let builds = by_builder.remove(id).unwrap_or_default();
             json!({"builderid": id, "name": b.name, "tags": b.tags, "builds": builds})
