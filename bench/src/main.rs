@@ -239,10 +239,13 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 async fn stored_total(client: &reqwest::Client, addr: &str) -> u64 {
+    api_total(client, addr, "changes?limit=1&field=changeid").await
+}
+
+/// `meta.total` of the REST query `query` (under `/api/v2/`).
+async fn api_total(client: &reqwest::Client, addr: &str, query: &str) -> u64 {
     let text = client
-        .get(format!(
-            "http://{addr}/api/v2/changes?limit=1&field=changeid"
-        ))
+        .get(format!("http://{addr}/api/v2/{query}"))
         .header("Accept", "application/json")
         .send()
         .await

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::history::percentiles;
-use crate::{number_after, scrape, start_with_config, Master};
+use crate::{api_total, number_after, scrape, start_with_config, Master};
 
 /// The lines of the long log.
 const LONG_LOG_LINES: usize = 10_000;
@@ -24,25 +24,11 @@ fn config(builders: usize) -> String {
     text
 }
 
-/// How many builds have finished.
-async fn finished(client: &reqwest::Client, base: &str) -> u64 {
-    let text = client
-        .get(format!(
-            "{base}/api/v2/builds?complete=true&limit=1&field=buildid"
-        ))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("the builds")
-        .text()
-        .await
-        .expect("their text");
-    number_after(&text, "total")
-}
-
-async fn wait_for_builds(client: &reqwest::Client, base: &str, count: u64) {
+/// Waits until `count` builds have finished.
+async fn wait_for_builds(client: &reqwest::Client, addr: &str, count: u64) {
     let started = Instant::now();
-    while finished(client, base).await < count {
+    let finished = "builds?complete=true&limit=1&field=buildid";
+    while api_total(client, addr, finished).await < count {
         assert!(
             started.elapsed() < Duration::from_secs(1200),
             "{count} builds not finished in 20 minutes"
@@ -89,7 +75,7 @@ pub async fn run(builders: usize, history: usize, rounds: usize) {
             .expect("the hook");
         assert_eq!(hook.status(), 200);
         // One push at a time: requests of one builder would be collapsed.
-        wait_for_builds(&client, &base, (push * builders) as u64).await;
+        wait_for_builds(&client, &master.addr, (push * builders) as u64).await;
     }
     let forced = client
         .post(format!("{base}/api/v2/forceschedulers/long"))
@@ -99,7 +85,7 @@ pub async fn run(builders: usize, history: usize, rounds: usize) {
         .await
         .expect("the force");
     assert_eq!(forced.status(), 200);
-    wait_for_builds(&client, &base, (history * builders + 1) as u64).await;
+    wait_for_builds(&client, &master.addr, (history * builders + 1) as u64).await;
     println!(
         "{} builds of {builders} builders and one of {LONG_LOG_LINES} log lines in {:.1} s",
         history * builders + 1,

@@ -1127,6 +1127,24 @@ mod tests {
         db.change(id).await.unwrap().unwrap().sourcestamp.ssid
     }
 
+    /// Builders named `builders` and one worker `w`: their ids.
+    async fn builders_and_worker(db: &Db, builders: &[&str]) -> (BTreeMap<String, i64>, i64) {
+        let ids = db
+            .sync_builders(
+                builders
+                    .iter()
+                    .map(|name| (name.to_string(), None, vec![]))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let workers = db
+            .sync_workers(vec![("w".into(), json!({}))])
+            .await
+            .unwrap();
+        (ids, workers["w"])
+    }
+
     fn buildset(stamps: Vec<StampSpec>, builders: Vec<(i64, bool)>) -> NewBuildset {
         NewBuildset {
             reason: "r".into(),
@@ -1217,14 +1235,7 @@ mod tests {
     #[tokio::test]
     async fn a_buildset_completes_with_its_worst_result_when_its_last_build_finishes() {
         let (_dir, db) = db().await;
-        let ids = db
-            .sync_builders(vec![("b".into(), None, vec![]), ("c".into(), None, vec![])])
-            .await
-            .unwrap();
-        let workers = db
-            .sync_workers(vec![("w".into(), json!({}))])
-            .await
-            .unwrap();
+        let (ids, worker) = builders_and_worker(&db, &["b", "c"]).await;
         let stamp = change_stamp(&db, "main", "1").await;
         let added = submit(
             &db,
@@ -1238,13 +1249,13 @@ mod tests {
         for builder in ["b", "c"] {
             let brid = added.requests[&ids[builder]];
             let started = db
-                .claim_and_start_build(brid, ids[builder], workers["w"], Map::new())
+                .claim_and_start_build(brid, ids[builder], worker, Map::new())
                 .await
                 .unwrap()
                 .expect("claimed");
             assert_eq!(started.number, 1, "numbers count per builder");
             assert_eq!(
-                db.claim_and_start_build(brid, ids[builder], workers["w"], Map::new())
+                db.claim_and_start_build(brid, ids[builder], worker, Map::new())
                     .await
                     .unwrap(),
                 None,
@@ -1279,18 +1290,7 @@ mod tests {
     #[tokio::test]
     async fn recent_builds_are_the_newest_few_of_each_builder_asked_for() {
         let (_dir, db) = db().await;
-        let ids = db
-            .sync_builders(vec![
-                ("a".into(), None, vec![]),
-                ("b".into(), None, vec![]),
-                ("c".into(), None, vec![]),
-            ])
-            .await
-            .unwrap();
-        let workers = db
-            .sync_workers(vec![("w".into(), json!({}))])
-            .await
-            .unwrap();
+        let (ids, worker) = builders_and_worker(&db, &["a", "b", "c"]).await;
         let mut built = Vec::new();
         for (n, builder) in ["a", "b", "a", "a", "b", "c"].into_iter().enumerate() {
             let stamp = change_stamp(&db, "main", &n.to_string()).await;
@@ -1303,7 +1303,7 @@ mod tests {
                 .claim_and_start_build(
                     added.requests[&ids[builder]],
                     ids[builder],
-                    workers["w"],
+                    worker,
                     Map::new(),
                 )
                 .await
@@ -1329,14 +1329,7 @@ mod tests {
     #[tokio::test]
     async fn interrupted_builds_finish_as_retry_and_their_requests_wait_again() {
         let (_dir, db) = db().await;
-        let ids = db
-            .sync_builders(vec![("b".into(), None, vec![])])
-            .await
-            .unwrap();
-        let workers = db
-            .sync_workers(vec![("w".into(), json!({}))])
-            .await
-            .unwrap();
+        let (ids, worker) = builders_and_worker(&db, &["b"]).await;
         let stamp = change_stamp(&db, "main", "1").await;
         let added = submit(
             &db,
@@ -1345,7 +1338,7 @@ mod tests {
         .await;
         let brid = added.requests[&ids["b"]];
         let started = db
-            .claim_and_start_build(brid, ids["b"], workers["w"], Map::new())
+            .claim_and_start_build(brid, ids["b"], worker, Map::new())
             .await
             .unwrap()
             .unwrap();
