@@ -245,6 +245,47 @@ fn pending_tree_stable_changes_survive_a_restart() {
     assert_eq!(property(&build, "revision"), "r1");
 }
 
+#[test]
+fn a_paused_worker_stays_paused_across_a_restart_and_the_api_filters_on_it() {
+    let base = Basedir::new(&config(&shell(r#""true""#, ""), "", ""));
+    let master = base.start();
+    let pause = master.post_json(
+        "/api/v2/workers/local",
+        &json!({"jsonrpc": "2.0", "method": "pause", "params": {"reason": "disk full"}, "id": 1}),
+    );
+    assert_eq!(pause.status, 200, "{}", pause.body);
+    let paused = master.get_json("/api/v2/workers?paused=true");
+    assert_eq!(paused["workers"][0]["name"], "local", "{paused}");
+    assert_eq!(paused["workers"][0]["pause_reason"], "disk full");
+    assert_eq!(
+        master.get_json("/api/v2/workers?paused=false")["meta"]["total"],
+        0
+    );
+
+    let (base, status) = master.stop();
+    assert!(status.success());
+    let master = base.start();
+    let shown = master.get_json("/api/v2/workers/local")["workers"][0].clone();
+    assert_eq!(
+        (shown["paused"].clone(), shown["pause_reason"].clone()),
+        (json!(true), json!("disk full"))
+    );
+    hook(&master, "main", "r1");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(master.builds().is_empty(), "a paused worker takes no build");
+    let unpause = master.post_json(
+        "/api/v2/workers/local",
+        &json!({"jsonrpc": "2.0", "method": "unpause", "id": 1}),
+    );
+    assert_eq!(unpause.status, 200, "{}", unpause.body);
+    assert_eq!(master.wait_for_build(1)["results"], 0);
+    let shown = master.get_json("/api/v2/workers/local")["workers"][0].clone();
+    assert_eq!(
+        (shown["paused"].clone(), shown["pause_reason"].clone()),
+        (json!(false), Value::Null)
+    );
+}
+
 const FORCE_PARAMETERS: &str = r#"
 [schedulers.branch]
 default = "main"

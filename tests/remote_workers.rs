@@ -724,6 +724,7 @@ fn an_operator_pauses_a_worker_and_shuts_it_down_from_the_api() {
 
     // A graceful shutdown: the worker process ends.
     assert_eq!(call("stop", serde_json::json!({})).status, 200);
+    assert_eq!(worker(&master)["graceful"], true);
     let status = wait_until("the worker process to end", || {
         worker_process.child.try_wait().unwrap()
     });

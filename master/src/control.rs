@@ -29,9 +29,6 @@ pub struct View {
     pub builders: Vec<(i64, Arc<BuilderConfig>)>,
     /// The connected workers: name and id.
     pub workers: Vec<(String, i64)>,
-    /// What operators asked of workers, by name (those asked nothing are
-    /// absent).
-    pub worker_controls: std::collections::BTreeMap<String, WorkerControl>,
     pub schedulers: Arc<Vec<SchedulerConfig>>,
     /// The configured reporters: name and type.
     pub reporters: Vec<(String, String)>,
@@ -87,16 +84,6 @@ pub struct ShutdownStatus {
     pub running_builds: usize,
 }
 
-/// A worker's state as operators set it (Buildbot's `paused`,
-/// `pause_reason` and `graceful`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerControl {
-    /// `Some` when paused, with the reason given (maybe empty).
-    pub paused: Option<String>,
-    /// Shutting down once its builds end.
-    pub graceful: bool,
-}
-
 /// What may be asked of a worker (Buildbot's worker control actions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerAction {
@@ -150,7 +137,7 @@ pub enum Command {
     ControlWorker {
         worker: String,
         action: WorkerAction,
-        reply: oneshot::Sender<Result<(), ControlError>>,
+        reply: oneshot::Sender<Result<String, ControlError>>,
     },
     /// A janitor pass now; `None` when no `[janitor]` is configured.
     RunJanitor {
@@ -285,12 +272,13 @@ impl Control {
         .unwrap_or(Err(ControlError::Stopping))
     }
 
-    /// Stops, kills, pauses or unpauses a worker (by name or id).
+    /// Stops, kills, pauses or unpauses a worker (by name or id); returns
+    /// its name.
     pub async fn control_worker(
         &self,
         worker: &str,
         action: WorkerAction,
-    ) -> Result<(), ControlError> {
+    ) -> Result<String, ControlError> {
         let worker = worker.to_owned();
         self.ask(|reply| Command::ControlWorker {
             worker,

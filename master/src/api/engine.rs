@@ -277,10 +277,6 @@ impl Engine {
                             |(builderid, _)| json!({"builderid": builderid, "masterid": MASTER_ID}),
                         )
                         .collect();
-                    let control = view.worker_controls.get(&name).cloned().unwrap_or_default();
-                    worker["paused"] = json!(control.paused.is_some());
-                    worker["pause_reason"] = json!(control.paused.filter(|r| !r.is_empty()));
-                    worker["graceful"] = json!(control.graceful);
                     worker
                 }),
             );

@@ -173,9 +173,29 @@ impl Engine {
                     ),
                     _ => WorkerAction::Unpause,
                 };
-                match self.control.control_worker(&worker, action).await {
+                let pause = match &action {
+                    WorkerAction::Pause(reason) => Some(Some(reason.clone())),
+                    WorkerAction::Unpause => Some(None),
+                    _ => None,
+                };
+                let graceful = matches!(action, WorkerAction::Stop);
+                let name = match self.control.control_worker(&worker, action).await {
+                    Ok(name) => name,
+                    Err(error) => return Some(control_error(id, error)),
+                };
+                // The master acts at once; the database keeps the state for
+                // the API and for the next start.
+                let recorded = match pause {
+                    Some(reason) => self.db.record_worker_pause(&name, reason).await,
+                    None if graceful => self.db.record_worker_graceful(&name).await,
+                    None => Ok(()),
+                };
+                match recorded {
                     Ok(()) => rpc_result(id, Value::Null),
-                    Err(error) => control_error(id, error),
+                    Err(error) => {
+                        tracing::error!("cannot record the {method} of worker {name}: {error}");
+                        with_status(500, rpc_error(id, -32603, "internal error"))
+                    }
                 }
             }
             (Target::Janitor, "run") => match self.control.run_janitor().await {

@@ -500,6 +500,12 @@ impl Botmaster {
         self.shared.workers.load_full()
     }
 
+    /// The paused workers as the database has them, by name, with the
+    /// reason given: a worker new to the pool (at start) starts paused.
+    pub async fn stored_pauses(&self) -> Result<BTreeMap<String, String>, crate::db::Error> {
+        self.shared.db.worker_pauses().await
+    }
+
     fn read_builders(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<i64, Arc<Builder>>> {
         self.shared
             .builders

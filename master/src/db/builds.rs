@@ -231,11 +231,55 @@ impl Db {
     pub async fn record_worker_login(&self, name: &str, info: Value) -> Result<(), Error> {
         let name = name.to_owned();
         self.transact(move |conn| {
+            // A new connection is not shutting down (Buildbot resets
+            // `graceful` when a worker attaches).
             conn.execute(
-                "UPDATE workers SET info = ?2, connected = 1 WHERE name = ?1",
+                "UPDATE workers SET info = ?2, connected = 1, graceful = 0 WHERE name = ?1",
                 (&name, info.to_string()),
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Records that worker `name` was paused (`Some` reason, maybe empty)
+    /// or unpaused (`None`).
+    pub async fn record_worker_pause(
+        &self,
+        name: &str,
+        reason: Option<String>,
+    ) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute(
+                "UPDATE workers SET paused = ?2, pause_reason = ?3 WHERE name = ?1",
+                (&name, reason.is_some(), reason.filter(|r| !r.is_empty())),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that worker `name` shuts down once its builds end.
+    pub async fn record_worker_graceful(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.transact(move |conn| {
+            conn.execute("UPDATE workers SET graceful = 1 WHERE name = ?1", [&name])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The paused workers, by name, with the reason given (maybe empty).
+    pub async fn worker_pauses(&self) -> Result<BTreeMap<String, String>, Error> {
+        self.read(|conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT name, COALESCE(pause_reason, '') FROM workers WHERE paused = 1",
+            )?;
+            let pauses = select
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(pauses)
         })
         .await
     }

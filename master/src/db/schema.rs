@@ -412,6 +412,13 @@ CREATE TABLE change_decisions (
 );
 ALTER TABLE changes ADD COLUMN correlation TEXT;
 ",
+    // 17: what operators set on a worker (Buildbot's `paused`,
+    // `pause_reason` and `graceful`); a pause outlasts a restart.
+    r"
+ALTER TABLE workers ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN pause_reason TEXT;
+ALTER TABLE workers ADD COLUMN graceful INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// Brings the schema up to date, one transaction per migration, recording each

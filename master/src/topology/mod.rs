@@ -44,7 +44,7 @@ use crate::change_sources::ChangeSources;
 use crate::config::{Config, ConfigDiff, Difference, Setting};
 use crate::control::{
     Command, Control, ControlError, ShutdownAction, ShutdownState, ShutdownStatus, View,
-    WorkerAction, WorkerControl,
+    WorkerAction,
 };
 use crate::db::Db;
 use crate::events::{Bus, Event};
@@ -499,24 +499,10 @@ impl Topology {
             .filter(|slot| slot.worker.connected())
             .map(|slot| (slot.worker.name().to_owned(), slot.id))
             .collect();
-        let worker_controls = self
-            .botmaster
-            .workers()
-            .iter()
-            .map(|slot| {
-                let control = WorkerControl {
-                    paused: slot.paused(),
-                    graceful: slot.shutting_down(),
-                };
-                (slot.worker.name().to_owned(), control)
-            })
-            .filter(|(_, control)| *control != WorkerControl::default())
-            .collect();
         self.view.send_replace(Arc::new(View {
             name: self.config.title.clone(),
             builders: self.botmaster.builders(),
             workers,
-            worker_controls,
             schedulers: self.schedulers.configs(),
             reporters: self
                 .config
@@ -530,7 +516,7 @@ impl Topology {
     }
 
     /// Carries out an operator's action on a worker.
-    fn control_worker(&self, worker: &str, action: WorkerAction) -> Result<(), ControlError> {
+    fn control_worker(&self, worker: &str, action: WorkerAction) -> Result<String, ControlError> {
         let pool = self.botmaster.workers();
         let slot = pool
             .iter()
@@ -564,11 +550,12 @@ impl Topology {
                 tracing::info!("worker {name} shuts down once its builds end");
                 link.begin_shutdown();
                 let slot = Arc::clone(slot);
+                let named = name.clone();
                 tokio::spawn(async move {
                     while slot.load() > 0 {
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    shut_down_worker(&name, &link).await;
+                    shut_down_worker(&named, &link).await;
                 });
             }
             WorkerAction::Kill => {
@@ -579,10 +566,11 @@ impl Topology {
                     )));
                 }
                 link.begin_shutdown();
-                tokio::spawn(async move { shut_down_worker(&name, &link).await });
+                let named = name.clone();
+                tokio::spawn(async move { shut_down_worker(&named, &link).await });
             }
         }
-        Ok(())
+        Ok(name)
     }
 
     /// Carries out a command: a shutdown here, in order with reloads; the

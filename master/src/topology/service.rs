@@ -70,12 +70,17 @@ impl Service for Botmaster {
         let workers = next.config.workers.clone();
         let ids = next.worker_ids.clone();
         let current = self.workers();
+        let pauses = self
+            .stored_pauses()
+            .await
+            .map_err(|e| vec![format!("cannot read the paused workers: {e}")])?;
         // Makes the workers' directories: file-system work, off the async workers.
-        let pool =
-            tokio::task::spawn_blocking(move || worker_pool(&basedir, &workers, &ids, &current))
-                .await
-                .map_err(|e| vec![format!("cannot prepare the workers: {e}")])?
-                .map_err(|e| vec![e])?;
+        let pool = tokio::task::spawn_blocking(move || {
+            worker_pool(&basedir, &workers, &ids, &pauses, &current)
+        })
+        .await
+        .map_err(|e| vec![format!("cannot prepare the workers: {e}")])?
+        .map_err(|e| vec![e])?;
         Ok((builders, pool, next.config.logs))
     }
 
@@ -90,11 +95,13 @@ impl Service for Botmaster {
 }
 
 /// The workers of a configuration, keeping the slot (and so the count of
-/// running builds) of every worker that was already there.
+/// running builds) of every worker that was already there; a new one is
+/// paused when `pauses` (the database) says so.
 fn worker_pool(
     basedir: &Path,
     workers: &[WorkerConfig],
     ids: &BTreeMap<String, i64>,
+    pauses: &BTreeMap<String, String>,
     current: &WorkerPool,
 ) -> Result<WorkerPool, String> {
     let mut slots = Vec::with_capacity(workers.len());
@@ -131,6 +138,7 @@ fn worker_pool(
                 worker.properties.clone(),
             )
         };
+        slot.set_paused(pauses.get(&worker.name).cloned());
         slots.push(Arc::new(slot));
     }
     Ok(WorkerPool::new(slots))

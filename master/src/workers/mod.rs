@@ -171,11 +171,6 @@ impl WorkerSlot {
         self.lock().paused = reason;
     }
 
-    /// Why it is paused, if it is.
-    pub fn paused(&self) -> Option<String> {
-        self.lock().paused.clone()
-    }
-
     /// How many builds run on it.
     pub fn load(&self) -> usize {
         self.lock().busy.len()
