@@ -214,3 +214,53 @@ fn one_correlation_id_follows_a_delivery_to_its_build_and_report_in_json_logs() 
         );
     }
 }
+
+#[test]
+fn a_delivery_refused_by_change_hook_auth_is_not_replayed_and_query_secrets_are_hidden() {
+    use base64::Engine;
+    let master = Master::start(&format!(
+        "change_hook_auth = [\"memory:hook:hook-pass\"]\n{CONFIG}"
+    ));
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = b"branch=main&revision=1a2b&repository=r&author=Ada&comments=c";
+    let refused = master.send("POST", "/change_hook/base?token=q-secret", &form, body);
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let kept = wait_until("the refused delivery kept", || {
+        let kept = deliveries(&master, "?dialect=base");
+        (!kept.is_empty()).then_some(kept)
+    });
+    assert_eq!(
+        kept[0]["path"], "/change_hook/base?token=%3Credacted%3E",
+        "{}",
+        kept[0]
+    );
+    let id = kept[0]["deliveryid"].as_i64().unwrap();
+    let out = run_cli(&["replay", &id.to_string(), "--master", &master.addr]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("delivery {id} was refused by change_hook_auth")),
+        "{out:?}"
+    );
+    assert!(
+        master.changes().is_empty(),
+        "a refused delivery stays refused"
+    );
+
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("hook:hook-pass")
+    );
+    let with_credentials = [form[0], ("Authorization", basic.as_str())];
+    let accepted = master.send("POST", "/change_hook/base", &with_credentials, body);
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let id = deliveries(&master, "?dialect=base")[0]["deliveryid"]
+        .as_i64()
+        .unwrap();
+    let out = run_cli(&["replay", &id.to_string(), "--master", &master.addr]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("200 1 change found"),
+        "{out:?}"
+    );
+    assert_eq!(master.changes().len(), 2);
+}

@@ -97,7 +97,7 @@ fn control_actions_follow_the_rules_for_each_way_of_logging_in() {
             &master,
             "/api/v2/forceschedulers/force",
             "force",
-            json!({"builderNames": builders, "branch": "main"}),
+            json!({"builderNames": builders, "branch": "main", "username": "mallory"}),
             headers,
         )
     };
@@ -122,7 +122,21 @@ fn control_actions_follow_the_rules_for_each_way_of_logging_in() {
         error_message(&docs),
         "user 'bob' may not force on builder 'docs'"
     );
+    // By id, docs is still docs.
+    let docs_id = master.get_json("/api/v2/builders/docs")["builders"][0]["builderid"].to_string();
+    let by_id = force(&[&docs_id], &[("Authorization", &bob)]);
+    assert_eq!(by_id.status, 403, "{}", by_id.body);
+    assert_eq!(
+        error_message(&by_id),
+        "user 'bob' may not force on builder 'docs'"
+    );
     assert!(master.builds().len() == 1, "nothing was forced on docs");
+    // A logged-in user forces as themselves, whatever the form says.
+    let owner = master.get_json("/api/v2/builds/1?property=owner");
+    assert_eq!(
+        owner["builds"][0]["properties"]["owner"][0], "bob",
+        "{owner}"
+    );
     let stop = call(
         &master,
         "/api/v2/builds/1",
@@ -254,6 +268,17 @@ fn a_session_from_the_login_form_needs_its_csrf_token() {
         &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
     );
     assert_eq!(with.status, 200, "{}", with.body);
+
+    // Another site's form posts to /auth/logout without the cookie: the
+    // session and its cookie are left alone.
+    let forged = master.send(
+        "POST",
+        "/auth/logout",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"",
+    );
+    assert_eq!(forged.status, 303);
+    assert_eq!(forged.header("set-cookie"), None);
 
     let out = master.send(
         "POST",

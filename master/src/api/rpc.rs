@@ -21,8 +21,13 @@ pub trait Permit: Send + Sync {
     /// and why.
     fn check(&self, action: Action, builder: Option<&str>) -> Result<(), (u16, String)>;
 
+    /// The user calling, when one proved who they are.
+    fn user(&self) -> Option<String>;
+
     /// Who is calling, as reasons name them ("anonymous" when nobody).
-    fn caller(&self) -> String;
+    fn caller(&self) -> String {
+        self.user().unwrap_or_else(|| "anonymous".to_owned())
+    }
 }
 
 impl Engine {
@@ -86,7 +91,15 @@ impl Engine {
             }
         }
         Some(match (target, method) {
-            (Target::Force(name), "force") => self.force(id, &name, params).await,
+            (Target::Force(name), "force") => {
+                // A logged-in user forces as themselves (the build's owner),
+                // whatever the form's user name field says.
+                let mut params = params;
+                if let Some(user) = permit.user() {
+                    params.insert("username".into(), Value::from(user));
+                }
+                self.force(id, &name, params).await
+            }
             (Target::Master(master), "reconfig") if master == MASTER_ID.to_string() => {
                 match self.control.reconfig().await {
                     Ok(status) => rpc_result(id, json!(status)),
@@ -266,6 +279,28 @@ impl Engine {
                         }
                         _ => None,
                     };
+                // `force` takes a builder by name or by id: every builder
+                // an entry could mean is checked.
+                let named = named.map(|named| {
+                    named
+                        .into_iter()
+                        .flat_map(|wanted| {
+                            let meant: Vec<String> = view
+                                .builders
+                                .iter()
+                                .filter(|(id, config)| {
+                                    config.name == wanted || id.to_string() == wanted
+                                })
+                                .map(|(_, config)| config.name.clone())
+                                .collect();
+                            if meant.is_empty() {
+                                vec![wanted]
+                            } else {
+                                meant
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                });
                 let builders = named.unwrap_or_else(|| {
                     view.schedulers
                         .iter()

@@ -109,17 +109,29 @@ impl Credentials {
         let given = digest(password.as_bytes());
         // Every entry is examined so the time taken does not tell which user exists.
         let mut ok = false;
+        let mut hashed = false;
         for (name, secret) in &self.users {
             let name_matches: bool = digest(name.as_bytes())
                 .ct_eq(&digest(user.as_bytes()))
                 .into();
             let password_matches = match secret {
                 Secret::Sha256(expected) => expected.ct_eq(&given).into(),
-                Secret::Bcrypt(hash) => {
-                    name_matches && bcrypt::verify(password, hash).unwrap_or(false)
+                Secret::Bcrypt(hash) if name_matches => {
+                    hashed = true;
+                    bcrypt::verify(password, hash).unwrap_or(false)
                 }
+                Secret::Bcrypt(_) => false,
             };
             ok |= name_matches & password_matches;
+        }
+        // An unknown user costs one bcrypt too, like a known one.
+        if !hashed {
+            if let Some(hash) = self.users.iter().find_map(|(_, secret)| match secret {
+                Secret::Bcrypt(hash) => Some(hash),
+                Secret::Sha256(_) => None,
+            }) {
+                let _ = bcrypt::verify(password, hash);
+            }
         }
         ok
     }

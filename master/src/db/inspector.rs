@@ -34,6 +34,8 @@ pub struct StoredHook {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How it was answered when it came.
+    pub verdict: String,
 }
 
 /// How much of a body the API shows.
@@ -63,15 +65,52 @@ fn redact_json(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if is_secret_name(key) && !field.is_object() && !field.is_array() {
-                    *field = Value::from(REDACTED);
-                } else {
-                    redact_json(field);
+                match field {
+                    Value::Object(_) => redact_json(field),
+                    // A list of secrets (`"tokens": ["…"]`) loses each.
+                    Value::Array(items) if is_secret_name(key) => {
+                        for item in items.iter_mut().filter(|i| !i.is_object() && !i.is_array()) {
+                            *item = Value::from(REDACTED);
+                        }
+                        items.iter_mut().for_each(redact_json);
+                    }
+                    Value::Array(_) => redact_json(field),
+                    _ if is_secret_name(key) => *field = Value::from(REDACTED),
+                    _ => {}
                 }
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact_json),
         _ => {}
+    }
+}
+
+/// A form (or a query string) with the values of its secret fields
+/// redacted.
+fn redact_form(form: &[u8]) -> String {
+    form_urlencoded::parse(form)
+        .map(|(key, value)| {
+            let value = if is_secret_name(&key) {
+                REDACTED.into()
+            } else {
+                value
+            };
+            format!(
+                "{}={}",
+                form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>(),
+                form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A request's path as the API shows it: secret query fields redacted (a
+/// Mattermost slash command sent by GET carries its token there).
+fn shown_path(path: &str) -> String {
+    match path.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", redact_form(query.as_bytes())),
+        None => path.to_owned(),
     }
 }
 
@@ -88,21 +127,7 @@ fn shown_body(body: &[u8]) -> String {
             && !text.contains(char::is_whitespace)
             && text.split('&').all(|pair| pair.contains('='));
         if looks_like_form {
-            form_urlencoded::parse(body)
-                .map(|(key, value)| {
-                    let value = if is_secret_name(&key) {
-                        REDACTED.into()
-                    } else {
-                        value
-                    };
-                    format!(
-                        "{}={}",
-                        form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>(),
-                        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("&")
+            redact_form(body)
         } else {
             text.into_owned()
         }
@@ -158,7 +183,8 @@ impl Db {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT dialect, method, path, headers, body FROM hook_deliveries WHERE id = ?1",
+                    "SELECT dialect, method, path, headers, body, verdict
+                     FROM hook_deliveries WHERE id = ?1",
                 )?
                 .query_row([id], |row| {
                     let headers: String = row.get(3)?;
@@ -168,6 +194,7 @@ impl Db {
                         path: row.get(2)?,
                         headers: serde_json::from_str(&headers).unwrap_or_default(),
                         body: row.get(4)?,
+                        verdict: row.get(5)?,
                     })
                 })
                 .optional()?;
@@ -204,7 +231,7 @@ impl Db {
                             "received_at": row.get::<_, f64>(2)?,
                             "correlation": row.get::<_, String>(3)?,
                             "method": row.get::<_, String>(4)?,
-                            "path": row.get::<_, String>(5)?,
+                            "path": shown_path(&row.get::<_, String>(5)?),
                             "headers": shown_headers(&headers),
                             "body": shown_body(&body),
                             "body_size": body.len(),
@@ -349,6 +376,15 @@ mod tests {
         assert_eq!(shown["secret"], REDACTED);
         assert_eq!(shown["repository"]["api_key"], REDACTED);
         assert_eq!(shown["repository"]["name"], "app");
+        let json = br#"{"tokens": ["t1", "t2"], "names": ["a"]}"#;
+        let shown: Value = serde_json::from_str(&shown_body(json)).unwrap();
+        assert_eq!(shown["tokens"], serde_json::json!([REDACTED, REDACTED]));
+        assert_eq!(shown["names"], serde_json::json!(["a"]));
+        assert_eq!(
+            shown_path("/change_hook/mattermost?token=xyz123&text=build+app"),
+            "/change_hook/mattermost?token=%3Credacted%3E&text=build+app"
+        );
+        assert_eq!(shown_path("/change_hook/base"), "/change_hook/base");
         assert_eq!(
             shown_body(b"plain text, not a form"),
             "plain text, not a form"

@@ -27,6 +27,9 @@ pub const COOKIE: &str = "buildmaster_session";
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The logged-in sessions.
+/// How many sessions one user may have open at once.
+const SESSIONS_PER_USER: usize = 16;
+
 #[derive(Default)]
 pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
@@ -57,6 +60,19 @@ impl Sessions {
         let now = Instant::now();
         let mut sessions = self.by_digest.lock().expect("sessions");
         sessions.retain(|_, session| session.expires > now);
+        // Logging in again and again keeps a bounded number of sessions:
+        // the user's oldest ones go first.
+        let mut own: Vec<([u8; 32], Instant)> = sessions
+            .iter()
+            .filter(|(_, session)| session.user == user)
+            .map(|(key, session)| (*key, session.expires))
+            .collect();
+        if own.len() >= SESSIONS_PER_USER {
+            own.sort_by_key(|(_, expires)| *expires);
+            for (key, _) in &own[..=own.len() - SESSIONS_PER_USER] {
+                sessions.remove(key);
+            }
+        }
         sessions.insert(
             digest(&token),
             Session {
@@ -242,14 +258,30 @@ impl Permit for Authority {
         }
     }
 
-    fn caller(&self) -> String {
-        self.identity.user().unwrap_or("anonymous").to_owned()
+    fn user(&self) -> Option<String> {
+        self.identity.user().map(str::to_owned)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_keeps_a_bounded_number_of_sessions_the_newest() {
+        let sessions = Sessions::default();
+        let first = sessions.open("ann");
+        let other = sessions.open("bob");
+        let mut last = String::new();
+        for _ in 0..SESSIONS_PER_USER {
+            last = sessions.open("ann");
+        }
+        assert!(sessions.find(&first).is_none(), "the oldest went");
+        assert!(sessions.find(&last).is_some());
+        assert!(sessions.find(&other).is_some(), "another user's stays");
+        let count = sessions.by_digest.lock().unwrap().len();
+        assert_eq!(count, SESSIONS_PER_USER + 1);
+    }
 
     #[test]
     fn sessions_are_found_by_their_token_until_closed() {

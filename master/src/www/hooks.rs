@@ -77,9 +77,15 @@ pub(super) struct Incoming {
     pub headers: HeaderMap,
     pub remote: Option<SocketAddr>,
     /// The delivery a replay sends again: its change_hook_auth was checked
-    /// when it came, and its delivery id is not a duplicate.
+    /// when it came (a delivery it refused is not replayed), and its
+    /// delivery id is not a duplicate.
     pub replay_of: Option<i64>,
 }
+
+/// The verdict of a delivery change_hook_auth refused: such a delivery is
+/// kept for the inspector but never replayed (its copy has no credentials
+/// to check again).
+pub const AUTH_REFUSED: &str = "change_hook_auth credentials missing or wrong";
 
 /// What the inspector keeps of a request, filled in as it is answered.
 /// The body is copied only when the delivery is kept.
@@ -264,7 +270,7 @@ where
         if !ok {
             // The log says why without echoing what was sent.
             tracing::info!(dialect = %name, status = 401, from = %from, correlation = %correlation, "hook refused: change_hook_auth credentials missing or wrong");
-            trace.say("change_hook_auth credentials missing or wrong");
+            trace.say(AUTH_REFUSED);
             let mut reply = text(StatusCode::UNAUTHORIZED, "Unauthorized");
             reply.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -10,7 +10,7 @@ use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
 use super::auth::{self, Authority};
-use super::hooks::{answer_and_keep, Incoming};
+use super::hooks::{answer_and_keep, Incoming, AUTH_REFUSED};
 use super::{text, AppState};
 use crate::api::Permit;
 use crate::config::Action;
@@ -149,6 +149,11 @@ pub async fn replay(
             );
         }
     };
+    if stored.verdict == AUTH_REFUSED {
+        let message =
+            format!("delivery {deliveryid} was refused by change_hook_auth; it cannot be replayed");
+        return rpc(StatusCode::CONFLICT, &id, Err((-32602, message)));
+    }
     tracing::info!(
         "delivery {deliveryid} ({}) replayed by {}",
         stored.dialect,

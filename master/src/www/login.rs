@@ -13,7 +13,15 @@ use super::{AppState, ClientAddress};
 /// Where to go after logging in: a path of this site, else `/`.
 fn local_path(next: Option<&String>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Browsers drop tabs and newlines from a URL, so `/\t/host` would
+        // be `//host`: no control character, no space, no backslash.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
             path.clone()
         }
         _ => "/".to_owned(),
@@ -25,13 +33,13 @@ fn html(status: StatusCode, body: String) -> warp::reply::Response {
 }
 
 /// A 303 to `location`, setting or clearing the session cookie.
-fn see_other(location: &str, cookie: String) -> warp::reply::Response {
+fn see_other(location: &str, cookie: Option<String>) -> warp::reply::Response {
     let mut reply = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
     let headers = reply.headers_mut();
     if let Ok(location) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, location);
     }
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+    if let Some(Ok(cookie)) = cookie.as_deref().map(HeaderValue::from_str) {
         headers.insert(header::SET_COOKIE, cookie);
     }
     reply
@@ -109,7 +117,7 @@ pub async fn submit(
     let token = state.sessions.open(&user);
     see_other(
         &next,
-        cookie_value(&state, &token, SESSION_LIFETIME.as_secs()),
+        Some(cookie_value(&state, &token, SESSION_LIFETIME.as_secs())),
     )
 }
 
@@ -134,9 +142,12 @@ pub async fn logout(
                 return super::text(StatusCode::FORBIDDEN, "missing or wrong CSRF token\n");
             }
             state.sessions.close(token);
+            return see_other("/", Some(cookie_value(&state, "", 0)));
         }
     }
-    see_other("/", cookie_value(&state, "", 0))
+    // No session came with the request (another site's form does not
+    // carry the cookie): nothing to end, and the cookie is left alone.
+    see_other("/", None)
 }
 
 /// `GET /auth/user`: the caller, their groups and roles, and the CSRF token
@@ -180,6 +191,9 @@ mod tests {
         assert_eq!(local_path(Some(&"//evil.example".to_owned())), "/");
         assert_eq!(local_path(Some(&"https://evil.example".to_owned())), "/");
         assert_eq!(local_path(Some(&"/\\evil".to_owned())), "/");
+        assert_eq!(local_path(Some(&"/\t/evil.example".to_owned())), "/");
+        assert_eq!(local_path(Some(&"/\n/evil.example".to_owned())), "/");
+        assert_eq!(local_path(Some(&"/ /evil.example".to_owned())), "/");
         assert_eq!(local_path(None), "/");
     }
 

@@ -13,16 +13,20 @@ use serde_json::{json, Value};
 use warp::sse::Event;
 use warp::Reply;
 
-use super::{api, list};
+use super::{api, list, LOG_TAIL};
 use crate::www::AppState;
 
 /// How often a running build is looked at.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The lines of log `logid` from line `offset` on: `{stream, text}` each
-/// (`o` output, `e` error, `h` header).
-pub async fn log_lines(state: &AppState, logid: i64, offset: usize) -> Vec<Value> {
-    let contents = api(state, &format!("logs/{logid}/contents?offset={offset}")).await;
+/// At most `limit` lines of log `logid` from line `offset` on:
+/// `{stream, text}` each (`o` output, `e` error, `h` header).
+pub async fn log_lines(state: &AppState, logid: i64, offset: usize, limit: usize) -> Vec<Value> {
+    let contents = api(
+        state,
+        &format!("logs/{logid}/contents?offset={offset}&limit={limit}"),
+    )
+    .await;
     let text = list(contents, "logchunks")
         .first()
         .and_then(|chunk| chunk["content"].as_str().map(str::to_owned))
@@ -96,7 +100,8 @@ impl Watch {
                 continue;
             };
             if total > seen {
-                let lines = log_lines(&self.state, logid, seen).await;
+                // A long way behind, the page catches up a page a poll.
+                let lines = log_lines(&self.state, logid, seen, LOG_TAIL).await;
                 let total = seen + lines.len();
                 self.lines.insert(logid, total);
                 let data = json!({"logid": logid, "lines": lines, "total": total});

@@ -294,10 +294,14 @@ pub async fn builder(id: i64, headers: HeaderMap, state: AppState) -> warp::repl
 /// How many of a log's last lines the build page shows.
 const LOG_TAIL: usize = 1000;
 
+/// How many of a log's last lines the page shows when asked for all of
+/// them; the raw text has the rest.
+const LOG_FULL: usize = 50_000;
+
 /// `GET /builds/<id>`: its steps with their logs, live while it runs.
 ///
-/// A long log shows its last [`LOG_TAIL`] lines, with a link to all of them
-/// (`?full=<logid>`) and to the raw text.
+/// A long log shows its last [`LOG_TAIL`] lines, with a link to more of
+/// them (`?full=<logid>`: up to [`LOG_FULL`]) and to the raw text.
 pub async fn build(
     id: i64,
     query: std::collections::HashMap<String, String>,
@@ -324,12 +328,10 @@ pub async fn build(
         for log in logs {
             let logid = log["logid"].as_i64().unwrap_or_default();
             let total = log["num_lines"].as_u64().unwrap_or_default() as usize;
-            let first = if full == Some(logid) {
-                0
-            } else {
-                total.saturating_sub(LOG_TAIL)
-            };
-            let lines = events::log_lines(&state, logid, first).await;
+            let whole = full == Some(logid);
+            let shown_lines = if whole { LOG_FULL } else { LOG_TAIL };
+            let first = total.saturating_sub(shown_lines);
+            let lines = events::log_lines(&state, logid, first, shown_lines).await;
             let total = first + lines.len();
             shown.push(json!({
                 "logid": logid,
@@ -337,6 +339,7 @@ pub async fn build(
                 "lines": lines,
                 "hidden": first,
                 "total": total,
+                "whole": whole,
             }));
         }
         step["logs"] = Value::Array(shown);
