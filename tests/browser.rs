@@ -175,6 +175,14 @@ fn force_a_build_watch_its_log_live_and_stop_it() {
     // Stop it: the build ends cancelled, and the page says so.
     browser.find("button.rpc-button[data-method=stop]").click();
     browser.wait_for_text("#result", "cancelled");
+    browser.find("#build[data-complete=true]");
+    // A finished build's page stays put: it follows nothing.
+    browser.script("window.sameDocument = true;", json!([]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        browser.script("return window.sameDocument === true;", json!([])),
+        true
+    );
     let stopped = wait_until("the build finished", || {
         app_builds(&master).pop().filter(|b| b["complete"] == true)
     });

@@ -97,6 +97,7 @@ fn the_pages_show_builders_builds_changes_workers_hooks_and_status() {
     );
 
     let build = page(&master, "/builds/1");
+    assert!(build.contains(r#"data-complete="true""#), "{build}");
     assert!(build.contains("<strong>compile</strong>"), "{build}");
     assert!(
         build.contains(r#"<span class="o">first line</span>"#),

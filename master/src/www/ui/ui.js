@@ -5,6 +5,9 @@
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
+// The event stream of the build this page follows, if any.
+let live = null;
+
 function say(text) {
   const message = document.getElementById("message");
   message.textContent = text;
@@ -67,7 +70,9 @@ document.addEventListener("click", async (event) => {
     const result = await call(button.dataset.path, method, params);
     say(`${method}: done.`);
     const brid = firstRequest(result);
-    if (brid) { await followRequest(brid); } else { setTimeout(() => location.reload(), 800); }
+    if (brid) { await followRequest(brid); }
+    // A followed build reloads the page itself when it ends.
+    else if (!live) { setTimeout(() => location.reload(), 800); }
   } catch (error) { say(`Refused: ${error.message}`); }
 });
 
@@ -77,6 +82,7 @@ function follow() {
   if (!build || build.dataset.complete === "true") { return; }
   const known = [...document.querySelectorAll("pre.log")].map((pre) => `${pre.dataset.logid}:${pre.dataset.lines}`);
   const source = new EventSource(`/ui/events/builds/${build.dataset.buildid}?logs=${known.join(",")}`);
+  live = source;
   source.addEventListener("log", (event) => {
     const data = JSON.parse(event.data);
     const pre = document.querySelector(`pre.log[data-logid="${data.logid}"]`);
