@@ -299,6 +299,18 @@ fn a_session_from_the_login_form_needs_its_csrf_token() {
         &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
     );
     assert_eq!(after.status, 401, "the session is over");
+    // Another site's login form is refused.
+    let cross_site = master.send(
+        "POST",
+        "/auth/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "https://evil.example"),
+        ],
+        b"username=bob&password=bob-pass",
+    );
+    assert_eq!(cross_site.status, 403, "{}", cross_site.body);
+    assert_eq!(cross_site.header("set-cookie"), None);
     // Off-site `next` is ignored.
     let body = "username=bob&password=bob-pass&next=//evil.example/";
     let redirected = master.send(

@@ -75,13 +75,43 @@ pub async fn form(query: HashMap<String, String>, state: AppState) -> warp::repl
     )
 }
 
+/// Whether a browser's request comes from a page of this site: its
+/// `Origin`, when it sends one, names the host it was sent to, or the
+/// master's external address (`buildbot_url`, behind a proxy that rewrites
+/// `Host`).
+fn same_origin(headers: &HeaderMap, buildbot_url: &str) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some((_, origin_host)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let external = buildbot_url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default());
+    [host, external]
+        .into_iter()
+        .flatten()
+        .any(|known| !known.is_empty() && known.eq_ignore_ascii_case(origin_host))
+}
+
 /// `POST /auth/login`: a session for the right user name and password.
+/// Another site's form is refused: it could log a browser in as someone
+/// else.
 pub async fn submit(
     form: HashMap<String, String>,
+    headers: HeaderMap,
     client: Option<ClientAddress>,
     state: AppState,
 ) -> warp::reply::Response {
     let registry = state.registry.load_full();
+    if !same_origin(&headers, &registry.buildbot_url) {
+        return super::text(
+            StatusCode::FORBIDDEN,
+            "a login must come from this site's own login page\n",
+        );
+    }
     let next = local_path(form.get("next"));
     let Some(users) = registry.users.clone() else {
         return html(
@@ -195,6 +225,25 @@ mod tests {
         assert_eq!(local_path(Some(&"/\n/evil.example".to_owned())), "/");
         assert_eq!(local_path(Some(&"/ /evil.example".to_owned())), "/");
         assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn a_login_from_another_site_is_told_apart() {
+        let headers = |origin: Option<&'static str>| {
+            let mut map = HeaderMap::new();
+            map.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8010"));
+            if let Some(origin) = origin {
+                map.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            }
+            map
+        };
+        let url = "https://ci.example/";
+        assert!(same_origin(&headers(None), url));
+        assert!(same_origin(&headers(Some("http://127.0.0.1:8010")), url));
+        assert!(same_origin(&headers(Some("https://CI.example")), url));
+        assert!(!same_origin(&headers(Some("https://evil.example")), url));
+        assert!(!same_origin(&headers(Some("null")), url));
+        assert!(!same_origin(&headers(Some("https://evil.example")), ""));
     }
 
     #[test]

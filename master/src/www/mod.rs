@@ -126,6 +126,7 @@ pub fn routes(
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_FORM_BODY))
         .and(warp::body::form::<HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<ClientAddress>())
         .and(with_state.clone())
         .then(login::submit);
