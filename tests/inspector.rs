@@ -145,7 +145,10 @@ fn a_signed_delivery_is_replayed_from_the_masters_copy() {
             && stdout.contains("200 1 change found"),
         "the same delivery id is not taken for a duplicate: {stdout}"
     );
-    let kept = deliveries(&master, "?dialect=github");
+    let kept = wait_until("the replayed delivery kept", || {
+        let kept = deliveries(&master, "?dialect=github");
+        (kept.len() == 2).then_some(kept)
+    });
     assert_eq!(kept[0]["replay_of"], id);
     assert_eq!(
         kept[0]["changes"][0]["revision"],
@@ -254,9 +257,14 @@ fn a_delivery_refused_by_change_hook_auth_is_not_replayed_and_query_secrets_are_
     let with_credentials = [form[0], ("Authorization", basic.as_str())];
     let accepted = master.send("POST", "/change_hook/base", &with_credentials, body);
     assert_eq!(accepted.status, 200, "{}", accepted.body);
-    let id = deliveries(&master, "?dialect=base")[0]["deliveryid"]
-        .as_i64()
-        .unwrap();
+    // Deliveries are recorded after the answer: wait for the second one.
+    let refused_id = id;
+    let id = wait_until("the accepted delivery kept", || {
+        deliveries(&master, "?dialect=base")
+            .iter()
+            .filter_map(|d| d["deliveryid"].as_i64())
+            .find(|&id| id != refused_id)
+    });
     let out = run_cli(&["replay", &id.to_string(), "--master", &master.addr]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("200 1 change found"),
