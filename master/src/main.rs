@@ -520,6 +520,47 @@ fn master_url(master: &str) -> String {
     }
 }
 
+/// How a command proves who it is to the master's web server.
+struct Credentials<'a> {
+    /// `USER:PASSWORD` for HTTP Basic.
+    auth: Option<&'a str>,
+    /// A bearer token.
+    token: Option<&'a str>,
+}
+
+/// POSTs `body` to `url`; the status and the body of the answer.
+fn post(
+    url: &str,
+    content_type: &str,
+    body: String,
+    timeout: Duration,
+    credentials: Credentials,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", content_type)
+            .timeout(timeout)
+            .body(body);
+        if let Some(auth) = credentials.auth {
+            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(token) = credentials.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        Ok((status, response.text().await.unwrap_or_default()))
+    })
+}
+
 fn replay(
     delivery: i64,
     master: &str,
@@ -528,29 +569,13 @@ fn replay(
 ) -> anyhow::Result<()> {
     let url = format!("{}/api/v2/hooks/deliveries/{delivery}", master_url(master));
     let call = serde_json::json!({"jsonrpc": "2.0", "method": "replay", "id": 1});
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (status, text) = runtime.block_on(async {
-        let mut request = reqwest::Client::new()
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .timeout(Duration::from_secs(60))
-            .body(call.to_string());
-        if let Some(auth) = auth {
-            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
-            request = request.basic_auth(user, Some(password));
-        }
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        anyhow::Ok((status, response.text().await.unwrap_or_default()))
-    })?;
+    let (status, text) = post(
+        &url,
+        "application/json",
+        call.to_string(),
+        Duration::from_secs(60),
+        Credentials { auth, token },
+    )?;
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     if let Some(error) = answer.get("error") {
         bail!(
@@ -629,27 +654,17 @@ fn sendchange(args: Sendchange) -> anyhow::Result<()> {
         .extend_pairs(form)
         .finish();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let url = format!("{base}/change_hook/base");
-    let (status, text) = runtime.block_on(async {
-        let mut request = reqwest::Client::new()
-            .post(&url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .timeout(Duration::from_secs(30))
-            .body(body);
-        if let Some(auth) = &args.auth {
-            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        anyhow::Ok((status, response.text().await.unwrap_or_default()))
-    })?;
+    let (status, text) = post(
+        &url,
+        "application/x-www-form-urlencoded",
+        body,
+        Duration::from_secs(30),
+        Credentials {
+            auth: args.auth.as_deref(),
+            token: None,
+        },
+    )?;
     if !status.is_success() {
         bail!("the master answered {status}: {text}");
     }

@@ -186,22 +186,19 @@ impl Engine {
                     ),
                     _ => WorkerAction::Unpause,
                 };
-                let pause = match &action {
-                    WorkerAction::Pause(reason) => Some(Some(reason.clone())),
-                    WorkerAction::Unpause => Some(None),
-                    _ => None,
-                };
-                let graceful = matches!(action, WorkerAction::Stop);
-                let name = match self.control.control_worker(&worker, action).await {
+                let name = match self.control.control_worker(&worker, action.clone()).await {
                     Ok(name) => name,
                     Err(error) => return Some(control_error(id, error)),
                 };
                 // The master acts at once; the database keeps the state for
                 // the API and for the next start.
-                let recorded = match pause {
-                    Some(reason) => self.db.record_worker_pause(&name, reason).await,
-                    None if graceful => self.db.record_worker_graceful(&name).await,
-                    None => Ok(()),
+                let recorded = match action {
+                    WorkerAction::Pause(reason) => {
+                        self.db.record_worker_pause(&name, Some(reason)).await
+                    }
+                    WorkerAction::Unpause => self.db.record_worker_pause(&name, None).await,
+                    WorkerAction::Stop => self.db.record_worker_graceful(&name).await,
+                    WorkerAction::Kill => Ok(()),
                 };
                 match recorded {
                     Ok(()) => rpc_result(id, Value::Null),
