@@ -27,6 +27,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Change hook requests a dialect refused for a wrong secret, token or signature.",
     ),
     (
+        "buildmaster_hook_deliveries_not_kept_total",
+        "counter",
+        "Change hook deliveries the inspector dropped, its writes being too far behind.",
+    ),
+    (
         "buildmaster_plugin_call_seconds",
         "histogram",
         "Time spent in plugin calls, by plugin library and call.",

@@ -242,7 +242,12 @@ fn delete_changes(conn: &Connection, before: i64, after: i64) -> Result<(u64, Op
             ),
             twice,
         )?;
-        for table in ["change_files", "change_properties", "changes"] {
+        for table in [
+            "change_files",
+            "change_properties",
+            "change_decisions",
+            "changes",
+        ] {
             conn.execute(
                 &format!("DELETE FROM {table} WHERE changeid IN ({list})"),
                 ids(),
@@ -446,6 +451,16 @@ mod tests {
     #[tokio::test]
     async fn old_changes_go_but_those_a_scheduler_holds() {
         let (dir, db, horizon) = history().await;
+        // What a scheduler decided of each change goes with it.
+        db.transact(|conn| {
+            Ok(conn.execute(
+                "INSERT INTO change_decisions (changeid, scheduler, accepted, reason)
+                 SELECT changeid, 's', 1, 'change accepted' FROM changes",
+                [],
+            )?)
+        })
+        .await
+        .unwrap();
         let mut pruned = Pruned::default();
         db.prune_buildsets(horizon, &mut pruned).await.unwrap();
         db.prune_changes(horizon, &mut pruned).await.unwrap();
@@ -469,6 +484,7 @@ mod tests {
             .collect();
         assert_eq!(parents, [None, None, Some(6)]);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM change_files"), 3);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM change_decisions"), 3);
         // The stamps of the changes left, and buildset 3's.
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM sourcestamps"), 3);
         assert_eq!(

@@ -293,9 +293,13 @@ impl Schedulers {
         };
         let mut decide = |accepted: bool, reason: String| {
             tracing::debug!(scheduler = %scheduler.name, change = change.changeid, "{reason}");
-            write
-                .decisions
-                .push((change.changeid, scheduler.name.clone(), accepted, reason));
+            // Kept for the webhook inspector, which shows only what came
+            // by a change hook.
+            if change.correlation.is_some() {
+                write
+                    .decisions
+                    .push((change.changeid, scheduler.name.clone(), accepted, reason));
+            }
         };
         if let Some(refusal) = filter.refusal(&subject) {
             decide(false, format!("change filtered out: {refusal}"));

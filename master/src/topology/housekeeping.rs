@@ -13,10 +13,21 @@ use crate::events::{Bus, Event};
 use crate::results::Results;
 use crate::tasks::{Policy, Supervisor};
 
-/// The housekeeping tasks, and the one setting they follow.
+/// The housekeeping tasks, and the settings they follow.
 pub struct Housekeeping {
     /// `[www] delivery_id_window`, in seconds.
     window: Arc<AtomicU64>,
+    db: Db,
+}
+
+/// What a configuration asks of housekeeping.
+pub struct Settings {
+    /// `[www] delivery_id_window`, in seconds.
+    window: u64,
+    /// The configured dialects, and how many deliveries of each the
+    /// inspector keeps.
+    dialects: Vec<String>,
+    kept: usize,
 }
 
 impl Housekeeping {
@@ -33,19 +44,38 @@ impl Housekeeping {
         supervisor.spawn("delivery id purge", Policy::Forever, move || {
             purge_deliveries(purged.clone(), Arc::clone(&kept))
         });
-        Housekeeping { window }
+        Housekeeping {
+            window,
+            db: db.clone(),
+        }
     }
 }
 
 impl Service for Housekeeping {
-    type Prepared = u64;
+    type Prepared = Settings;
 
-    async fn prepare(&self, next: &Next<'_>) -> Result<u64, Vec<String>> {
-        Ok(next.config.www.delivery_id_window)
+    async fn prepare(&self, next: &Next<'_>) -> Result<Settings, Vec<String>> {
+        let www = &next.config.www;
+        Ok(Settings {
+            window: www.delivery_id_window,
+            dialects: www.dialects.iter().map(|d| d.name.clone()).collect(),
+            kept: www.hook_deliveries_kept,
+        })
     }
 
-    async fn apply(&mut self, window: u64) -> Result<(), String> {
-        self.window.store(window, Ordering::Relaxed);
+    async fn apply(&mut self, settings: Settings) -> Result<(), String> {
+        self.window.store(settings.window, Ordering::Relaxed);
+        // The inspector keeps no more than asked now, and nothing of a
+        // dialect gone (its copies may hold signatures and tokens).
+        match self
+            .db
+            .prune_hook_deliveries(settings.dialects, settings.kept)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("the webhook inspector let {n} kept delivery(ies) go"),
+            Err(e) => tracing::warn!("cannot prune the webhook inspector's deliveries: {e}"),
+        }
         Ok(())
     }
 

@@ -26,10 +26,10 @@ pub const COOKIE: &str = "buildmaster_session";
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The logged-in sessions.
 /// How many sessions one user may have open at once.
 const SESSIONS_PER_USER: usize = 16;
 
+/// The logged-in sessions.
 #[derive(Default)]
 pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
@@ -42,11 +42,16 @@ struct Session {
     expires: Instant,
 }
 
-/// A fresh random token, as hex.
-fn token() -> String {
-    let mut bytes = [0u8; 32];
+/// `N` fresh random bytes, as hex.
+pub(super) fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the system's random source");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh session or CSRF token.
+fn token() -> String {
+    random_hex::<32>()
 }
 
 fn digest(token: &str) -> [u8; 32] {

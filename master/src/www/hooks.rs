@@ -82,6 +82,11 @@ pub(super) struct Incoming {
     pub replay_of: Option<i64>,
 }
 
+/// The verdict of a delivery that failed inside the master: the why (a
+/// plugin's or the database's own words) is in the log under the
+/// delivery's correlation id, not in what anyone may read.
+const FAILED_SEE_LOG: &str = "internal error; the master's log has why (same correlation id)";
+
 /// The verdict of a delivery change_hook_auth refused: such a delivery is
 /// kept for the inspector but never replayed (its copy has no credentials
 /// to check again).
@@ -118,10 +123,13 @@ where
     let registry = state.registry.load_full();
     let asked = dialect_name(&request.path).to_string();
     let known = registry.dialects.contains_key(&asked);
-    // A dialect exempt from change_hook_auth may check Authorization itself
-    // (Mattermost's token): then it is part of the request a replay needs.
-    let keeps_authorization = registry.exempt_from_auth.contains(&asked);
-    let correlation = correlation_id();
+    // Authorization is change_hook_auth's, whose credentials are not kept
+    // (a replay is authorized by the API), unless the dialect is not under
+    // it and may check the header itself (Mattermost's token): then it is
+    // part of the request a replay needs.
+    let keeps_authorization = registry.auth.is_none() || registry.exempt_from_auth.contains(&asked);
+    // A fresh id that follows the delivery into the logs: 16 hex digits.
+    let correlation = super::auth::random_hex::<8>();
     // Only a delivery to a configured dialect is kept, and not at all with
     // `hook_deliveries_kept = 0`: then the request is not copied.
     let keeping = known && registry.hook_deliveries_kept > 0;
@@ -139,8 +147,6 @@ where
         headers: request
             .headers
             .iter()
-            // The credentials of change_hook_auth are not kept: a replay is
-            // authorized by the API.
             .filter(|(name, _)| keeps_authorization || *name != header::AUTHORIZATION)
             .map(|(n, v)| {
                 (
@@ -161,6 +167,23 @@ where
     let Some(kept) = kept else {
         return (response, None);
     };
+    // A replay's caller waits for the new delivery's id; anything else is
+    // kept off the answer's path (the inspector may lag, the hook does not
+    // wait), but a flood does not pile up copies of bodies in memory.
+    let permit = match kept.replay_of {
+        Some(_) => None,
+        None => match PENDING_KEEPS.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                tracing::warn!(correlation = %correlation, "the inspector is behind; delivery not kept");
+                crate::metrics::count(
+                    "buildmaster_hook_deliveries_not_kept_total",
+                    &[("dialect", dialect)],
+                );
+                return (response, None);
+            }
+        },
+    };
     let record = HookDelivery {
         dialect: asked,
         received_at,
@@ -174,11 +197,9 @@ where
         changeids: std::mem::take(&mut *trace.changeids.lock().expect("trace")),
         replay_of: kept.replay_of,
     };
-    let keep = registry.hook_deliveries_kept;
-    let db = state.db.clone();
+    let (db, keep) = (state.db.clone(), registry.hook_deliveries_kept);
     let recorded = async move { db.record_delivery(record, keep).await };
-    if kept.replay_of.is_some() {
-        // The replay's caller wants the new delivery's id.
+    let Some(permit) = permit else {
         return match recorded.await {
             Ok(id) => (response, Some(id)),
             Err(e) => {
@@ -186,9 +207,9 @@ where
                 (response, None)
             }
         };
-    }
-    // Off the answer's path: the inspector may lag, the hook does not wait.
+    };
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(e) = recorded.await {
             tracing::warn!("cannot keep a delivery for the inspector: {e}");
         }
@@ -204,12 +225,8 @@ struct KeptRequest {
     replay_of: Option<i64>,
 }
 
-/// A fresh id that follows one delivery into the logs: 16 hex digits.
-fn correlation_id() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the system's random source");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// How many deliveries may wait to be written for the inspector at once.
+static PENDING_KEEPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 /// Answers `request` with `registry`, the one snapshot of the configuration
 /// the whole request sees (a reload meanwhile does not mix generations).
@@ -342,7 +359,8 @@ where
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(dialect = %name, "cannot check the delivery id: {e}");
+                tracing::error!(dialect = %name, correlation = %correlation, "cannot check the delivery id: {e}");
+                trace.say(FAILED_SEE_LOG);
                 return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
             }
         }
@@ -384,12 +402,12 @@ where
         }
         Ok(Err(error)) => {
             tracing::error!(dialect = %name, plugin = %dialect.library.name, correlation = %correlation, "dialect failed: {}", error.message);
-            trace.say(format!("the dialect failed: {}", error.message));
+            trace.say(FAILED_SEE_LOG);
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
         Err(join_error) => {
             tracing::error!(dialect = %name, plugin = %dialect.library.name, correlation = %correlation, "dialect call failed: {join_error}");
-            trace.say("the dialect call failed");
+            trace.say(FAILED_SEE_LOG);
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     };
@@ -485,7 +503,7 @@ async fn store_and_answer(
         Ok(changes) => changes,
         Err(e) => {
             tracing::error!(dialect = %name, plugin = %plugin, correlation = %correlation, "dialect returned malformed changes: {e}");
-            trace.say(format!("the dialect returned malformed changes: {e}"));
+            trace.say(FAILED_SEE_LOG);
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     };
@@ -521,7 +539,7 @@ async fn store_and_answer(
         }
         Err(e) => {
             tracing::error!(dialect = %name, correlation = %correlation, "storing {count} change(s) failed: {e}");
-            trace.say(format!("storing the changes failed: {e}"));
+            trace.say(FAILED_SEE_LOG);
             return text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR);
         }
     }
