@@ -242,3 +242,66 @@ builder_names = ["long"]
     assert!(all.contains(r#"<span class="o">line 2500</span>"#));
     assert!(!all.contains("earlier lines not shown"));
 }
+
+#[test]
+fn an_open_build_page_neither_holds_a_stopping_master_nor_follows_a_missing_build() {
+    let master = Master::start(
+        r#"
+[master]
+reload_on_change = false
+[www.change_hook_dialects]
+base = true
+[[workers]]
+type = "local"
+name = "w"
+[[builders]]
+name = "long"
+workernames = ["w"]
+[[builders.steps]]
+type = "shell"
+command = "echo started; sleep 60"
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["long"]
+"#,
+    );
+    assert_eq!(
+        master.send("GET", "/ui/events/builds/999", &[], b"").status,
+        404
+    );
+    hook(&master, "1a2b");
+    // As the page has it: the step's log with its lines so far.
+    let (logid, lines) = wait_until("the first line stored", || {
+        let logs = master.get_json("/api/v2/steps/1/logs");
+        let log = logs["logs"].as_array()?.first()?.clone();
+        let lines = log["num_lines"].as_i64()?;
+        (lines >= 3).then(|| (log["logid"].as_i64().unwrap(), lines))
+    });
+    let response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .get(master.url(&format!("/ui/events/builds/1?logs={logid}:{lines}")))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The page keeps its stream open while the master stops: the stream
+    // ends with the server, before the build is interrupted (no `done`).
+    let reader = std::thread::spawn(move || {
+        BufReader::new(response)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let (basedir, status) = master.stop();
+    assert!(status.success(), "{status:?}");
+    let stream = reader.join().expect("the stream ended");
+    assert!(
+        !stream.iter().any(|line| line.starts_with("event:")),
+        "{stream:?}"
+    );
+    let log = std::fs::read_to_string(basedir.path().join("test-master.log")).unwrap();
+    assert!(log.contains("every request in flight finished"), "{log}");
+    assert!(!log.contains("requests still running"), "{log}");
+}

@@ -58,6 +58,49 @@ pub struct AddedBuildset {
     pub completed: Vec<(i64, Results)>,
 }
 
+/// A build as the UI's lists show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BuildSummary {
+    pub buildid: i64,
+    pub builderid: i64,
+    pub number: i64,
+    /// `None` while it runs.
+    pub results: Option<i64>,
+}
+
+impl BuildSummary {
+    /// From a row of `id, builderid, number, results`.
+    fn from_row(row: &rusqlite::Row) -> rusqlite::Result<BuildSummary> {
+        Ok(BuildSummary {
+            buildid: row.get(0)?,
+            builderid: row.get(1)?,
+            number: row.get(2)?,
+            results: row.get(3)?,
+        })
+    }
+}
+
+/// A log of one of a build's steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSummary {
+    pub logid: i64,
+    pub stepid: i64,
+    pub name: String,
+    /// Buildbot's type: `s` (lines prefixed by their channel), `t`, `h`.
+    pub kind: String,
+    pub num_lines: usize,
+}
+
+/// Where a build stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildProgress {
+    pub complete: bool,
+    /// Its steps in order: id, and whether it ended.
+    pub steps: Vec<(i64, bool)>,
+    /// Their logs, step by step.
+    pub logs: Vec<LogSummary>,
+}
+
 /// A build request cancelled before any build claimed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelledRequest {
@@ -844,24 +887,22 @@ impl Db {
         .await
     }
 
-    /// The last `per_builder` builds of each of `builderids`, newest first:
-    /// builder id, build id, number and results (`None` while running).
+    /// The last `per_builder` builds of each of `builderids`, newest first.
     /// One indexed range per builder, so a long history costs nothing.
     pub async fn recent_builds(
         &self,
         builderids: Vec<i64>,
         per_builder: usize,
-    ) -> Result<Vec<(i64, i64, i64, Option<i64>)>, Error> {
+    ) -> Result<Vec<BuildSummary>, Error> {
         self.read(move |conn| {
             let mut newest = conn.prepare_cached(
-                "SELECT builderid, id, number, results FROM builds
+                "SELECT id, builderid, number, results FROM builds
                  WHERE builderid = ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             let mut recent = Vec::new();
             for builderid in builderids {
-                let rows = newest.query_map([builderid, per_builder as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                })?;
+                let rows =
+                    newest.query_map([builderid, per_builder as i64], BuildSummary::from_row)?;
                 for row in rows {
                     recent.push(row?);
                 }
@@ -871,24 +912,70 @@ impl Db {
         .await
     }
 
-    /// The builds of the buildsets of source stamp `ssid`: build id,
-    /// builder id, number and results.
+    /// The builds of the buildsets of each of source stamps `ssids`, by
+    /// source stamp, oldest first.
     pub async fn sourcestamp_builds(
         &self,
-        ssid: i64,
-    ) -> Result<Vec<(i64, i64, i64, Option<i64>)>, Error> {
+        ssids: Vec<i64>,
+    ) -> Result<BTreeMap<i64, Vec<BuildSummary>>, Error> {
         self.read(move |conn| {
-            Ok(conn
+            let mut select = conn.prepare_cached(
+                "SELECT b.id, b.builderid, b.number, b.results FROM buildset_sourcestamps s
+                 JOIN buildrequests r ON r.buildsetid = s.buildsetid
+                 JOIN builds b ON b.buildrequestid = r.id
+                 WHERE s.sourcestampid = ?1 ORDER BY b.id",
+            )?;
+            let mut by_stamp = BTreeMap::new();
+            for ssid in ssids {
+                let builds = select
+                    .query_map([ssid], BuildSummary::from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                by_stamp.insert(ssid, builds);
+            }
+            Ok(by_stamp)
+        })
+        .await
+    }
+
+    /// Where build `buildid` stands, in one read: whether it is over, its
+    /// steps and their logs; `None` for no such build.
+    pub async fn build_progress(&self, buildid: i64) -> Result<Option<BuildProgress>, Error> {
+        self.read(move |conn| {
+            let Some(complete) = conn
+                .prepare_cached("SELECT complete_at IS NOT NULL FROM builds WHERE id = ?1")?
+                .query_row([buildid], |row| row.get(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let steps = conn
                 .prepare_cached(
-                    "SELECT b.id, b.builderid, b.number, b.results FROM buildset_sourcestamps s
-                     JOIN buildrequests r ON r.buildsetid = s.buildsetid
-                     JOIN builds b ON b.buildrequestid = r.id
-                     WHERE s.sourcestampid = ?1 ORDER BY b.id",
+                    "SELECT id, complete_at IS NOT NULL FROM steps WHERE buildid = ?1
+                     ORDER BY number",
                 )?
-                .query_map([ssid], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                .query_map([buildid], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let logs = conn
+                .prepare_cached(
+                    "SELECT l.id, l.stepid, l.name, l.type, l.num_lines FROM steps s
+                     JOIN logs l ON l.stepid = s.id
+                     WHERE s.buildid = ?1 ORDER BY s.number, l.id",
+                )?
+                .query_map([buildid], |row| {
+                    Ok(LogSummary {
+                        logid: row.get(0)?,
+                        stepid: row.get(1)?,
+                        name: row.get(2)?,
+                        kind: row.get(3)?,
+                        num_lines: row.get::<_, i64>(4)?.max(0) as usize,
+                    })
                 })?
-                .collect::<Result<Vec<_>, _>>()?)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(BuildProgress {
+                complete,
+                steps,
+                logs,
+            }))
         })
         .await
     }
@@ -1335,9 +1422,10 @@ mod tests {
     async fn recent_builds_are_the_newest_few_of_each_builder_asked_for() {
         let (_dir, db) = db().await;
         let (ids, worker) = builders_and_worker(&db, &["a", "b", "c"]).await;
-        let mut built = Vec::new();
+        let (mut built, mut stamps) = (Vec::new(), Vec::new());
         for (n, builder) in ["a", "b", "a", "a", "b", "c"].into_iter().enumerate() {
             let stamp = change_stamp(&db, "main", &n.to_string()).await;
+            stamps.push(stamp);
             let added = submit(
                 &db,
                 buildset(vec![StampSpec::Existing(stamp)], vec![(ids[builder], true)]),
@@ -1356,7 +1444,7 @@ mod tests {
             built.push(started.buildid);
         }
         let recent = db.recent_builds(vec![ids["a"], ids["b"]], 2).await.unwrap();
-        let shown: Vec<(i64, i64)> = recent.iter().map(|(b, id, _, _)| (*b, *id)).collect();
+        let shown: Vec<(i64, i64)> = recent.iter().map(|b| (b.builderid, b.buildid)).collect();
         assert_eq!(
             shown,
             vec![
@@ -1366,8 +1454,64 @@ mod tests {
                 (ids["b"], built[1]),
             ]
         );
-        assert_eq!(recent[0].2, 3, "the number of a's third build");
-        assert_eq!(recent[0].3, None, "still running");
+        assert_eq!(recent[0].number, 3, "the number of a's third build");
+        assert_eq!(recent[0].results, None, "still running");
+
+        // The builds of several stamps in one read.
+        let by_stamp = db
+            .sourcestamp_builds(vec![stamps[1], stamps[5], 999])
+            .await
+            .unwrap();
+        let builds =
+            |ssid: i64| -> Vec<i64> { by_stamp[&ssid].iter().map(|b| b.buildid).collect() };
+        assert_eq!(builds(stamps[1]), [built[1]]);
+        assert_eq!(builds(stamps[5]), [built[5]]);
+        assert_eq!(builds(999), Vec::<i64>::new());
+    }
+
+    #[tokio::test]
+    async fn a_builds_progress_is_its_steps_and_their_logs() {
+        let (_dir, db) = db().await;
+        let (ids, worker) = builders_and_worker(&db, &["b"]).await;
+        let stamp = change_stamp(&db, "main", "1").await;
+        let added = submit(
+            &db,
+            buildset(vec![StampSpec::Existing(stamp)], vec![(ids["b"], true)]),
+        )
+        .await;
+        let build = db
+            .claim_and_start_build(added.requests[&ids["b"]], ids["b"], worker, Map::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(db.build_progress(build.buildid + 1).await.unwrap(), None);
+        let step = db
+            .add_step(
+                build.buildid,
+                0,
+                "compile".into(),
+                "running".into(),
+                vec!["stdio".into()],
+            )
+            .await
+            .unwrap();
+        let settings = crate::config::LogSettings::default();
+        db.append_log(step.logids[0], "oone\netwo\n".into(), 2, false, settings)
+            .await
+            .unwrap();
+        let progress = db.build_progress(build.buildid).await.unwrap().unwrap();
+        assert!(!progress.complete);
+        assert_eq!(progress.steps, [(step.stepid, false)]);
+        assert_eq!(
+            progress.logs,
+            [LogSummary {
+                logid: step.logids[0],
+                stepid: step.stepid,
+                name: "stdio".into(),
+                kind: "s".into(),
+                num_lines: 2,
+            }]
+        );
     }
 
     #[tokio::test]

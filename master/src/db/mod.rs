@@ -29,8 +29,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use builds::{
-    AddedBuildset, AddedStep, BuildsetDetails, CancelledRequest, ClassifiedChange, FinishedBuild,
-    NewBuildset, PendingRequest, Recovered, SchedulerWrite, StampSpec, StartedBuild,
+    AddedBuildset, AddedStep, BuildProgress, BuildSummary, BuildsetDetails, CancelledRequest,
+    ClassifiedChange, FinishedBuild, LogSummary, NewBuildset, PendingRequest, Recovered,
+    SchedulerWrite, StampSpec, StartedBuild,
 };
 pub use chat::LastBuild;
 pub use inspector::{HookDelivery, StoredHook};

@@ -252,6 +252,6 @@ mod tests {
         assert!(page.contains("Log in to CI &lt;x&gt;"), "{page}");
         assert!(page.contains("value=\"&#x2f;a&quot;b\""), "{page}");
         assert!(page.contains("&lt;bad&gt;"), "{page}");
-        assert!(page.contains("href=\"/ui/ui.css\""), "{page}");
+        assert!(page.contains("href=\"/ui/ui.css?v="), "{page}");
     }
 }

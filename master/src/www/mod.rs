@@ -1,4 +1,4 @@
-//! The HTTP side: change hooks and the REST API.
+//! The HTTP side: change hooks, the REST API, the web UI and `/metrics`.
 //!
 //! Handlers return replies for every domain outcome (Buildbot's exact texts and
 //! statuses); warp rejections are kept for "no route here", which one `recover`
@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -54,11 +55,13 @@ fn text(status: StatusCode, body: impl Into<String>) -> warp::reply::Response {
     response
 }
 
-/// Every route of the master.
+/// Every route of the master; `closed` says when the server stops (the
+/// UI's event streams end then).
 pub fn routes(
     state: AppState,
+    closed: watch::Receiver<bool>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    let pages = ui_routes(state.clone());
+    let pages = ui_routes(state.clone(), closed);
     let with_state = warp::any().map(move || state.clone());
 
     let change_hook = warp::path("change_hook")
@@ -182,7 +185,10 @@ pub fn routes(
 /// The web UI's pages, assets and event streams. Each route is boxed: a
 /// long chain of unboxed filters makes types the compiler takes very long
 /// to check.
-fn ui_routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+fn ui_routes(
+    state: AppState,
+    closed: watch::Receiver<bool>,
+) -> BoxedFilter<(warp::reply::Response,)> {
     let with_state = warp::any().map(move || state.clone()).boxed();
     let page = |path: BoxedFilter<()>| {
         path.and(warp::get())
@@ -222,6 +228,7 @@ fn ui_routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_state.clone())
+        .and(warp::any().map(move || closed.clone()))
         .then(ui::build_events)
         .boxed();
     let assets = warp::path!("ui" / String)

@@ -54,10 +54,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let routes = super::routes(state.clone());
+    let (closing, closed) = watch::channel(false);
+    let routes = super::routes(state.clone(), closed.clone());
     let open = Arc::new(Counter::default());
     let refusing = Arc::new(Counter::default());
-    let (closing, closed) = watch::channel(false);
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {

@@ -17,6 +17,8 @@ use warp::Reply;
 use super::auth::{self, Identity, Proof};
 use super::AppState;
 use crate::api::Body;
+use crate::db::BuildSummary;
+use crate::results::Results;
 
 pub use events::build_events;
 
@@ -33,7 +35,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// The script and the style sheet, by name.
-pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     match name {
         "ui.css" => Some((include_str!("ui.css"), "text/css; charset=utf-8")),
         "ui.js" => Some((include_str!("ui.js"), "text/javascript; charset=utf-8")),
@@ -41,18 +43,21 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Buildbot's result names, by code; `None` is a build still running.
+/// Buildbot's result name of `code` (also the box's class); `None` is a
+/// build still running.
 fn result_name(code: Option<i64>) -> &'static str {
-    match code {
-        None => "running",
-        Some(0) => "success",
-        Some(1) => "warnings",
-        Some(2) => "failure",
-        Some(3) => "skipped",
-        Some(4) => "exception",
-        Some(5) => "retry",
-        Some(6) => "cancelled",
-        Some(_) => "unknown",
+    code.map_or("running", |code| {
+        Results::from_code(code).map_or("unknown", Results::name)
+    })
+}
+
+/// A duration as the pages show it: `42 s`, `3 min 5 s`, `2 h 10 min`.
+fn duration(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match (seconds / 3600, seconds % 3600 / 60, seconds % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
     }
 }
 
@@ -64,8 +69,8 @@ fn environment() -> &'static Environment<'static> {
             env.add_template(name, source)
                 .expect("the built-in templates parse");
         }
-        env.add_filter("result_class", |code: Option<i64>| result_name(code));
-        env.add_filter("result_name", |code: Option<i64>| result_name(code));
+        env.add_filter("result", result_name);
+        env.add_global("version", env!("CARGO_PKG_VERSION"));
         env.add_filter("when", |at: Option<f64>| match at {
             Some(at) => crate::clock::utc_minute(at as i64),
             None => "-".to_owned(),
@@ -78,7 +83,7 @@ fn environment() -> &'static Environment<'static> {
                     .and_then(|v| i64::try_from(v).ok())
             };
             match (get("started_at"), get("complete_at")) {
-                (Some(start), Some(end)) => format!("{} s", (end - start).max(0)),
+                (Some(start), Some(end)) => duration(end - start),
                 (Some(_), None) => "running".to_owned(),
                 _ => "-".to_owned(),
             }
@@ -88,11 +93,13 @@ fn environment() -> &'static Environment<'static> {
 }
 
 /// Who is looking, for the header: the user, the CSRF token of their
-/// session, whether the master has users at all.
+/// session, whether the master has users at all; and the master's title
+/// (from the same configuration).
 struct Viewer {
     user: Option<String>,
     csrf: Option<String>,
     auth: bool,
+    title: String,
 }
 
 async fn viewer(state: &AppState, headers: &HeaderMap) -> Viewer {
@@ -111,6 +118,7 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Viewer {
         user: identity.user().map(str::to_owned),
         csrf,
         auth: registry.users.is_some(),
+        title: registry.title.clone(),
     }
 }
 
@@ -123,10 +131,9 @@ async fn page(
     data: Value,
 ) -> warp::reply::Response {
     let viewer = viewer(state, headers).await;
-    let title = state.registry.load().title.clone();
     let rendered = environment().get_template(template).and_then(|t| {
         t.render(context! {
-            title => title,
+            title => viewer.title,
             user => viewer.user,
             csrf => viewer.csrf,
             auth => viewer.auth,
@@ -159,48 +166,103 @@ fn not_found(what: &str) -> warp::reply::Response {
     super::text(StatusCode::NOT_FOUND, format!("{what}\n"))
 }
 
-/// A REST read, as the API answers it (`path` with its query).
-pub(super) async fn api(state: &AppState, path: &str) -> Option<Value> {
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let segments: Vec<&str> = path.split('/').collect();
+/// What a page answers when it cannot read what it shows (the cause is
+/// logged where it was found).
+fn unreadable(status: StatusCode) -> warp::reply::Response {
+    let status = if status.is_server_error() {
+        status
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    super::text(
+        status,
+        "cannot read what this page shows now; the master's log has why\n",
+    )
+}
+
+/// A database read of a page failed.
+fn db_failed(what: &str, error: crate::db::Error) -> warp::reply::Response {
+    tracing::error!("cannot read {what} for a page: {error}");
+    unreadable(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A page's reads: a failed one is the page's answer.
+type Read<T> = Result<T, warp::reply::Response>;
+
+/// A REST read, as the API answers it (`path` with its query); its status
+/// when it is not 200 (logged unless 404).
+async fn api(state: &AppState, path: &str) -> Result<Value, StatusCode> {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let segments: Vec<&str> = route.split('/').collect();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let response = state
+    let Some(response) = state
         .engine
         .get(&segments, &pairs, Some("application/json"))
-        .await?;
+        .await
+    else {
+        return Err(StatusCode::NOT_FOUND);
+    };
     if response.status != 200 {
-        return None;
+        if response.status != 404 {
+            tracing::warn!("a page's read of {path} answered {}", response.status);
+        }
+        return Err(StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY));
     }
     let text = match response.body {
         Body::Full(text) => text.into_bytes(),
         Body::Stream(mut chunks) => {
             let mut all = Vec::new();
             while let Some(chunk) = chunks.next().await {
-                all.extend_from_slice(&chunk.ok()?);
+                match chunk {
+                    Ok(chunk) => all.extend_from_slice(&chunk),
+                    Err(e) => {
+                        tracing::warn!("a page's read of {path} failed: {e}");
+                        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                }
             }
             all
         }
     };
-    serde_json::from_slice(&text).ok()
+    serde_json::from_slice(&text).map_err(|e| {
+        tracing::error!("a page's read of {path} is not JSON: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    })
 }
 
-fn list(value: Option<Value>, key: &str) -> Vec<Value> {
-    value
-        .and_then(|mut v| v.get_mut(key).map(Value::take))
-        .and_then(|v| match v {
-            Value::Array(items) => Some(items),
-            _ => None,
-        })
-        .unwrap_or_default()
+/// The items under `key` of what a REST read answered.
+fn items(mut value: Value, key: &str) -> Vec<Value> {
+    match value.get_mut(key).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// The items under `key` of a REST read.
+async fn read_list(state: &AppState, path: &str, key: &str) -> Read<Vec<Value>> {
+    match api(state, path).await {
+        Ok(value) => Ok(items(value, key)),
+        Err(status) => Err(unreadable(status)),
+    }
+}
+
+/// The one item under `key` of a REST read of one thing; `None` when there
+/// is no such thing.
+async fn read_one(state: &AppState, path: &str, key: &str) -> Read<Option<Value>> {
+    match api(state, path).await {
+        Ok(value) => Ok(items(value, key).pop()),
+        Err(StatusCode::NOT_FOUND) => Ok(None),
+        Err(status) => Err(unreadable(status)),
+    }
 }
 
 /// The name of configured builder `id`; empty for one no longer configured.
-fn builder_name(view: &crate::control::View, id: Option<i64>) -> String {
+fn builder_name(view: &crate::control::View, id: i64) -> String {
     view.builders
         .iter()
-        .find(|(builderid, _)| Some(*builderid) == id)
+        .find(|(builderid, _)| *builderid == id)
         .map_or_else(String::new, |(_, builder)| builder.name.clone())
 }
 
@@ -224,19 +286,13 @@ pub async fn builders(
     let ids = shown.iter().map(|(id, _)| *id).collect();
     let recent = match state.db.recent_builds(ids, RECENT_BUILDS).await {
         Ok(recent) => recent,
-        Err(e) => {
-            tracing::error!("cannot read recent builds: {e}");
-            return super::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
+        Err(e) => return db_failed("recent builds", e),
     };
     let tags: BTreeSet<&String> = view.builders.iter().flat_map(|(_, b)| &b.tags).collect();
     // One pass over the recent builds, grouped by builder.
-    let mut by_builder: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
-    for (builderid, buildid, number, results) in recent {
-        by_builder
-            .entry(builderid)
-            .or_default()
-            .push(json!({"buildid": buildid, "number": number, "results": results}));
+    let mut by_builder: BTreeMap<i64, Vec<BuildSummary>> = BTreeMap::new();
+    for build in recent {
+        by_builder.entry(build.builderid).or_default().push(build);
     }
     let builders: Vec<Value> = shown
         .into_iter()
@@ -249,46 +305,54 @@ pub async fn builders(
     page(&state, &headers, "/", "builders.html", data).await
 }
 
+/// Renders `template` with what `read` read, or answers why it could not.
+async fn page_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    template: &str,
+    read: Read<Value>,
+) -> warp::reply::Response {
+    match read {
+        Ok(data) => page(state, headers, path, template, data).await,
+        Err(reply) => reply,
+    }
+}
+
 /// `GET /builders/<id>`: the builder's builds, its pending requests and the
 /// force forms that can build it.
 pub async fn builder(id: i64, headers: HeaderMap, state: AppState) -> warp::reply::Response {
-    let Some(builder) = list(api(&state, &format!("builders/{id}")).await, "builders").pop() else {
-        return not_found("no such builder");
-    };
-    let name = builder["name"].as_str().unwrap_or_default().to_owned();
-    let builds = list(
-        api(
+    let read = async {
+        let Some(builder) = read_one(&state, &format!("builders/{id}"), "builders").await? else {
+            return Err(not_found("no such builder"));
+        };
+        let name = builder["name"].as_str().unwrap_or_default().to_owned();
+        let builds = read_list(
             &state,
             &format!("builders/{id}/builds?order=-number&limit=50"),
+            "builds",
         )
-        .await,
-        "builds",
-    );
-    let pending = list(
-        api(
+        .await?;
+        let pending = read_list(
             &state,
             &format!("buildrequests?builderid={id}&claimed=false&complete=false"),
+            "buildrequests",
         )
-        .await,
-        "buildrequests",
-    );
-    let forms: Vec<Value> = list(api(&state, "forceschedulers").await, "forceschedulers")
-        .into_iter()
-        .filter(|f| {
-            f["builder_names"]
-                .as_array()
-                .is_some_and(|n| n.iter().any(|n| n == name.as_str()))
-        })
-        .collect();
-    let data = json!({"builder": builder, "builds": builds, "pending": pending, "forms": forms});
-    page(
-        &state,
-        &headers,
-        &format!("/builders/{id}"),
-        "builder.html",
-        data,
-    )
-    .await
+        .await?;
+        let forms: Vec<Value> = read_list(&state, "forceschedulers", "forceschedulers")
+            .await?
+            .into_iter()
+            .filter(|f| {
+                f["builder_names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n == name.as_str()))
+            })
+            .collect();
+        Ok(json!({"builder": builder, "builds": builds, "pending": pending, "forms": forms}))
+    };
+    let read = read.await;
+    let path = format!("/builders/{id}");
+    page_of(&state, &headers, &path, "builder.html", read).await
 }
 
 /// How many of a log's last lines the build page shows.
@@ -309,143 +373,129 @@ pub async fn build(
     state: AppState,
 ) -> warp::reply::Response {
     let full: Option<i64> = query.get("full").and_then(|logid| logid.parse().ok());
-    let Some(build) = list(api(&state, &format!("builds/{id}")).await, "builds").pop() else {
-        return not_found("no such build");
-    };
-    let builder = list(
-        api(&state, &format!("builders/{}", build["builderid"])).await,
-        "builders",
-    )
-    .pop()
-    .unwrap_or_default();
-    let mut steps = list(api(&state, &format!("builds/{id}/steps")).await, "steps");
-    for step in &mut steps {
-        let logs = list(
-            api(&state, &format!("steps/{}/logs", step["stepid"])).await,
-            "logs",
-        );
-        let mut shown = Vec::new();
-        for log in logs {
-            let logid = log["logid"].as_i64().unwrap_or_default();
-            let total = log["num_lines"].as_u64().unwrap_or_default() as usize;
-            let whole = full == Some(logid);
-            let shown_lines = if whole { LOG_FULL } else { LOG_TAIL };
-            let first = total.saturating_sub(shown_lines);
-            let lines = events::log_lines(&state, logid, first, shown_lines).await;
-            let total = first + lines.len();
-            shown.push(json!({
-                "logid": logid,
-                "name": log["name"],
-                "lines": lines,
-                "hidden": first,
-                "total": total,
-                "whole": whole,
-            }));
+    let read = async {
+        let Some(build) = read_one(&state, &format!("builds/{id}"), "builds").await? else {
+            return Err(not_found("no such build"));
+        };
+        let builder = read_one(
+            &state,
+            &format!("builders/{}", build["builderid"]),
+            "builders",
+        )
+        .await?
+        .unwrap_or_default();
+        let mut steps = read_list(&state, &format!("builds/{id}/steps"), "steps").await?;
+        let logs = match state.db.build_progress(id).await {
+            Ok(progress) => progress.map(|p| p.logs).unwrap_or_default(),
+            Err(e) => return Err(db_failed("a build's logs", e)),
+        };
+        for step in &mut steps {
+            let mut shown = Vec::new();
+            for log in logs.iter().filter(|log| step["stepid"] == log.stepid) {
+                let whole = full == Some(log.logid);
+                let shown_lines = if whole { LOG_FULL } else { LOG_TAIL };
+                let first = log.num_lines.saturating_sub(shown_lines);
+                let lines = events::log_lines(&state.db, log, first, shown_lines)
+                    .await
+                    .map_err(|e| db_failed("a log", e))?;
+                let total = first + lines.len();
+                shown.push(json!({
+                    "logid": log.logid,
+                    "name": log.name,
+                    "lines": lines,
+                    "hidden": first,
+                    "total": total,
+                    "whole": whole,
+                    "keep": shown_lines,
+                }));
+            }
+            step["logs"] = Value::Array(shown);
         }
-        step["logs"] = Value::Array(shown);
-    }
-    let worker = list(
-        api(&state, &format!("workers/{}", build["workerid"])).await,
-        "workers",
-    )
-    .pop()
-    .map(|worker| worker["name"].clone());
-    let data = json!({"build": build, "builder": builder, "worker": worker, "steps": steps});
-    page(
-        &state,
-        &headers,
-        &format!("/builds/{id}"),
-        "build.html",
-        data,
-    )
-    .await
+        let worker = read_one(&state, &format!("workers/{}", build["workerid"]), "workers")
+            .await?
+            .map(|worker| worker["name"].clone());
+        Ok(json!({"build": build, "builder": builder, "worker": worker, "steps": steps}))
+    };
+    let read = read.await;
+    let path = format!("/builds/{id}");
+    page_of(&state, &headers, &path, "build.html", read).await
 }
 
 /// `GET /changes`: the newest changes with the builds of each.
 pub async fn changes(headers: HeaderMap, state: AppState) -> warp::reply::Response {
-    let mut changes = list(
-        api(&state, "changes?order=-changeid&limit=50").await,
-        "changes",
-    );
-    let view = state.engine.control.view();
-    for change in &mut changes {
-        let comments = change["comments"].as_str().unwrap_or_default();
-        let first: String = comments
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(80)
+    let read = async {
+        let mut changes = read_list(&state, "changes?order=-changeid&limit=50", "changes").await?;
+        let ssids = changes
+            .iter()
+            .filter_map(|change| change["sourcestamp"]["ssid"].as_i64())
             .collect();
-        change["summary"] = Value::from(first);
-        let ssid = change["sourcestamp"]["ssid"].as_i64().unwrap_or_default();
-        let builds = state.db.sourcestamp_builds(ssid).await.unwrap_or_default();
-        change["builds"] = Value::Array(
-            builds
+        let mut builds = state
+            .db
+            .sourcestamp_builds(ssids)
+            .await
+            .map_err(|e| db_failed("the builds of changes", e))?;
+        let view = state.engine.control.view();
+        for change in &mut changes {
+            let comments = change["comments"].as_str().unwrap_or_default();
+            let first: String = comments
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect();
+            change["summary"] = Value::from(first);
+            let ssid = change["sourcestamp"]["ssid"].as_i64().unwrap_or_default();
+            let shown: Vec<Value> = builds
+                .remove(&ssid)
+                .unwrap_or_default()
                 .into_iter()
-                .map(|(buildid, builderid, number, results)| {
-                    let builder = builder_name(&view, Some(builderid));
-                    json!({"buildid": buildid, "builder": builder, "number": number, "results": results})
+                .map(|build| {
+                    let builder = builder_name(&view, build.builderid);
+                    json!({"buildid": build.buildid, "builder": builder, "number": build.number, "results": build.results})
                 })
-                .collect(),
-        );
-    }
-    page(
-        &state,
-        &headers,
-        "/changes",
-        "changes.html",
-        json!({"changes": changes}),
-    )
-    .await
+                .collect();
+            change["builds"] = Value::Array(shown);
+        }
+        Ok(json!({"changes": changes}))
+    };
+    let read = read.await;
+    page_of(&state, &headers, "/changes", "changes.html", read).await
 }
 
 /// `GET /workers`: every worker, connected or not, with its running builds.
 pub async fn workers(headers: HeaderMap, state: AppState) -> warp::reply::Response {
-    let mut workers = list(api(&state, "workers").await, "workers");
-    let running = list(api(&state, "builds?complete=false").await, "builds");
-    let view = state.engine.control.view();
-    for worker in &mut workers {
-        let id = worker["workerid"].clone();
-        worker["running"] = Value::Array(
-            running
-                .iter()
-                .filter(|b| b["workerid"] == id)
-                .map(|b| {
-                    let builder = builder_name(&view, b["builderid"].as_i64());
-                    json!({"buildid": b["buildid"], "number": b["number"], "builder": builder})
-                })
-                .collect(),
-        );
-        if worker["connected_to"].as_array().is_some_and(Vec::is_empty) {
-            worker["connected_to"] = Value::Null;
+    let read = async {
+        let mut workers = read_list(&state, "workers", "workers").await?;
+        let running = read_list(&state, "builds?complete=false", "builds").await?;
+        let view = state.engine.control.view();
+        for worker in &mut workers {
+            let id = worker["workerid"].clone();
+            worker["running"] = Value::Array(
+                running
+                    .iter()
+                    .filter(|b| b["workerid"] == id)
+                    .map(|b| {
+                        let builder =
+                            builder_name(&view, b["builderid"].as_i64().unwrap_or_default());
+                        json!({"buildid": b["buildid"], "number": b["number"], "builder": builder})
+                    })
+                    .collect(),
+            );
         }
-    }
-    page(
-        &state,
-        &headers,
-        "/workers",
-        "workers.html",
-        json!({"workers": workers}),
-    )
-    .await
+        Ok(json!({"workers": workers}))
+    };
+    let read = read.await;
+    page_of(&state, &headers, "/workers", "workers.html", read).await
 }
 
 /// `GET /hooks`: the webhook inspector's deliveries.
 pub async fn hooks(headers: HeaderMap, state: AppState) -> warp::reply::Response {
-    let deliveries = state
-        .db
-        .hook_deliveries(None, None, 50)
-        .await
-        .unwrap_or_default();
-    page(
-        &state,
-        &headers,
-        "/hooks",
-        "hooks.html",
-        json!({"deliveries": deliveries}),
-    )
-    .await
+    let read = match state.db.hook_deliveries(None, None, 50).await {
+        Ok(deliveries) => Ok(json!({"deliveries": deliveries})),
+        Err(e) => Err(db_failed("kept deliveries", e)),
+    };
+    page_of(&state, &headers, "/hooks", "hooks.html", read).await
 }
 
 /// `GET /status`: the last reload and the loaded plugins with their versions.
@@ -457,19 +507,26 @@ pub async fn status(headers: HeaderMap, state: AppState) -> warp::reply::Respons
         .libraries
         .iter()
         .map(|library| {
-            let offers: Vec<&String> = library.dialects.iter().chain(&library.reporters).collect();
+            let offers: Vec<&str> = library
+                .dialects
+                .iter()
+                .chain(&library.reporters)
+                .map(String::as_str)
+                .collect();
             json!({
                 "name": library.name,
                 "version": library.version,
-                "offers": offers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                "offers": offers.join(", "),
             })
         })
         .collect();
-    let data = json!({"reload": reload, "plugins": plugins, "version": env!("CARGO_PKG_VERSION")});
+    let data = json!({"reload": reload, "plugins": plugins});
     page(&state, &headers, "/status", "status.html", data).await
 }
 
-/// `GET /ui/<asset>`: the script and the style sheet, cached for an hour.
+/// `GET /ui/<asset>`: the script and the style sheet, cached for an hour
+/// (the pages name them with the master's version, so an upgrade is seen at
+/// once).
 pub async fn serve_asset(name: String) -> warp::reply::Response {
     let Some((body, content_type)) = asset(&name) else {
         return not_found("no such asset");
@@ -487,6 +544,17 @@ pub async fn serve_asset(name: String) -> warp::reply::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_results_read_as_words() {
+        assert_eq!(duration(42), "42 s");
+        assert_eq!(duration(185), "3 min 5 s");
+        assert_eq!(duration(7825), "2 h 10 min");
+        assert_eq!(duration(-3), "0 s");
+        assert_eq!(result_name(None), "running");
+        assert_eq!(result_name(Some(2)), "failure");
+        assert_eq!(result_name(Some(99)), "unknown");
+    }
 
     #[test]
     fn every_template_parses_and_renders_with_escaping() {

@@ -21,8 +21,11 @@ async function call(path, method, params) {
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
     body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
   });
+  // JSON-RPC answers in JSON; a refusal before it (a login, a CSRF token,
+  // a full server) in plain text.
+  const text = await response.text();
   let answer;
-  try { answer = await response.json(); } catch (_) { answer = { error: { message: await response.text() } }; }
+  try { answer = JSON.parse(text); } catch (_) { answer = { error: { message: text.trim() } }; }
   if (answer.error) { throw new Error(answer.error.message || `HTTP ${response.status}`); }
   return answer.result;
 }
@@ -76,7 +79,29 @@ document.addEventListener("click", async (event) => {
   } catch (error) { say(`Refused: ${error.message}`); }
 });
 
-// A running build: its logs grow as the master stores them.
+// A log keeps as many lines as the page first showed at most (the raw text
+// has them all): the oldest go, and the note above it says how many.
+function trim(pre) {
+  const spans = pre.querySelectorAll("span");
+  const keep = Number(pre.dataset.keep) || 1000;
+  const extra = spans.length - keep;
+  if (extra <= 0) { return; }
+  for (const span of [...spans].slice(0, extra)) {
+    if (span.nextSibling && span.nextSibling.nodeType === Node.TEXT_NODE) { span.nextSibling.remove(); }
+    span.remove();
+  }
+  let note = pre.previousElementSibling;
+  if (!note || !note.classList.contains("earlier")) {
+    note = document.createElement("p");
+    note.className = "earlier";
+    pre.before(note);
+  }
+  note.textContent = `${Number(pre.dataset.lines) - keep} earlier lines not shown: the raw text has them.`;
+}
+
+// A running build: its logs grow as the master stores them. When the stream
+// breaks (a restart, a proxy's timeout), it is followed again from the lines
+// the page has, not from those it had when it loaded.
 function follow() {
   const build = document.getElementById("build");
   if (!build || build.dataset.complete === "true") { return; }
@@ -94,8 +119,10 @@ function follow() {
       pre.append(span, "\n");
     }
     pre.dataset.lines = data.total;
+    trim(pre);
   });
   source.addEventListener("steps", () => { source.close(); location.reload(); });
   source.addEventListener("done", () => { source.close(); location.reload(); });
+  source.onerror = () => { source.close(); live = null; setTimeout(follow, 2000); };
 }
 document.addEventListener("DOMContentLoaded", follow);
