@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use crate::{resident, start_in, Master};
+use crate::{percentiles, resident, start_in, Master};
 
 /// The queries timed, as the issue that set the aim lists them.
 pub const QUERIES: &[&str] = &[
@@ -212,13 +212,6 @@ fn populate(path: &Path, changes: usize, builds: usize) -> rusqlite::Result<()> 
         }
     }
     tx.commit()
-}
-
-/// Median and 99th percentile of `times`.
-pub fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
 }
 
 async fn time_query(client: &reqwest::Client, master: &Master, path: &str) -> (Duration, Duration) {

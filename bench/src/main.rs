@@ -576,6 +576,13 @@ fn number(args: &mut impl Iterator<Item = String>, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Median and 99th percentile of `times`.
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
 fn summary(mut times: Vec<Duration>) -> String {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

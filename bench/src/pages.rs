@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::history::percentiles;
-use crate::{api_total, number_after, scrape, start_with_config, Master};
+use crate::{api_total, number_after, percentiles, scrape, start_with_config, Master};
 
 /// The lines of the long log.
 const LONG_LOG_LINES: usize = 10_000;
@@ -24,11 +23,15 @@ fn config(builders: usize) -> String {
     text
 }
 
-/// Waits until `count` builds have finished.
+/// Waits until `count` builds have finished: the count of finished builds
+/// (an estimate past a few thousand) is reached and no request waits or
+/// runs (that count is exact when small).
 async fn wait_for_builds(client: &reqwest::Client, addr: &str, count: u64) {
     let started = Instant::now();
     let finished = "builds?complete=true&limit=1&field=buildid";
-    while api_total(client, addr, finished).await < count {
+    let open = "buildrequests?complete=false&limit=1&field=buildrequestid";
+    while api_total(client, addr, finished).await < count || api_total(client, addr, open).await > 0
+    {
         assert!(
             started.elapsed() < Duration::from_secs(1200),
             "{count} builds not finished in 20 minutes"

@@ -9,8 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::history::percentiles;
-use crate::start_with_config;
+use crate::{percentiles, start_with_config};
 
 pub(crate) fn config(builders: usize) -> String {
     let mut text = String::from(

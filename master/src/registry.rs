@@ -107,9 +107,9 @@ impl ReporterInstance {
     }
 }
 
-/// Whether a plugin's error is a caught panic (the SDK's wording).
+/// Whether a plugin's error is a caught panic.
 fn is_panic(message: &str) -> bool {
-    message.starts_with("plugin panicked")
+    message.starts_with(buildmaster_plugin_api::boundary::PANIC_PREFIX)
 }
 
 /// What `/change_hook/<name>` finds.

@@ -249,6 +249,10 @@ pub type DialectCtor = Ctor<DialectBox>;
 /// A reporter constructor.
 pub type ReporterCtor = Ctor<ReporterBox>;
 
+/// How the message of a caught panic starts, so that the host can count
+/// panics apart from other internal errors.
+pub const PANIC_PREFIX: &str = "plugin panicked: ";
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -257,7 +261,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "non-string panic payload".to_string()
     };
-    format!("plugin panicked: {text}")
+    format!("{PANIC_PREFIX}{text}")
 }
 
 /// Runs plugin code, turning a panic into an internal error.

@@ -148,12 +148,7 @@ where
             .headers
             .iter()
             .filter(|(name, _)| keeps_authorization || *name != header::AUTHORIZATION)
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(header_pair)
             .collect::<Vec<_>>(),
         replay_of: request.replay_of,
     });
@@ -223,6 +218,15 @@ struct KeptRequest {
     path: String,
     headers: Vec<(String, String)>,
     replay_of: Option<i64>,
+}
+
+/// A header as text: its name and its value (bytes that are not UTF-8
+/// replaced).
+fn header_pair((name, value): (&header::HeaderName, &HeaderValue)) -> (String, String) {
+    (
+        name.to_string(),
+        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    )
 }
 
 /// How many deliveries may wait to be written for the inspector at once.
@@ -372,15 +376,7 @@ where
         query: form_urlencoded::parse(raw_query.as_bytes())
             .into_owned()
             .collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: headers.iter().map(header_pair).collect(),
         body,
         remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
     }

@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
-use super::auth::{self, Authority};
 use super::hooks::{answer_and_keep, Incoming, AUTH_REFUSED};
-use super::{text, AppState};
+use super::AppState;
 use crate::api::Permit;
 use crate::config::Action;
 
@@ -89,18 +88,10 @@ pub async fn replay(
     body: bytes::Bytes,
     state: AppState,
 ) -> warp::reply::Response {
-    let registry = state.registry.load_full();
-    let identity = match auth::identify(&registry, &state.sessions, &headers).await {
-        Ok(identity) => identity,
-        Err(why) => return text(StatusCode::UNAUTHORIZED, format!("{why}\n")),
+    let authority = match super::caller(&state, &headers).await {
+        Ok(authority) => authority,
+        Err(refused) => return refused,
     };
-    let csrf = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    if !auth::csrf_ok(&identity, csrf) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "missing or wrong X-CSRF-Token for this session\n",
-        );
-    }
     let json_body = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -121,11 +112,6 @@ pub async fn replay(
         let message = "invalid method (deliveries take replay)".to_owned();
         return rpc(StatusCode::BAD_REQUEST, &id, Err((-32601, message)));
     }
-    let authority = Authority {
-        identity,
-        users: registry.users.clone(),
-        authz: registry.authz.clone(),
-    };
     if let Err((status, why)) = authority.check(Action::Replay, None) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return rpc(status, &id, Err((-32001, why)));

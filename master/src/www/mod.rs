@@ -295,6 +295,32 @@ async fn api_engine_get(
     }
 }
 
+/// Who sends a state-changing request, with what they may do; or the
+/// answer for a caller who cannot prove who they are (401) or a session
+/// without its CSRF token (403).
+async fn caller(
+    state: &AppState,
+    headers: &warp::http::HeaderMap,
+) -> Result<auth::Authority, warp::reply::Response> {
+    let registry = state.registry.load_full();
+    let identity = match auth::identify(&registry, &state.sessions, headers).await {
+        Ok(identity) => identity,
+        Err(why) => return Err(text(StatusCode::UNAUTHORIZED, format!("{why}\n"))),
+    };
+    let csrf = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if !auth::csrf_ok(&identity, csrf) {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "missing or wrong X-CSRF-Token for this session\n",
+        ));
+    }
+    Ok(auth::Authority {
+        identity,
+        users: registry.users.clone(),
+        authz: Arc::clone(&registry.authz),
+    })
+}
+
 async fn api_engine_post(
     tail: warp::path::Tail,
     headers: warp::http::HeaderMap,
@@ -302,24 +328,11 @@ async fn api_engine_post(
     state: AppState,
 ) -> Result<warp::reply::Response, Rejection> {
     let path: Vec<&str> = tail.as_str().trim_end_matches('/').split('/').collect();
-    let registry = state.registry.load_full();
-    let identity = match auth::identify(&registry, &state.sessions, &headers).await {
-        Ok(identity) => identity,
-        Err(why) => return Ok(text(StatusCode::UNAUTHORIZED, format!("{why}\n"))),
+    let authority = match caller(&state, &headers).await {
+        Ok(authority) => authority,
+        Err(refused) => return Ok(refused),
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if !auth::csrf_ok(&identity, header("x-csrf-token")) {
-        return Ok(text(
-            StatusCode::FORBIDDEN,
-            "missing or wrong X-CSRF-Token for this session\n",
-        ));
-    }
-    let authority = auth::Authority {
-        identity,
-        users: registry.users.clone(),
-        authz: Arc::clone(&registry.authz),
-    };
-    let content_type = header("content-type");
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
     match state
         .engine
         .post(&path, content_type, &body, &authority)
