@@ -46,6 +46,32 @@ choices = ["debug", "release"]
 default = "release"
 "#;
 
+/// A master with one builder, `long`, whose one step runs `command` (a
+/// TOML value) for every change.
+fn builder_running(command: &str) -> String {
+    format!(
+        r#"
+[master]
+reload_on_change = false
+[www.change_hook_dialects]
+base = true
+[[workers]]
+type = "local"
+name = "w"
+[[builders]]
+name = "long"
+workernames = ["w"]
+[[builders.steps]]
+type = "shell"
+command = {command}
+[[schedulers]]
+type = "any_branch"
+name = "all"
+builder_names = ["long"]
+"#
+    )
+}
+
 fn hook(master: &Master, revision: &str) {
     let reply = master.post_form(
         "/change_hook/base",
@@ -191,28 +217,7 @@ fn a_running_builds_log_is_streamed_as_server_sent_events() {
 
 #[test]
 fn a_long_log_shows_its_tail_with_a_link_to_every_line() {
-    let master = Master::start(
-        r#"
-[master]
-reload_on_change = false
-[www.change_hook_dialects]
-base = true
-[[workers]]
-type = "local"
-name = "w"
-[[builders]]
-name = "long"
-workernames = ["w"]
-[[builders.steps]]
-type = "shell"
-name = "count"
-command = ["seq", "-f", "line %g", "2500"]
-[[schedulers]]
-type = "any_branch"
-name = "all"
-builder_names = ["long"]
-"#,
-    );
+    let master = Master::start(&builder_running(r#"["seq", "-f", "line %g", "2500"]"#));
     hook(&master, "1a2b");
     assert_eq!(master.wait_for_build(1)["results"], 0);
     let logid = master.get_json("/api/v2/steps/1/logs")["logs"][0]["logid"]
@@ -245,27 +250,7 @@ builder_names = ["long"]
 
 #[test]
 fn an_open_build_page_neither_holds_a_stopping_master_nor_follows_a_missing_build() {
-    let master = Master::start(
-        r#"
-[master]
-reload_on_change = false
-[www.change_hook_dialects]
-base = true
-[[workers]]
-type = "local"
-name = "w"
-[[builders]]
-name = "long"
-workernames = ["w"]
-[[builders.steps]]
-type = "shell"
-command = "echo started; sleep 60"
-[[schedulers]]
-type = "any_branch"
-name = "all"
-builder_names = ["long"]
-"#,
-    );
+    let master = Master::start(&builder_running(r#""echo started; sleep 60""#));
     assert_eq!(
         master.send("GET", "/ui/events/builds/999", &[], b"").status,
         404
